@@ -1,0 +1,127 @@
+"""deepclust KMeans against faiss.Kmeans and scikit-learn KMeans on the same problem.
+
+All three start from the same k-means++ centroids (deepclust's ``kmeans_plus_plus_init``),
+run the same number of Lloyd iterations on every row (faiss with ``max_points_per_centroid``
+large enough not to subsample), and are scored the same way: the exact float64 sum of
+squared distances of every row to its nearest final centroid.
+
+What each timed call does:
+
+- deepclust ``KMeans(max_iter=iters, tol=0).fit``: ``iters`` updates, ``iters + 1``
+  assignments (the last gives ``labels_`` for the final centroids);
+- faiss ``Kmeans.train``: ``iters`` assignments and updates, no labels for the final
+  centroids; "faiss+labels" adds the ``index.search`` that gives them, which makes it the
+  same work as the two others;
+- scikit-learn ``KMeans(init=C, n_init=1, tol=0, max_iter=iters).fit``: as deepclust.
+
+Run: ``python benchmarks/kmeans.py [--n 200000 --d 256 --k 1000 --iters 20 --seed 0]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import faiss
+import numpy as np
+from sklearn.cluster import KMeans as SklearnKMeans
+
+from deepclust.cluster.kmeans import KMeans, kmeans_plus_plus_init
+
+
+def make_data(n: int, d: int, k: int, seed: int) -> np.ndarray:
+    """A Gaussian mixture with structure: 2k components of unequal weight and spread,
+    centres on a decaying spectrum (a few directions matter more), float32."""
+    rng = np.random.default_rng(seed)
+    n_comp = 2 * k
+    spectrum = (1.0 / np.sqrt(1.0 + np.arange(d))).astype(np.float32)
+    centres = rng.standard_normal((n_comp, d), dtype=np.float32) * (4.0 * spectrum)
+    weights = rng.dirichlet(np.full(n_comp, 2.0))
+    comp = rng.choice(n_comp, size=n, p=weights)
+    spread = rng.uniform(0.5, 1.5, size=n_comp).astype(np.float32)
+    X = rng.standard_normal((n, d), dtype=np.float32)
+    X *= spread[comp, None] * spectrum
+    X += centres[comp]
+    return X
+
+
+def objective(X: np.ndarray, centroids: np.ndarray, block: int = 1 << 15) -> float:
+    """Exact float64 sum of squared distances to the nearest centroid (found by faiss)."""
+    C = np.ascontiguousarray(centroids, dtype=np.float32)
+    C64 = C.astype(np.float64)
+    total = 0.0
+    for start in range(0, X.shape[0], block):
+        xb = X[start : start + block]
+        _, idx = faiss.knn(xb, C, 1)
+        diff = xb.astype(np.float64) - C64[idx[:, 0]]
+        total += float(np.einsum("ij,ij->", diff, diff))
+    return total
+
+
+def timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=200_000, help="rows")
+    parser.add_argument("--d", type=int, default=256, help="features")
+    parser.add_argument("--k", type=int, default=1000, help="clusters")
+    parser.add_argument("--iters", type=int, default=20, help="Lloyd iterations")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip-sklearn", action="store_true", help="leave scikit-learn out")
+    args = parser.parse_args(argv)
+    n, d, k, iters = args.n, args.d, args.k, args.iters
+
+    print(
+        f"n={n} d={d} k={k} iters={iters} seed={args.seed}  "
+        f"faiss {faiss.__version__} threads={faiss.omp_get_max_threads()}  "
+        f"cpus={os.cpu_count()}  load avg={os.getloadavg()[0]:.2f}"
+    )
+    X = make_data(n, d, k, args.seed)
+    t_init, C = timed(lambda: kmeans_plus_plus_init(X, k, random_state=args.seed))
+    print(f"k-means++ init (deepclust, shared by all three): {t_init:.2f} s")
+
+    times: dict[str, float] = {}
+    objectives: dict[str, float] = {}
+    iterations: dict[str, int] = {}
+
+    km = KMeans(n_clusters=k, init=C, n_init=1, max_iter=iters, tol=0)
+    times["deepclust"], _ = timed(lambda: km.fit(X))
+    objectives["deepclust"] = objective(X, km.cluster_centers_)
+    iterations["deepclust"] = km.n_iter_
+
+    fk = faiss.Kmeans(
+        d, k, niter=iters, seed=args.seed, max_points_per_centroid=n, min_points_per_centroid=1
+    )
+    times["faiss"], _ = timed(lambda: fk.train(X, init_centroids=C))
+    t_search, _ = timed(lambda: fk.index.search(X, 1))
+    times["faiss+labels"] = times["faiss"] + t_search
+    objectives["faiss"] = objectives["faiss+labels"] = objective(X, fk.centroids)
+    iterations["faiss"] = iterations["faiss+labels"] = iters
+
+    if not args.skip_sklearn:
+        sk = SklearnKMeans(n_clusters=k, init=C, n_init=1, max_iter=iters, tol=0, algorithm="lloyd")
+        times["scikit-learn"], _ = timed(lambda: sk.fit(X))
+        objectives["scikit-learn"] = objective(X, sk.cluster_centers_)
+        iterations["scikit-learn"] = sk.n_iter_
+
+    ref_t, ref_o = times["faiss"], objectives["faiss"]
+    print(
+        f"{'method':<14}{'iters':>6}{'wall s':>9}{'/faiss':>9}{'/faiss+lab':>11}"
+        f"{'objective':>16}{'/faiss':>10}"
+    )
+    for name, t in times.items():
+        print(
+            f"{name:<14}{iterations[name]:>6}{t:>9.2f}{t / ref_t:>9.3f}"
+            f"{t / times['faiss+labels']:>11.3f}{objectives[name]:>16.6e}"
+            f"{objectives[name] / ref_o:>10.5f}"
+        )
+    print(f"load avg at the end: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

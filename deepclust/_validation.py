@@ -1,0 +1,136 @@
+"""Input checks at the boundary of the public API.
+
+Each check raises :class:`deepclust.errors.InputError` with a message that names the
+problem and says what to do, instead of letting a library fail deep inside.
+"""
+
+from __future__ import annotations
+
+from numbers import Integral
+
+import numpy as np
+
+from deepclust.errors import InputError
+
+
+def check_features(
+    X,
+    *,
+    name: str = "X",
+    min_samples: int = 1,
+    dtype=(np.float32, np.float64),
+    allow_nonfinite: bool = False,
+) -> np.ndarray:
+    """Return ``X`` as a C-contiguous 2-D float array, or raise a clear error.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+    name : str
+        How the array is called in error messages.
+    min_samples : int
+        Fewest rows accepted.
+    dtype : dtype or tuple of dtypes
+        Accepted float dtypes; anything else is converted to the first.
+    allow_nonfinite : bool
+        If False, NaN or infinite entries raise, naming the first bad rows.
+    """
+    try:
+        arr = np.asarray(X)
+    except Exception as exc:  # ragged lists and the like
+        raise InputError(f"{name} could not be read as a numeric array: {exc}") from None
+    if arr.dtype == object or not (
+        np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_
+    ):
+        raise InputError(
+            f"{name} must be numeric, got dtype {arr.dtype}; convert your features to numbers first"
+        )
+    if arr.ndim == 1:
+        raise InputError(
+            f"{name} is 1-D (shape {arr.shape}); features must be 2-D (n_samples, n_features). "
+            "Use X.reshape(-1, 1) for a single feature or X.reshape(1, -1) for a single sample."
+        )
+    if arr.ndim != 2:
+        raise InputError(
+            f"{name} must be 2-D (n_samples, n_features), got shape {arr.shape}; "
+            "flatten images first, e.g. X.reshape(len(X), -1)"
+        )
+    n, d = arr.shape
+    if n == 0:
+        raise InputError(f"{name} has no rows; there is nothing to cluster")
+    if d == 0:
+        raise InputError(f"{name} has {n} rows but no features (shape {arr.shape})")
+    if n < min_samples:
+        raise InputError(f"{name} has {n} sample(s); at least {min_samples} are needed")
+    accepted = dtype if isinstance(dtype, tuple) else (dtype,)
+    if arr.dtype not in accepted:
+        arr = arr.astype(accepted[0])
+    arr = np.ascontiguousarray(arr)
+    if not allow_nonfinite:
+        finite = np.isfinite(arr).all(axis=1)
+        if not finite.all():
+            bad = np.flatnonzero(~finite)
+            shown = ", ".join(map(str, bad[:5])) + (" ..." if bad.size > 5 else "")
+            raise InputError(
+                f"{name} has {bad.size} row(s) with NaN or infinite values (rows {shown}); "
+                "drop or impute them before clustering"
+            )
+    return arr
+
+
+def check_n_clusters(n_clusters, n_samples: int, *, name: str = "n_clusters") -> int:
+    """Return ``n_clusters`` as an int in ``[1, n_samples]`` or raise a clear error."""
+    if isinstance(n_clusters, bool) or not isinstance(n_clusters, Integral):
+        raise InputError(f"{name} must be a positive integer, got {n_clusters!r}")
+    k = int(n_clusters)
+    if k < 1:
+        raise InputError(f"{name} must be at least 1, got {k}")
+    if k > n_samples:
+        raise InputError(
+            f"{name}={k} is larger than the number of samples ({n_samples}); "
+            f"choose at most {n_samples} clusters"
+        )
+    return k
+
+
+def check_labels(y, n_samples: int | None = None, *, name: str = "labels") -> np.ndarray:
+    """Return ``y`` as a 1-D int64 array (of length ``n_samples`` if given)."""
+    arr = np.asarray(y)
+    if arr.ndim != 1:
+        arr = arr.squeeze()
+        if arr.ndim != 1:
+            raise InputError(f"{name} must be 1-D, got shape {np.asarray(y).shape}")
+    if n_samples is not None and arr.shape[0] != n_samples:
+        raise InputError(
+            f"{name} has {arr.shape[0]} entries but there are {n_samples} samples; "
+            "labels must have one entry per row"
+        )
+    if arr.dtype.kind == "f":
+        if not np.isfinite(arr).all() or not np.all(arr == np.round(arr)):
+            raise InputError(f"{name} must be integers (found non-integer or NaN values)")
+        arr = arr.astype(np.int64)
+    elif arr.dtype.kind in "iub":
+        arr = arr.astype(np.int64)
+    else:
+        # strings or other categories: map to integer codes in sorted order
+        _, arr = np.unique(arr, return_inverse=True)
+        arr = arr.astype(np.int64)
+    return arr
+
+
+def check_random_state(random_state) -> np.random.Generator:
+    """A numpy Generator from None, an int or a Generator."""
+    if isinstance(random_state, np.random.Generator):
+        return random_state
+    if random_state is None or isinstance(random_state, Integral):
+        return np.random.default_rng(random_state)
+    if isinstance(random_state, np.random.RandomState):
+        return np.random.default_rng(random_state.randint(0, 2**31 - 1))
+    raise InputError(f"random_state must be None, an int or a numpy Generator, got {random_state!r}")
+
+
+def seed_from(random_state) -> int:
+    """An int seed (for libraries that only take ints) derived from ``random_state``."""
+    if isinstance(random_state, Integral) and not isinstance(random_state, bool):
+        return int(random_state)
+    return int(check_random_state(random_state).integers(0, 2**31 - 1))

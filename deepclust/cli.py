@@ -1,0 +1,55 @@
+"""The ``deepclust`` command: a thin shell over the Python API.
+
+Each group of commands lives in a ``cli_*`` module with a ``register(subparsers)`` function
+that adds its sub-commands; every sub-command sets ``func(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from deepclust import __version__
+from deepclust.errors import DeepclustError
+
+# Modules that add sub-commands, in the order they appear in --help.
+COMMAND_MODULES = ("deepclust.cli_core", "deepclust.cli_embed")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="deepclust",
+        description="Cluster images and feature matrices, and measure how good the clusters are.",
+    )
+    parser.add_argument("--version", action="version", version=f"deepclust {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:  # an optional command group not present in this build
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 1
+    try:
+        return int(args.func(args) or 0)
+    except DeepclustError as exc:
+        print(f"deepclust {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"deepclust {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""Clusterers with the scikit-learn estimator API, reachable by name.
+
+>>> from deepclust.cluster import make_clusterer
+>>> km = make_clusterer("kmeans", n_clusters=10, random_state=0)
+"""
+
+from deepclust.cluster.base import (
+    BaseClusterer,
+    available_methods,
+    get_clusterer_class,
+    make_clusterer,
+    register,
+)
+from deepclust.cluster.kmeans import KMeans  # noqa: F401  (registers "kmeans")
+from deepclust.cluster.classic import (  # noqa: F401  (registers the classic methods)
+    Agglomerative,
+    AffinityPropagation,
+    GaussianMixture,
+    HDBSCAN,
+    Spectral,
+)
+
+__all__ = [
+    "BaseClusterer",
+    "KMeans",
+    "Agglomerative",
+    "AffinityPropagation",
+    "GaussianMixture",
+    "HDBSCAN",
+    "Spectral",
+    "available_methods",
+    "get_clusterer_class",
+    "make_clusterer",
+    "register",
+]

@@ -1,0 +1,88 @@
+"""What every deepclust clusterer shares: the estimator contract and the name registry.
+
+Clusterers follow scikit-learn's API: ``__init__`` only stores parameters, all work and
+validation happen in ``fit``, learned state ends in an underscore, ``fit`` returns ``self``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClusterMixin
+
+from deepclust._validation import check_features, check_n_clusters
+from deepclust.errors import InputError
+
+_REGISTRY: dict[str, type] = {}
+_DESCRIPTIONS: dict[str, str] = {}
+
+
+def register(name: str, description: str = "") -> Callable[[type], type]:
+    """Class decorator: make a clusterer available by ``name`` (CLI, configs)."""
+
+    def deco(cls: type) -> type:
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise RuntimeError(f"clusterer name {name!r} registered twice")
+        _REGISTRY[name] = cls
+        _DESCRIPTIONS[name] = description or (cls.__doc__ or "").strip().splitlines()[0]
+        return cls
+
+    return deco
+
+
+def available_methods() -> dict[str, str]:
+    """Registered clusterer names mapped to a one-line description."""
+    return dict(sorted(_DESCRIPTIONS.items()))
+
+
+def get_clusterer_class(name: str) -> type:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY))
+        raise InputError(f"unknown clustering method {name!r}; known methods: {known}") from None
+
+
+def make_clusterer(name: str, **params) -> "BaseClusterer":
+    """Build the clusterer registered as ``name`` with ``params``.
+
+    Parameters that the class does not take raise an error naming the ones it does.
+    """
+    cls = get_clusterer_class(name)
+    accepted = cls._get_param_names()
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        raise InputError(
+            f"method {name!r} does not take parameter(s) {', '.join(unknown)}; "
+            f"it takes: {', '.join(accepted)}"
+        )
+    return cls(**params)
+
+
+class BaseClusterer(ClusterMixin, BaseEstimator):
+    """Shared helpers; subclasses implement ``fit``.
+
+    ``takes_n_clusters`` says whether the method is told k (k-means) or finds it
+    (HDBSCAN, affinity propagation); the CLI and the k sweep read it.
+    """
+
+    takes_n_clusters: bool = True
+
+    def _validate_X(self, X, *, min_samples: int = 1) -> np.ndarray:
+        return check_features(X, min_samples=min_samples)
+
+    def _validate_k(self, n_samples: int) -> int:
+        return check_n_clusters(self.n_clusters, n_samples)
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "labels_"):
+            raise InputError(
+                f"this {type(self).__name__} is not fitted yet; call fit(X) before predict"
+            )
+
+    @property
+    def n_noise_(self) -> int:
+        """Number of points labelled -1 (noise); 0 for methods without noise."""
+        self._check_fitted()
+        return int(np.count_nonzero(self.labels_ == -1))

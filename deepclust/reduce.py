@@ -1,0 +1,326 @@
+"""Dimension reduction before clustering: z-score, PCA (optionally whitened), L2, UMAP.
+
+Reducers chain into a scikit-learn :class:`~sklearn.pipeline.Pipeline`, written either as a
+string or as a list::
+
+    build_reducer("zscore,pca:0.9,umap:50")
+    build_reducer(["zscore", "pca:64:whiten", "l2"])
+    build_reducer([("pca", {"n_components": 0.95, "whiten": True}), "umap:50:n_neighbors=15"])
+
+Step grammar: ``NAME[:VALUE][:FLAG][:KEY=VALUE...]``
+
+==========  =======================================================================
+``zscore``  standardise each feature (zero mean, unit variance)
+``pca:N``   PCA to N dimensions (int) or to the fewest keeping a fraction N of the
+            variance (0 < N < 1); ``:whiten`` divides by the singular values
+``l2``      scale each row to unit Euclidean norm
+``umap:N``  UMAP to N dimensions; defaults follow the zero-shot study (Lowe et al. 2024)
+            and UMAP's clustering guide: ``n_neighbors=30``, ``min_dist=0.0``
+==========  =======================================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import Normalizer, StandardScaler
+
+from deepclust._validation import check_features, seed_from
+from deepclust.errors import InputError
+
+#: UMAP settings of the zero-shot study; also UMAP's own advice for clustering.
+UMAP_DEFAULTS = {"n_neighbors": 30, "min_dist": 0.0, "metric": "euclidean"}
+
+
+class PCAReducer(TransformerMixin, BaseEstimator):
+    """PCA to ``n_components`` dimensions, or to a kept-variance fraction when it is in (0, 1).
+
+    Parameters
+    ----------
+    n_components : int or float
+        Output dimensions, or the fraction of variance to keep.
+    whiten : bool
+        Divide each component by its singular value (unit variance outputs).
+    random_state : int, optional
+        Seed of the randomised SVD used on large inputs.
+    """
+
+    def __init__(self, n_components: int | float = 50, whiten: bool = False, random_state=None):
+        self.n_components = n_components
+        self.whiten = whiten
+        self.random_state = random_state
+
+    def fit(self, X, y=None):
+        from sklearn.decomposition import PCA
+
+        X = check_features(X, min_samples=2)
+        n, d = X.shape
+        nc = self.n_components
+        if isinstance(nc, float) and not nc.is_integer():
+            if not 0.0 < nc < 1.0:
+                raise InputError(
+                    f"pca: a variance fraction must lie in (0, 1), got {nc}; "
+                    "give an integer for a number of dimensions"
+                )
+            solver = "full"
+        else:
+            nc = int(nc)
+            if nc < 1:
+                raise InputError(f"pca: n_components must be at least 1, got {nc}")
+            if nc > min(n, d):
+                raise InputError(
+                    f"pca:{nc} asks for more components than the data has "
+                    f"(min(n_samples, n_features) = {min(n, d)}); choose at most {min(n, d)}"
+                )
+            solver = "auto"
+        rs = None if self.random_state is None else seed_from(self.random_state)
+        self.pca_ = PCA(n_components=nc, whiten=self.whiten, svd_solver=solver, random_state=rs)
+        self.pca_.fit(X)
+        self.n_components_ = int(self.pca_.n_components_)
+        self.explained_variance_ratio_ = self.pca_.explained_variance_ratio_
+        return self
+
+    def transform(self, X):
+        X = check_features(X)
+        return self.pca_.transform(X).astype(X.dtype, copy=False)
+
+
+class UMAPReducer(TransformerMixin, BaseEstimator):
+    """UMAP (McInnes et al.) with the clustering-friendly defaults of the zero-shot study.
+
+    Parameters
+    ----------
+    n_components : int
+        Output dimensions (the study uses 5 to 100; 50 by default in its recipe).
+    n_neighbors : int
+        Size of the local neighbourhood; reduced to ``n_samples - 1`` on tiny inputs.
+    min_dist : float
+        0.0 packs clusters tightly, which is what clustering wants.
+    metric : str
+        Distance in the input space.
+    n_epochs : int, optional
+        Optimisation epochs; None is UMAP's rule (500 up to 10 000 points, else 200).
+        200 is about 6x faster on 10 000 points and barely changes clustering scores.
+    random_state : int, optional
+        Fixing it makes UMAP reproducible (and single-threaded).
+    """
+
+    def __init__(
+        self,
+        n_components: int = 50,
+        n_neighbors: int = UMAP_DEFAULTS["n_neighbors"],
+        min_dist: float = UMAP_DEFAULTS["min_dist"],
+        metric: str = UMAP_DEFAULTS["metric"],
+        n_epochs: int | None = None,
+        random_state=None,
+    ):
+        self.n_components = n_components
+        self.n_neighbors = n_neighbors
+        self.min_dist = min_dist
+        self.metric = metric
+        self.n_epochs = n_epochs
+        self.random_state = random_state
+
+    def _make(self, n_samples: int):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # numba/tqdm chatter on import
+            import umap
+
+        nc = int(self.n_components)
+        if nc < 1:
+            raise InputError(f"umap: n_components must be at least 1, got {nc}")
+        if n_samples < 4:
+            raise InputError(
+                f"umap needs at least 4 samples to build a neighbour graph, got {n_samples}"
+            )
+        n_neighbors = max(2, min(int(self.n_neighbors), n_samples - 1))
+        # Spectral initialisation needs n_components < n_samples - 1.
+        init = "spectral" if nc < n_samples - 2 else "random"
+        return umap.UMAP(
+            n_components=nc,
+            n_neighbors=n_neighbors,
+            min_dist=self.min_dist,
+            metric=self.metric,
+            init=init,
+            n_epochs=None if self.n_epochs is None else int(self.n_epochs),
+            random_state=None if self.random_state is None else seed_from(self.random_state),
+            n_jobs=1 if self.random_state is not None else -1,
+        )
+
+    def fit(self, X, y=None):
+        self.fit_transform(X)
+        return self
+
+    def fit_transform(self, X, y=None, **fit_params):
+        import warnings
+
+        X = check_features(X)
+        self.umap_ = self._make(len(X))
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*n_jobs.*")
+            warnings.filterwarnings("ignore", message=".*random_state.*")
+            emb = self.umap_.fit_transform(X)
+        self.embedding_ = np.asarray(emb, dtype=np.float32)
+        return self.embedding_
+
+    def transform(self, X):
+        X = check_features(X)
+        return np.asarray(self.umap_.transform(X), dtype=np.float32)
+
+
+def umap_embedding(
+    X,
+    n_components: int = 2,
+    *,
+    n_neighbors: int = UMAP_DEFAULTS["n_neighbors"],
+    min_dist: float = UMAP_DEFAULTS["min_dist"],
+    metric: str = UMAP_DEFAULTS["metric"],
+    n_epochs: int | None = None,
+    random_state=None,
+) -> np.ndarray:
+    """UMAP embedding of ``X`` (float32, shape ``(n_samples, n_components)``)."""
+    reducer = UMAPReducer(
+        n_components=n_components,
+        n_neighbors=n_neighbors,
+        min_dist=min_dist,
+        metric=metric,
+        n_epochs=n_epochs,
+        random_state=random_state,
+    )
+    return reducer.fit_transform(X)
+
+
+def _parse_value(text: str) -> Any:
+    low = text.lower()
+    if low in ("true", "yes", "on"):
+        return True
+    if low in ("false", "no", "off"):
+        return False
+    for conv in (int, float):
+        try:
+            return conv(text)
+        except ValueError:
+            pass
+    return text
+
+
+_STEP_NAMES = ("zscore", "pca", "l2", "umap")
+
+
+def _parse_step(step: str) -> tuple[str, dict]:
+    parts = [p.strip() for p in step.strip().split(":")]
+    name, rest = parts[0].lower(), parts[1:]
+    if name not in _STEP_NAMES:
+        raise InputError(
+            f"unknown reducer {parts[0]!r} in {step!r}; known reducers: {', '.join(_STEP_NAMES)}"
+        )
+    params: dict[str, Any] = {}
+    for i, part in enumerate(rest):
+        if not part:
+            continue
+        if "=" in part:
+            key, value = part.split("=", 1)
+            params[key.strip()] = _parse_value(value.strip())
+        elif part.lower() == "whiten":
+            params["whiten"] = True
+        elif i == 0:
+            params["n_components"] = _parse_value(part)
+        else:
+            raise InputError(f"cannot read {part!r} in reducer step {step!r}")
+    return name, params
+
+
+def _make_step(name: str, params: dict, random_state) -> BaseEstimator:
+    try:
+        if name == "zscore":
+            return StandardScaler(**params)
+        if name == "l2":
+            return Normalizer(norm="l2", **params)
+        if name == "pca":
+            params.setdefault("random_state", random_state)
+            return PCAReducer(**params)
+        params.setdefault("random_state", random_state)
+        return UMAPReducer(**params)
+    except TypeError as exc:
+        raise InputError(f"bad parameter for reducer {name!r}: {exc}") from None
+
+
+def parse_reducer_spec(spec: str | Sequence | None) -> list[tuple[str, dict]]:
+    """Read a reducer chain into ``[(name, params), ...]`` (an empty list for none)."""
+    if spec is None:
+        return []
+    if isinstance(spec, str):
+        text = spec.strip()
+        if text.lower() in ("", "none", "raw"):
+            return []
+        items: Sequence = [s for s in text.split(",") if s.strip()]
+    else:
+        items = spec
+    steps = []
+    for item in items:
+        if isinstance(item, str):
+            steps.append(_parse_step(item))
+        elif isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], dict):
+            name = str(item[0]).lower()
+            if name not in _STEP_NAMES:
+                raise InputError(f"unknown reducer {item[0]!r}; known: {', '.join(_STEP_NAMES)}")
+            steps.append((name, dict(item[1])))
+        else:
+            raise InputError(
+                f"a reducer step must be a string like 'pca:50' or a (name, params) pair, got {item!r}"
+            )
+    return steps
+
+
+def build_reducer(spec: str | Sequence | None, *, random_state=None) -> Pipeline | None:
+    """A Pipeline for the chain ``spec``, or None when no reduction is asked for.
+
+    Parameters
+    ----------
+    spec : str or list
+        ``"zscore,pca:0.9,umap:50"``, a list of such steps, or ``(name, params)`` pairs.
+    random_state : int, optional
+        Default seed for the steps that take one.
+    """
+    steps = parse_reducer_spec(spec)
+    if not steps:
+        return None
+    named = []
+    for i, (name, params) in enumerate(steps):
+        named.append((f"{i}_{name}", _make_step(name, params, random_state)))
+    return Pipeline(named)
+
+
+def describe_reducer(spec: str | Sequence | None) -> str:
+    """Canonical text of a chain, for tables and run.json (``"raw"`` when empty)."""
+    steps = parse_reducer_spec(spec)
+    if not steps:
+        return "raw"
+    out = []
+    for name, params in steps:
+        p = dict(params)
+        text = name
+        if "n_components" in p:
+            text += f":{p.pop('n_components')}"
+        if p.pop("whiten", False):
+            text += ":whiten"
+        for k, v in sorted(p.items()):
+            if k != "random_state":
+                text += f":{k}={v}"
+        out.append(text)
+    return ",".join(out)
+
+
+def reduce(X, spec: str | Sequence | None, *, random_state=None) -> np.ndarray:
+    """Apply the chain ``spec`` to ``X`` and return the reduced float32 array."""
+    X = check_features(X)
+    pipe = build_reducer(spec, random_state=random_state)
+    if pipe is None:
+        return X
+    return np.ascontiguousarray(pipe.fit_transform(X), dtype=np.float32)

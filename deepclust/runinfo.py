@@ -1,0 +1,89 @@
+"""What every run records (``run.json``) and how results reach the disk safely."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import sys
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deepclust import __version__
+
+_PACKAGES = ("numpy", "scipy", "scikit-learn", "faiss-cpu", "faiss-gpu", "umap-learn", "torch",
+             "pyarrow", "transformers")
+
+
+def environment() -> dict[str, Any]:
+    """Versions of deepclust, Python, the platform and the libraries results depend on."""
+    versions = {}
+    for pkg in _PACKAGES:
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return {
+        "deepclust": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "packages": versions,
+    }
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        return _jsonable(obj.item())
+    if isinstance(obj, float) and (obj != obj or obj in (float("inf"), float("-inf"))):
+        return None  # JSON has no NaN; null reads as "undefined"
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def to_json(obj: Any, **kw) -> str:
+    """JSON text with numpy values converted and NaN written as null."""
+    return json.dumps(_jsonable(obj), **kw)
+
+
+def _atomic_write(path: Path, write) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)  # readers see the old file or the new one, never half of one
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
+    data = (to_json(obj, indent=2) + "\n").encode()
+    _atomic_write(Path(path), lambda f: f.write(data))
+
+
+def write_npy(path: str | Path, array: np.ndarray) -> None:
+    """Write ``array`` as ``.npy``, atomically."""
+    _atomic_write(Path(path), lambda f: np.save(f, array, allow_pickle=False))

@@ -1,0 +1,146 @@
+"""Choosing the number of clusters without labels.
+
+A sweep fits the clusterer for each k and scores it with a label-free criterion; the default
+is the silhouette in a UMAP-reduced space, which the zero-shot study (Lowe et al. 2024) found to
+track AMI closely. ``oracle_ami`` exists for research comparisons only: it reads the true
+labels, and every output that used it says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from deepclust.cluster import get_clusterer_class, make_clusterer
+from deepclust.errors import InputError
+
+#: criterion -> (higher is better?, needs labels?)
+CRITERIA = {
+    "umap_silhouette": (True, False),
+    "silhouette": (True, False),
+    "calinski_harabasz": (True, False),
+    "davies_bouldin": (False, False),
+    "oracle_ami": (True, True),
+}
+
+
+@dataclass
+class KSelection:
+    """Outcome of a k sweep: the chosen k and the whole curve."""
+
+    criterion: str
+    best_k: int
+    curve: list[dict] = field(default_factory=list)
+    oracle: bool = False
+
+    def as_dict(self) -> dict:
+        return {"criterion": self.criterion, "best_k": self.best_k, "oracle": self.oracle,
+                "curve": self.curve}
+
+
+def parse_k_range(text: str | Sequence[int]) -> list[int]:
+    """``"2:20"`` (inclusive), ``"2:40:2"`` or ``"5,10,20"`` -> a sorted list of k values."""
+    if not isinstance(text, str):
+        values = [int(v) for v in text]
+    elif ":" in text:
+        parts = text.split(":")
+        try:
+            lo, hi = int(parts[0]), int(parts[1])
+            step = int(parts[2]) if len(parts) > 2 else 1
+        except (ValueError, IndexError):
+            raise InputError(f"cannot read k range {text!r}; write LO:HI[:STEP], e.g. 2:20") from None
+        if step < 1 or hi < lo:
+            raise InputError(f"k range {text!r} is empty; write LO:HI[:STEP] with LO <= HI")
+        values = list(range(lo, hi + 1, step))
+    else:
+        try:
+            values = [int(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise InputError(f"cannot read k values {text!r}; write 2:20 or 5,10,20") from None
+    values = sorted(set(values))
+    if not values or values[0] < 1:
+        raise InputError(f"k values must be positive integers, got {text!r}")
+    return values
+
+
+def _score(criterion: str, X, labels, *, proxy_embedding, y_true, random_state) -> float:
+    from deepclust import metrics
+
+    if criterion == "oracle_ami":
+        return metrics.ami(y_true, labels)
+    if criterion == "umap_silhouette":
+        return metrics.umap_silhouette(None, labels, embedding=proxy_embedding,
+                                       random_state=random_state)
+    if criterion == "silhouette":
+        return metrics.silhouette(X, labels, random_state=random_state)
+    if criterion == "davies_bouldin":
+        return metrics.davies_bouldin(X, labels)
+    return metrics.calinski_harabasz(X, labels)
+
+
+def select_k(
+    X: np.ndarray,
+    method: str,
+    k_values: Iterable[int],
+    *,
+    criterion: str = "umap_silhouette",
+    proxy_embedding: np.ndarray | None = None,
+    y_true: np.ndarray | None = None,
+    params: dict | None = None,
+    random_state=0,
+    progress: bool = False,
+) -> KSelection:
+    """Fit ``method`` for each k in ``k_values`` on ``X`` and keep the best by ``criterion``.
+
+    Parameters
+    ----------
+    X : ndarray (n_samples, n_features)
+        Features the clusterer sees (already reduced).
+    method : str
+        A registered clusterer that takes ``n_clusters``.
+    k_values : iterable of int
+        Candidates; values above the number of samples are dropped.
+    criterion : str
+        One of :data:`CRITERIA`. ``umap_silhouette`` needs ``proxy_embedding``; computed from
+        ``X`` when not given. ``oracle_ami`` needs ``y_true`` and is labelled an oracle.
+    """
+    if criterion not in CRITERIA:
+        raise InputError(f"unknown criterion {criterion!r}; choose from {', '.join(CRITERIA)}")
+    higher_better, needs_labels = CRITERIA[criterion]
+    cls = get_clusterer_class(method)
+    if not cls.takes_n_clusters:
+        raise InputError(
+            f"{method} finds the number of clusters itself; it cannot sweep k "
+            "(drop --k, or tune its own parameters)"
+        )
+    if needs_labels and (y_true is None or not np.any(np.asarray(y_true) >= 0)):
+        raise InputError(f"criterion {criterion} is an oracle and needs true labels")
+    ks = [k for k in k_values if k <= len(X)]
+    if not ks:
+        raise InputError(f"no k in the range is at most the number of samples ({len(X)})")
+    if criterion == "umap_silhouette" and proxy_embedding is None:
+        from deepclust.reduce import umap_embedding
+
+        proxy_embedding = umap_embedding(X, n_components=min(50, max(2, len(X) - 3)),
+                                         n_epochs=200, random_state=random_state)
+    params = dict(params or {})
+    curve = []
+    iterator = ks
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(ks, desc=f"k sweep ({criterion})", unit="k", leave=False)
+    for k in iterator:
+        model = make_clusterer(method, n_clusters=k, random_state=random_state, **params)
+        labels = model.fit_predict(X)
+        score = _score(criterion, X, labels, proxy_embedding=proxy_embedding, y_true=y_true,
+                       random_state=random_state)
+        curve.append({"k": int(k), "score": float(score),
+                      "n_clusters": int(len(np.unique(labels[labels >= 0])))})
+    scored = [c for c in curve if np.isfinite(c["score"])]
+    if not scored:
+        raise InputError(f"{criterion} is undefined for every k tried; widen the k range")
+    best = (max if higher_better else min)(scored, key=lambda c: c["score"])
+    return KSelection(criterion, best["k"], curve, oracle=needs_labels)
