@@ -292,34 +292,38 @@ def _plus_plus(
     m = default_plus_plus_samples(n, k) if max_samples is None else int(max_samples)
     if m < k:
         raise InputError(f"max_samples={m} is smaller than n_clusters={k}")
-    if m < n:
-        S = X[np.sort(rng.choice(n, m, replace=False))]
-    else:
-        S, m = X, n
+    rows = np.sort(rng.choice(n, m, replace=False)) if m < n else np.arange(n)
+    m = rows.shape[0]
+    # centred float32 copy: the expansion |x|^2 + |c|^2 - 2<x, c> loses less to rounding
+    S = X[rows] - X[rows].mean(axis=0, dtype=np.float64).astype(np.float32)
     sq = np.einsum("ij,ij->i", S, S)
-    t_max = max(n_local_trials, 1)
-    prod = np.empty((m, t_max), dtype=np.float32)
+    buf = np.empty((m, n_local_trials), dtype=np.float32)
 
-    def sq_dist(rows: np.ndarray) -> np.ndarray:
-        # (m, t) squared distances from every sample row to the rows S[rows]. The product
-        # is taken in cache-sized row chunks: one BLAS call on a tall, thin product packs
-        # all of S each time and is several times slower.
-        cand_t = np.ascontiguousarray(S[rows].T)
-        d2 = prod[:, : rows.shape[0]]
-        for start in range(0, m, _PLUS_PLUS_CHUNK):
-            np.matmul(
-                S[start : start + _PLUS_PLUS_CHUNK],
-                cand_t,
-                out=d2[start : start + _PLUS_PLUS_CHUNK],
-            )
-        d2 *= -2.0
-        d2 += sq[:, None]
-        d2 += sq[rows][None, :]
-        return np.maximum(d2, 0.0, out=d2)
+    def sq_dist(subset: np.ndarray | None, cand: np.ndarray) -> np.ndarray:
+        # squared distances from S[subset] (all rows if None) to the rows S[cand]; the
+        # product runs in cache-sized chunks (one BLAS call on a tall, thin matrix packs
+        # all of it each time and is several times slower)
+        cand_t = np.ascontiguousarray(S[cand].T)
+        size = m if subset is None else subset.shape[0]
+        out = buf[:size, : cand.shape[0]]
+        for start in range(0, size, _PLUS_PLUS_CHUNK):
+            stop = min(start + _PLUS_PLUS_CHUNK, size)
+            block = S[start:stop] if subset is None else S[subset[start:stop]]
+            np.matmul(block, cand_t, out=out[start:stop])
+        out *= -2.0
+        out += (sq if subset is None else sq[subset])[:, None]
+        out += sq[cand][None, :]
+        return np.maximum(out, 0.0, out=out)
 
     chosen = np.empty(k, dtype=np.int64)
     chosen[0] = rng.integers(m)
-    closest = sq_dist(chosen[:1])[:, 0].copy()
+    closest = sq_dist(None, chosen[:1])[:, 0].copy()  # squared distance to nearest centre
+    owner = np.zeros(m, dtype=np.int64)  # which centre that is
+    # radius2[j] >= largest squared distance of a row owned by centre j: a trial t can
+    # only win rows of centre j if |t - c_j| < 2 * radius[j] (triangle inequality), so
+    # whole groups are skipped once centres are dense
+    radius2 = np.zeros(k, dtype=np.float32)
+    radius2[0] = closest.max()
     for c in range(1, k):
         cumulative = np.cumsum(closest, dtype=np.float64)
         total = cumulative[-1]
@@ -328,12 +332,25 @@ def _plus_plus(
             trials = np.minimum(np.searchsorted(cumulative, draws, side="right"), m - 1)
         else:  # every sample row coincides with a centre: no preference left
             trials = rng.integers(m, size=n_local_trials)
-        d2 = sq_dist(trials)
-        np.minimum(d2, closest[:, None], out=d2)
-        best = int(np.argmin(d2.sum(axis=0, dtype=np.float64)))
+        to_centres = sq_dist(chosen[:c], trials)  # (c, t), c small next to m
+        reachable = to_centres.min(axis=1) < 4.0 * radius2[:c]
+        subset = np.flatnonzero(reachable[owner]) if not reachable.all() else None
+        d2 = sq_dist(subset, trials)
+        old = closest if subset is None else closest[subset]
+        np.minimum(d2, old[:, None], out=d2)
+        gain = old.sum(dtype=np.float64) - d2.sum(axis=0, dtype=np.float64)
+        best = int(np.argmax(gain))
         chosen[c] = trials[best]
-        closest = d2[:, best].copy()
-    return np.array(S[chosen], dtype=np.float32)
+        new = d2[:, best]
+        won = np.flatnonzero(new < old)
+        if subset is not None:
+            won = subset[won]
+            closest[subset] = new
+        else:
+            closest = new.copy()
+        owner[won] = c
+        radius2[c] = closest[won].max() if won.size else 0.0
+    return np.array(X[rows[chosen]], dtype=np.float32)
 
 
 def random_init(X: np.ndarray, n_clusters: int, random_state=None) -> np.ndarray:

@@ -1,0 +1,401 @@
+"""EmbeddingStore: a directory of embeddings that the rest of deepclust reads.
+
+Layout
+------
+::
+
+    STORE/
+      meta.json            what made the store (see below); "complete": true once finished
+      shards/shard-00000.npy      rows of items [0, S) of the source that decoded, in order
+      shards/shard-00000.parquet  that shard's item table (also its commit marker)
+      shards/shard-00001.npy ...
+      index.parquet        one row per embedding: id, label, path, shard, row, item
+                           (+ label_<name> for extra label columns)
+      failed.parquet       one row per item that could not be embedded: item, id, label,
+                           path, reason
+      run.json             parameters, versions and timings of the last run
+
+Shard ``k`` covers source items ``[k * S, (k + 1) * S)`` where ``S`` is ``shard_size``;
+its ``.npy`` holds the rows of those items that decoded (``float16`` or ``float32``,
+shape ``(n_ok, dim)``) and its ``.parquet`` lists all of its items, with ``row`` (-1 when it
+failed) and ``error``. Both files are written to a temporary name and moved into place with
+:func:`os.replace`, the ``.parquet`` last: a shard exists exactly when its ``.parquet`` does,
+so an interrupted extraction (even ``kill -9``) resumes at the missing shards and never
+duplicates or loses a row.
+
+``meta.json`` keys: ``format``, ``format_version``, ``encoder`` (name),
+``encoder_config`` (the encoder's full description, with its ``transform``), ``dim``,
+``dtype``, ``precision``, ``source`` (description), ``source_fingerprint``, ``n_items``,
+``shard_size``, ``n_shards``, ``class_names``; after completion also ``count`` (rows),
+``n_failed``, ``complete``, ``completed_at``.
+
+Reading
+-------
+:func:`open_store` returns an :class:`EmbeddingStore`. ``store.X`` is an ``(N, dim)`` array:
+a read-only memory map when the store has one shard; with several shards numpy cannot map
+them as one array, so ``X`` concatenates them into memory on first access (use
+:meth:`EmbeddingStore.shard` / :meth:`EmbeddingStore.iter_shards` to stream large stores
+shard by shard without loading them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deepclust.errors import DataNotFoundError, InputError
+
+FORMAT = "deepclust-store"
+FORMAT_VERSION = 1
+META = "meta.json"
+INDEX = "index.parquet"
+FAILED = "failed.parquet"
+RUN = "run.json"
+SHARDS = "shards"
+STORE_DTYPES = ("float16", "float32")
+
+#: meta.json keys that must agree for a run to resume (or be a no-op on) an existing store.
+IDENTITY_KEYS = ("format", "encoder", "encoder_config", "dim", "dtype", "precision",
+                 "source_fingerprint", "n_items", "shard_size")
+
+
+def shard_stem(k: int) -> str:
+    return f"shard-{k:05d}"
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Call ``write(file_object)`` on a temporary file next to ``path``, then rename it."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    data = (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode()
+    _atomic_write(path, lambda f: f.write(data))
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path} is not readable JSON ({exc}); the store is damaged") from None
+
+
+def _normalise(obj):
+    """JSON round trip, so tuples and lists compare equal."""
+    return json.loads(json.dumps(obj, default=str))
+
+
+class StoreWriter:
+    """Creates, resumes and finalises a store directory (used by :func:`deepclust.embed.embed`).
+
+    Parameters
+    ----------
+    path : path
+        The store directory.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path).expanduser()
+        self.shard_dir = self.path / SHARDS
+
+    def _committed(self, k: int) -> bool:
+        return (self.shard_dir / f"{shard_stem(k)}.parquet").is_file()
+
+    def prepare(self, meta: dict, *, overwrite: bool = False) -> tuple[list[int], bool]:
+        """Create or check the store; return (shards still to write, already complete).
+
+        Raises :class:`InputError` when ``path`` holds something else, or a store made
+        from other inputs (unless ``overwrite``).
+        """
+        meta = _normalise(meta)
+        meta_path = self.path / META
+        if self.path.exists() and not self.path.is_dir():
+            raise InputError(f"{self.path} exists and is not a directory; choose another --out")
+        if meta_path.is_file():
+            old = _read_json(meta_path)
+            if overwrite:
+                self.remove()
+            else:
+                diffs = [k for k in IDENTITY_KEYS if old.get(k) != meta.get(k)]
+                if diffs:
+                    shown = "; ".join(
+                        f"{k}: store has {_short(old.get(k))}, this run {_short(meta.get(k))}" for k in diffs
+                    )
+                    raise InputError(
+                        f"{self.path} holds embeddings made from other inputs or settings ({shown}). "
+                        "Choose another output folder, or pass --overwrite (overwrite=True) to replace it."
+                    )
+                if old.get("complete"):
+                    return [], True
+                meta = {**old, **meta, "created_at": old.get("created_at", meta.get("created_at"))}
+        elif self.path.is_dir() and any(self.path.iterdir()):
+            raise InputError(
+                f"{self.path} exists, is not empty and is not an embedding store; choose another output folder"
+            )
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.shard_dir.mkdir(exist_ok=True)
+        for stray in self.shard_dir.glob(".*.tmp"):  # left by an interrupted write
+            stray.unlink(missing_ok=True)
+        meta["complete"] = False
+        _write_json(meta_path, meta)
+        missing = [k for k in range(int(meta["n_shards"])) if not self._committed(k)]
+        return missing, False
+
+    def remove(self) -> None:
+        """Delete the files of a store (only the ones a store consists of)."""
+        for name in (META, INDEX, FAILED, RUN):
+            (self.path / name).unlink(missing_ok=True)
+        if self.shard_dir.is_dir():
+            shutil.rmtree(self.shard_dir)
+
+    def write_shard(self, k: int, rows: np.ndarray, table: dict[str, list]) -> None:
+        """Write shard ``k`` atomically: its rows, then its item table (the commit marker).
+
+        Parameters
+        ----------
+        rows : ndarray of shape (n_ok, dim)
+            Already in the store's dtype.
+        table : dict of columns
+            ``item``, ``id``, ``label``, ``path``, ``row``, ``error`` (one entry per item).
+        """
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        stem = shard_stem(k)
+        _atomic_write(self.shard_dir / f"{stem}.npy", lambda f: np.save(f, rows, allow_pickle=False))
+        schema = pa.schema([
+            ("item", pa.int64()), ("id", pa.string()), ("label", pa.int64()),
+            ("path", pa.string()), ("row", pa.int64()), ("error", pa.string()),
+        ])
+        t = pa.table({name: table[name] for name in schema.names}, schema=schema)
+        _atomic_write(self.shard_dir / f"{stem}.parquet", lambda f: pq.write_table(t, f))
+
+    def finalize(self, extra_labels: dict[str, tuple[np.ndarray, list[str] | None]] | None = None,
+                 run: dict | None = None) -> dict:
+        """Build ``index.parquet`` and ``failed.parquet`` from the shards and mark the store complete."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        meta = _read_json(self.path / META)
+        n_shards = int(meta["n_shards"])
+        missing = [k for k in range(n_shards) if not self._committed(k)]
+        if missing:
+            raise InputError(f"{self.path}: shards {missing[:5]} are missing; cannot finalise")
+        parts, count = [], 0
+        for k in range(n_shards):
+            t = pq.read_table(self.shard_dir / f"{shard_stem(k)}.parquet")
+            n_ok = int((t["row"].to_numpy() >= 0).sum())
+            rows = np.load(self.shard_dir / f"{shard_stem(k)}.npy", mmap_mode="r")
+            if rows.shape[0] != n_ok:
+                raise InputError(
+                    f"{self.path}: shard {k} has {rows.shape[0]} rows but its table lists {n_ok}; "
+                    "delete that shard's two files and re-run to rewrite it"
+                )
+            count += n_ok
+            parts.append(t.append_column("shard", pa.array(np.full(t.num_rows, k, dtype=np.int64))))
+        table = pa.concat_tables(parts)
+        ok_mask = pc.greater_equal(table["row"], 0)
+        index = table.filter(ok_mask).select(["id", "label", "path", "shard", "row", "item"])
+        extra_names = {}
+        for name, (codes, names) in (extra_labels or {}).items():
+            items = index["item"].to_numpy()
+            index = index.append_column(f"label_{name}", pa.array(np.asarray(codes)[items], type=pa.int64()))
+            extra_names[name] = names
+        failed = table.filter(pc.invert(ok_mask)).select(["item", "id", "label", "path", "error"])
+        failed = failed.rename_columns(["item", "id", "label", "path", "reason"])
+        _atomic_write(self.path / INDEX, lambda f: pq.write_table(index, f))
+        _atomic_write(self.path / FAILED, lambda f: pq.write_table(failed, f))
+        meta.update({
+            "count": count,
+            "n_failed": failed.num_rows,
+            "extra_label_names": extra_names,
+            "complete": True,
+            "completed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        })
+        if run is not None:
+            meta["last_run"] = run
+            _write_json(self.path / RUN, run)
+        _write_json(self.path / META, meta)
+        return meta
+
+    def record_run(self, run: dict) -> None:
+        """Record a run that found the store already complete (a no-op run)."""
+        _write_json(self.path / RUN, run)
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=str) if not isinstance(value, str) else value
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+class EmbeddingStore:
+    """A finished embedding store, opened for reading (see the module docstring).
+
+    Use :func:`open_store` to create one.
+
+    Attributes
+    ----------
+    path : Path
+    meta : dict
+        The contents of ``meta.json``.
+    dim : int
+    dtype : numpy dtype
+        Storage dtype of the rows (float16 or float32).
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path).expanduser()
+        if not self.path.exists():
+            raise DataNotFoundError(f"embedding store {self.path} does not exist")
+        if not (self.path / META).is_file():
+            raise InputError(f"{self.path} is not an embedding store (no {META})")
+        self.meta = _read_json(self.path / META)
+        if self.meta.get("format") != FORMAT:
+            raise InputError(f"{self.path}/{META} is not a deepclust store (format {self.meta.get('format')!r})")
+        if self.meta.get("format_version", 0) > FORMAT_VERSION:
+            raise InputError(f"{self.path} was written by a newer deepclust; upgrade deepclust to read it")
+        if not self.meta.get("complete"):
+            done = len(list((self.path / SHARDS).glob("shard-*.parquet")))
+            raise InputError(
+                f"{self.path} is incomplete ({done} of {self.meta.get('n_shards')} shards written): "
+                "the extraction was interrupted. Run the same `deepclust embed` command again to finish it."
+            )
+        self.dim = int(self.meta["dim"])
+        self.dtype = np.dtype(self.meta["dtype"])
+        self._index = None
+        self._X = None
+
+    def __len__(self) -> int:
+        return int(self.meta["count"])
+
+    def __repr__(self) -> str:
+        return (f"EmbeddingStore({str(self.path)!r}, count={len(self)}, dim={self.dim}, "
+                f"encoder={self.meta.get('encoder')!r})")
+
+    @property
+    def n_shards(self) -> int:
+        return int(self.meta["n_shards"])
+
+    @property
+    def index(self):
+        """The ``index.parquet`` table (pyarrow)."""
+        if self._index is None:
+            import pyarrow.parquet as pq
+
+            self._index = pq.read_table(self.path / INDEX)
+        return self._index
+
+    @property
+    def labels(self) -> np.ndarray:
+        """int64 labels, one per row (-1 where unknown)."""
+        return self.index["label"].to_numpy().astype(np.int64)
+
+    @property
+    def ids(self) -> np.ndarray:
+        """Item ids (strings), one per row."""
+        return np.asarray(self.index["id"].to_pylist(), dtype=object)
+
+    @property
+    def paths(self) -> np.ndarray:
+        return np.asarray(self.index["path"].to_pylist(), dtype=object)
+
+    @property
+    def class_names(self) -> list[str] | None:
+        return self.meta.get("class_names")
+
+    def extra_labels(self, name: str) -> np.ndarray:
+        """The labels of extra column ``name`` (e.g. a coarse level), one per row."""
+        col = f"label_{name}"
+        if col not in self.index.column_names:
+            have = [c[6:] for c in self.index.column_names if c.startswith("label_")]
+            raise InputError(f"{self.path} has no extra labels {name!r} (has: {', '.join(have) or 'none'})")
+        return self.index[col].to_numpy().astype(np.int64)
+
+    @property
+    def failed(self) -> list[dict]:
+        """Items that could not be embedded: item, id, label, path, reason."""
+        import pyarrow.parquet as pq
+
+        return pq.read_table(self.path / FAILED).to_pylist()
+
+    def shard(self, k: int) -> np.ndarray:
+        """Rows of shard ``k`` as a read-only memory map."""
+        if not 0 <= k < self.n_shards:
+            raise IndexError(f"shard {k} out of range (store has {self.n_shards})")
+        return np.load(self.path / SHARDS / f"{shard_stem(k)}.npy", mmap_mode="r")
+
+    def iter_shards(self) -> Iterator[np.ndarray]:
+        """Each shard's rows in order (memory maps): stream a store larger than memory."""
+        for k in range(self.n_shards):
+            yield self.shard(k)
+
+    @property
+    def X(self) -> np.ndarray:
+        """(N, dim) rows in the store's dtype: a memory map for one shard, else concatenated."""
+        if self._X is None:
+            if self.n_shards == 1:
+                self._X = self.shard(0)
+            else:
+                out = np.empty((len(self), self.dim), dtype=self.dtype)
+                at = 0
+                for rows in self.iter_shards():
+                    out[at: at + len(rows)] = rows
+                    at += len(rows)
+                out.flags.writeable = False
+                self._X = out
+            if self._X.shape != (len(self), self.dim):
+                raise InputError(f"{self.path}: rows {self._X.shape} disagree with meta.json; the store is damaged")
+        return self._X
+
+    def as_feature_set(self, dtype=np.float32):
+        """The rows, labels and ids as a :class:`deepclust.data.features.FeatureSet`.
+
+        Parameters
+        ----------
+        dtype : numpy dtype
+            Dtype of ``X`` (float32 by default: fp16 shards are widened).
+        """
+        from deepclust.data.features import FeatureSet
+
+        X = np.asarray(self.X, dtype=dtype)
+        source = f"{self.path} ({self.meta.get('encoder')})"
+        return FeatureSet(X, self.labels, self.ids, self.class_names, source)
+
+
+def open_store(path: str | os.PathLike) -> EmbeddingStore:
+    """Open a finished embedding store for reading.
+
+    Parameters
+    ----------
+    path : path
+        The store directory (written by :func:`deepclust.embed.embed`).
+
+    Returns
+    -------
+    EmbeddingStore
+
+    Examples
+    --------
+    >>> store = open_store("fmnist-lite0")  # doctest: +SKIP
+    >>> store.X.shape, store.labels[:3]  # doctest: +SKIP
+    ((10000, 1280), array([9, 2, 1]))
+    """
+    return EmbeddingStore(path)
