@@ -14,7 +14,7 @@ from deepclust import __version__
 from deepclust.errors import DeepclustError
 
 # Modules that add sub-commands, in the order they appear in --help.
-COMMAND_MODULES = ("deepclust.cli_core", "deepclust.cli_embed")
+COMMAND_MODULES = ("deepclust.cli_core", "deepclust.cli_embed", "deepclust.cli_report")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in run.json
     if not getattr(args, "func", None):
         parser.print_help()
         return 1

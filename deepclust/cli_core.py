@@ -79,7 +79,7 @@ def cmd_cluster(args) -> int:
     write_npy(out / "labels.npy", result.labels)
     run = {
         "command": "cluster",
-        "argv": sys.argv[1:],
+        "argv": getattr(args, "argv", sys.argv[1:]),
         "input": {"path": str(args.input), "source": fs.source, "n_samples": len(fs.X),
                   "n_features": int(fs.X.shape[1]), "has_labels": fs.has_labels,
                   "labels_path": args.labels},
@@ -93,6 +93,11 @@ def cmd_cluster(args) -> int:
         "finished": now_iso(),
     }
     write_json(out / "run.json", run)
+    page = None
+    if args.report:
+        from deepclust.report import write_report
+
+        page = write_report(out, features=fs)
     if args.json:
         _print_json(run)
         return 0
@@ -111,6 +116,10 @@ def cmd_cluster(args) -> int:
         print(format_table(rows))
     print(f"\nwrote {out / 'labels.npy'} and {out / 'run.json'} "
           f"({result.timings['total_s']:.1f} s)")
+    if page is not None:
+        from deepclust.cli_report import print_written
+
+        return print_written(page)
     return 0
 
 
@@ -175,7 +184,10 @@ def cmd_evaluate(args) -> int:
 def cmd_demo(args) -> int:
     from deepclust.demo import run_demo
 
-    return run_demo(dataset=args.dataset, out=args.out, as_json=args.json, seed=args.seed)
+    if args.report and not args.out:
+        raise InputError("--report needs --out DIR: the report is written to DIR/report")
+    return run_demo(dataset=args.dataset, out=args.out, as_json=args.json, seed=args.seed,
+                    report=args.report)
 
 
 def cmd_datasets(args) -> int:
@@ -209,6 +221,8 @@ def cmd_methods(args) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from deepclust.cli_report import add_report_flag
+
     p = sub.add_parser("cluster", help="cluster a feature file, store or built-in dataset",
                        description="Reduce, cluster and score; writes OUT/labels.npy and "
                                    "OUT/run.json.")
@@ -234,6 +248,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-label-free", action="store_true",
                    help="skip the label-free scores (saves the UMAP of the proxy)")
     p.add_argument("--json", action="store_true", help="print run.json instead of tables")
+    add_report_flag(p)
     p.set_defaults(func=cmd_cluster)
 
     p = sub.add_parser("evaluate", help="score predicted labels against true labels")
@@ -254,6 +269,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="write run.json and per-pipeline labels here")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
+    add_report_flag(p)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("datasets", help="list the built-in datasets and where they are")

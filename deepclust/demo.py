@@ -61,8 +61,13 @@ def _feature_sets(ds, say) -> list[tuple[str, np.ndarray]]:
 
 
 def run_demo(dataset: str = "fashion-mnist", out: str | None = None, as_json: bool = False,
-             seed: int = 0) -> int:
-    """Run :data:`DEMO_PIPELINES` on ``dataset`` and print the ranked table."""
+             seed: int = 0, report: bool = False) -> int:
+    """Run :data:`DEMO_PIPELINES` on ``dataset`` and print the ranked table.
+
+    With ``out``, write ``run.json`` and one ``labels_XX.npy`` per pipeline (each row of
+    ``run.json`` names its file in ``labels_file``); with ``report`` too, the HTML report of
+    the best pipeline in ``out/report`` (see :mod:`deepclust.report`).
+    """
     from tqdm.auto import tqdm
 
     from deepclust.pipeline import PROXY_UMAP, run_clustering
@@ -79,8 +84,10 @@ def run_demo(dataset: str = "fashion-mnist", out: str | None = None, as_json: bo
     say(f"deepclust demo: {ds.name} ({ds.split}), {len(ds)} images, {k} classes")
     umap_spec = "pca:50,umap:{n_components}:n_neighbors={n_neighbors}:min_dist={min_dist}" \
                 ":n_epochs={n_epochs}".format(**PROXY_UMAP)
-    rows, labels_by_name = [], {}
+    rows, labels_by_name, features_by_name = [], {}, {}
     for feat_name, X in _feature_sets(ds, say):
+        if report:
+            features_by_name[feat_name] = X  # the report's UMAP and galleries need them
         pca_dims = min(50, X.shape[1], len(X))
         specs = {"raw": None, "pca:50": f"pca:{pca_dims}",
                  "umap": umap_spec.replace("pca:50", f"pca:{pca_dims}")}
@@ -112,6 +119,7 @@ def run_demo(dataset: str = "fashion-mnist", out: str | None = None, as_json: bo
                 "acc": m["acc"], "nmi": m["nmi"], "ami": m["ami"], "ari": m["ari"],
                 "umap_silhouette": lf["umap_silhouette"],
                 "seconds": res.timings["cluster_s"],
+                "labels_file": f"labels_{len(labels_by_name) - 1:02d}.npy",
             })
         say(f"[{feat_name}] reductions took {reduce_s:.1f} s")
     rows.sort(key=lambda r: -r["ami"])
@@ -134,11 +142,16 @@ def run_demo(dataset: str = "fashion-mnist", out: str | None = None, as_json: bo
         "rows": rows, "total_s": total, "environment": environment(),
         "started": started, "finished": now_iso(),
     }
+    page = None
     if out:
         outdir = Path(out)
         write_json(outdir / "run.json", summary)
         for i, name in enumerate(labels_by_name):
             write_npy(outdir / f"labels_{i:02d}.npy", labels_by_name[name])
+        if report:
+            from deepclust.report import write_report
+
+            page = write_report(outdir, features=features_by_name, log=say)
     if as_json:
         from deepclust.runinfo import to_json
 
@@ -150,11 +163,12 @@ def run_demo(dataset: str = "fashion-mnist", out: str | None = None, as_json: bo
                "proxy_rank", "seconds"],
         headers={"umap_silhouette": "UMAP-sil", "proxy_rank": "by proxy", "seconds": "fit s"},
         floatfmt=".3f"))
-    print(f"\nRanked by AMI (uses labels). 'UMAP-sil' is the label-free proxy, measured in one "
-          f"shared UMAP space; its rank is 'by proxy'.")
+    print("\nRanked by AMI (uses labels). 'UMAP-sil' is the label-free proxy, measured in one "
+          "shared UMAP space; its rank is 'by proxy'.")
     if rho is not None:
         print(f"Spearman correlation of proxy and AMI across pipelines: {rho:.2f}; "
               f"without labels the proxy would pick: {proxy_order[0]['pipeline']} "
               f"(AMI rank {proxy_order[0]['rank']}).")
-    print(f"Total time: {total:.0f} s." + (f" Results in {out}/run.json." if out else ""))
+    print(f"Total time: {total:.0f} s." + (f" Results in {out}/run.json." if out else "")
+          + (f"\nReport: {page}" if page else ""))
     return 0

@@ -16,7 +16,7 @@ from deepclust._validation import check_features, check_labels
 from deepclust.cluster import get_clusterer_class, make_clusterer
 from deepclust.errors import InputError
 from deepclust.reduce import build_reducer, describe_reducer, parse_reducer_spec
-from deepclust.selection import KSelection, select_k
+from deepclust.selection import KSelection, check_clusterer_params, select_k
 
 #: Settings of the UMAP space in which the label-free proxy is measured, when the pipeline
 #: does not end in UMAP itself (then its own output is that space).
@@ -111,11 +111,23 @@ def run_clustering(
     from deepclust import metrics as M
 
     timings: dict[str, float] = {}
+
+    def stage(text: str) -> None:
+        if progress:
+            import sys
+
+            print(f"  {text} ...", file=sys.stderr, flush=True)
+
     X = check_features(X, name="features")
     y = None if y is None else check_labels(y, len(X))
-    params = dict(params or {})
+    params = check_clusterer_params(params)
     cls = get_clusterer_class(method)
-    if cls.takes_n_clusters and k is None:
+    thresholded = params.get("distance_threshold") is not None  # agglomerative without k
+    if thresholded and k is not None:
+        raise InputError(f"give either k or distance_threshold to {method}, not both")
+    if thresholded:
+        params["n_clusters"] = None
+    if cls.takes_n_clusters and k is None and not thresholded:
         raise InputError(
             f"{method} needs a number of clusters: give k (an integer) or k='auto' to choose it "
             "without labels"
@@ -126,6 +138,8 @@ def run_clustering(
 
     t = time.perf_counter()
     if reduced is None:
+        if steps:
+            stage(f"reducing {X.shape[0]} x {X.shape[1]} with {describe_reducer(steps)}")
         pipe = build_reducer(steps, random_state=random_state)
         Z = X if pipe is None else np.ascontiguousarray(pipe.fit_transform(X), dtype=np.float32)
     else:
@@ -142,6 +156,7 @@ def run_clustering(
             raise InputError(f"k must be an integer or 'auto', got {k!r}")
         t = time.perf_counter()
         if criterion == "umap_silhouette" and proxy_embedding is None:
+            stage("computing the UMAP space of the label-free proxy")
             proxy_embedding = proxy_space(X, random_state=random_state)
         selection = select_k(Z, method, k_values, criterion=criterion,
                              proxy_embedding=proxy_embedding, y_true=y, params=params,
@@ -152,6 +167,7 @@ def run_clustering(
     if k is not None:
         params["n_clusters"] = k
     model = make_clusterer(method, random_state=random_state, **params)
+    stage(f"clustering with {method}" + (f", k={k}" if k is not None else ""))
     t = time.perf_counter()
     labels = np.asarray(model.fit_predict(Z), dtype=np.int64)
     timings["cluster_s"] = time.perf_counter() - t
@@ -171,7 +187,9 @@ def run_clustering(
     if label_free:
         t = time.perf_counter()
         if proxy_embedding is None:
+            stage("computing the UMAP space of the label-free proxy")
             proxy_embedding = proxy_space(X, random_state=random_state)
+        stage("label-free scores")
         # "silhouette" etc. in the original feature space; "umap_silhouette" in the proxy space.
         result.label_free = M.label_free(X, labels, umap_embedding=proxy_embedding,
                                          random_state=random_state)

@@ -22,6 +22,7 @@ Step grammar: ``NAME[:VALUE][:FLAG][:KEY=VALUE...]``
 from __future__ import annotations
 
 from collections.abc import Sequence
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,10 @@ from deepclust.errors import InputError
 
 #: UMAP settings of the zero-shot study; also UMAP's own advice for clustering.
 UMAP_DEFAULTS = {"n_neighbors": 30, "min_dist": 0.0, "metric": "euclidean"}
+#: Above this many output dimensions ``init="auto"`` starts UMAP from PCA, not from the
+#: spectral layout: the eigensolver for 51 eigenvectors takes ~50 s of the ~60 s that
+#: ``umap:50`` costs on 10 000 points, and the clusters found afterwards are as good.
+SPECTRAL_INIT_MAX_COMPONENTS = 10
 
 
 class PCAReducer(TransformerMixin, BaseEstimator):
@@ -60,6 +65,11 @@ class PCAReducer(TransformerMixin, BaseEstimator):
         X = check_features(X, min_samples=2)
         n, d = X.shape
         nc = self.n_components
+        if isinstance(nc, bool) or not isinstance(nc, Real):
+            raise InputError(
+                f"pca: n_components must be a number of dimensions or a variance fraction, "
+                f"got {nc!r}"
+            )
         if isinstance(nc, float) and not nc.is_integer():
             if not 0.0 < nc < 1.0:
                 raise InputError(
@@ -105,6 +115,11 @@ class UMAPReducer(TransformerMixin, BaseEstimator):
     n_epochs : int, optional
         Optimisation epochs; None is UMAP's rule (500 up to 10 000 points, else 200).
         200 is about 6x faster on 10 000 points and barely changes clustering scores.
+    init : {"auto", "spectral", "pca", "random"}
+        Starting layout. ``"auto"``: spectral up to
+        :data:`SPECTRAL_INIT_MAX_COMPONENTS` output dimensions, PCA above (the spectral
+        layout costs more than the optimisation there), random where the input is too
+        small for either.
     random_state : int, optional
         Fixing it makes UMAP reproducible (and single-threaded).
     """
@@ -116,6 +131,7 @@ class UMAPReducer(TransformerMixin, BaseEstimator):
         min_dist: float = UMAP_DEFAULTS["min_dist"],
         metric: str = UMAP_DEFAULTS["metric"],
         n_epochs: int | None = None,
+        init: str = "auto",
         random_state=None,
     ):
         self.n_components = n_components
@@ -123,15 +139,33 @@ class UMAPReducer(TransformerMixin, BaseEstimator):
         self.min_dist = min_dist
         self.metric = metric
         self.n_epochs = n_epochs
+        self.init = init
         self.random_state = random_state
 
-    def _make(self, n_samples: int):
+    def _init_for(self, n_samples: int, n_features: int) -> str:
+        nc = int(self.n_components)
+        if self.init not in ("auto", "spectral", "pca", "random"):
+            raise InputError(
+                f"umap: init must be auto, spectral, pca or random, got {self.init!r}"
+            )
+        # Spectral needs n_components < n_samples - 1; PCA needs n_components <= n_features.
+        fits = {"spectral": nc < n_samples - 2, "pca": nc <= min(n_samples, n_features),
+                "random": True}
+        if self.init != "auto":
+            return self.init if fits[self.init] else "random"
+        if nc <= SPECTRAL_INIT_MAX_COMPONENTS and fits["spectral"]:
+            return "spectral"
+        return "pca" if fits["pca"] else "random"
+
+    def _make(self, n_samples: int, n_features: int):
         import warnings
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # numba/tqdm chatter on import
             import umap
 
+        if isinstance(self.n_components, bool) or not isinstance(self.n_components, Integral):
+            raise InputError(f"umap: n_components must be an integer, got {self.n_components!r}")
         nc = int(self.n_components)
         if nc < 1:
             raise InputError(f"umap: n_components must be at least 1, got {nc}")
@@ -140,14 +174,12 @@ class UMAPReducer(TransformerMixin, BaseEstimator):
                 f"umap needs at least 4 samples to build a neighbour graph, got {n_samples}"
             )
         n_neighbors = max(2, min(int(self.n_neighbors), n_samples - 1))
-        # Spectral initialisation needs n_components < n_samples - 1.
-        init = "spectral" if nc < n_samples - 2 else "random"
         return umap.UMAP(
             n_components=nc,
             n_neighbors=n_neighbors,
             min_dist=self.min_dist,
             metric=self.metric,
-            init=init,
+            init=self._init_for(n_samples, n_features),
             n_epochs=None if self.n_epochs is None else int(self.n_epochs),
             random_state=None if self.random_state is None else seed_from(self.random_state),
             n_jobs=1 if self.random_state is not None else -1,
@@ -161,7 +193,7 @@ class UMAPReducer(TransformerMixin, BaseEstimator):
         import warnings
 
         X = check_features(X)
-        self.umap_ = self._make(len(X))
+        self.umap_ = self._make(*X.shape)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*n_jobs.*")
             warnings.filterwarnings("ignore", message=".*random_state.*")

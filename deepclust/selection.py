@@ -43,7 +43,10 @@ class KSelection:
 def parse_k_range(text: str | Sequence[int]) -> list[int]:
     """``"2:20"`` (inclusive), ``"2:40:2"`` or ``"5,10,20"`` -> a sorted list of k values."""
     if not isinstance(text, str):
-        values = [int(v) for v in text]
+        try:
+            values = [int(v) for v in text]
+        except (TypeError, ValueError):
+            raise InputError(f"k values must be positive integers, got {text!r}") from None
     elif ":" in text:
         parts = text.split(":")
         try:
@@ -63,6 +66,18 @@ def parse_k_range(text: str | Sequence[int]) -> list[int]:
     if not values or values[0] < 1:
         raise InputError(f"k values must be positive integers, got {text!r}")
     return values
+
+
+def check_clusterer_params(params: dict | None) -> dict:
+    """A copy of ``params``, refusing the two that the caller sets itself."""
+    params = dict(params or {})
+    clash = sorted({"n_clusters", "random_state"} & set(params))
+    if clash:
+        raise InputError(
+            f"do not pass {' or '.join(clash)} among the clusterer parameters: give the number "
+            "of clusters as k (--k) and the seed as random_state (--seed)"
+        )
+    return params
 
 
 def _score(criterion: str, X, labels, *, proxy_embedding, y_true, random_state) -> float:
@@ -125,7 +140,7 @@ def select_k(
 
         proxy_embedding = umap_embedding(X, n_components=min(50, max(2, len(X) - 3)),
                                          n_epochs=200, random_state=random_state)
-    params = dict(params or {})
+    params = check_clusterer_params(params)
     curve = []
     iterator = ks
     if progress:

@@ -59,6 +59,7 @@ META = "meta.json"
 INDEX = "index.parquet"
 FAILED = "failed.parquet"
 RUN = "run.json"
+LOCK = ".lock"
 SHARDS = "shards"
 STORE_DTYPES = ("float16", "float32")
 
@@ -114,20 +115,72 @@ class StoreWriter:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path).expanduser()
         self.shard_dir = self.path / SHARDS
+        self._lock_file = None
+
+    def _lock(self) -> None:
+        """Hold an exclusive lock on the store for this run (released by the OS on any exit)."""
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no protection against two concurrent runs
+            return
+        f = open(self.path / LOCK, "a+")
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            raise InputError(
+                f"{self.path} is being written by another deepclust process right now; wait for it "
+                "to finish (or stop it) and run this command again"
+            ) from None
+        self._lock_file = f
+
+    def release(self) -> None:
+        """Release the lock taken by :meth:`prepare`."""
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+    def existing_meta(self) -> dict | None:
+        """The ``meta.json`` of a store already at ``path``, or None."""
+        meta_path = self.path / META
+        if not meta_path.is_file():
+            return None
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+        return meta if isinstance(meta, dict) and meta.get("format") == FORMAT else None
 
     def _committed(self, k: int) -> bool:
         return (self.shard_dir / f"{shard_stem(k)}.parquet").is_file()
 
     def prepare(self, meta: dict, *, overwrite: bool = False) -> tuple[list[int], bool]:
-        """Create or check the store; return (shards still to write, already complete).
+        """Create or check the store and lock it; return (shards still to write, already complete).
 
-        Raises :class:`InputError` when ``path`` holds something else, or a store made
-        from other inputs (unless ``overwrite``).
+        Raises :class:`InputError` when ``path`` holds something else, a store made from
+        other inputs (unless ``overwrite``), or is locked by another running extraction.
+        Call :meth:`release` when done.
         """
         meta = _normalise(meta)
         meta_path = self.path / META
         if self.path.exists() and not self.path.is_dir():
             raise InputError(f"{self.path} exists and is not a directory; choose another --out")
+        if not meta_path.is_file() and self.path.is_dir() and any(
+            p.name != LOCK for p in self.path.iterdir()
+        ):
+            raise InputError(
+                f"{self.path} exists, is not empty and is not an embedding store; choose another output folder"
+            )
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._lock()
+        try:
+            return self._prepare_locked(meta, overwrite)
+        except BaseException:
+            self.release()
+            raise
+
+    def _prepare_locked(self, meta: dict, overwrite: bool) -> tuple[list[int], bool]:
+        meta_path = self.path / META
         if meta_path.is_file():
             old = _read_json(meta_path)
             if overwrite:
@@ -145,11 +198,6 @@ class StoreWriter:
                 if old.get("complete"):
                     return [], True
                 meta = {**old, **meta, "created_at": old.get("created_at", meta.get("created_at"))}
-        elif self.path.is_dir() and any(self.path.iterdir()):
-            raise InputError(
-                f"{self.path} exists, is not empty and is not an embedding store; choose another output folder"
-            )
-        self.path.mkdir(parents=True, exist_ok=True)
         self.shard_dir.mkdir(exist_ok=True)
         for stray in self.shard_dir.glob(".*.tmp"):  # left by an interrupted write
             stray.unlink(missing_ok=True)

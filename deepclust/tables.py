@@ -31,7 +31,7 @@ def format_table(rows: Sequence[dict], columns: Sequence[str] | None = None, *,
 
     def line(values):
         return "  ".join(v.rjust(w) if num else v.ljust(w)
-                         for v, w, num in zip(values, widths, numeric)).rstrip()
+                         for v, w, num in zip(values, widths, numeric, strict=True)).rstrip()
 
     out = [line(titles), "  ".join("-" * w for w in widths)]
     out += [line(row) for row in cells]

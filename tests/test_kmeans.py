@@ -144,6 +144,13 @@ def test_predict_equals_labels_and_nearest_centroid(hard):
     assert km.score(hard) == pytest.approx(-km.inertia_, rel=1e-5)
 
 
+def test_verbose_prints_each_iteration(blobs, capsys):
+    X, _ = blobs
+    km = KMeans(n_clusters=6, random_state=0, verbose=True).fit(X)
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if "objective" in ln]
+    assert len(lines) == len(km.stats_["objective_history"])
+
+
 def test_registry_and_clone():
     assert get_clusterer_class("kmeans") is KMeans
     km = make_clusterer("kmeans", n_clusters=3, spherical=True, random_state=0)
@@ -236,6 +243,10 @@ def test_far_away_initial_centroid_is_reseeded_and_filled():
     assert km.n_reseeded_ >= 1
     assert np.all(np.bincount(km.labels_, minlength=3) > 0)
     assert np.all(np.abs(km.cluster_centers_) < 20)
+    # the objective barely moves on the pass right after a re-seed; tol must not stop there
+    loose = KMeans(n_clusters=3, init=init, tol=0.5, random_state=0).fit(X)
+    assert loose.n_iter_ >= 2
+    assert loose.inertia_ < 0.9 * loose.stats_["objective_history"][1]
 
 
 # --------------------------------------------------------------------- k-means++

@@ -19,6 +19,7 @@ from deepclust.cluster.classic import (  # noqa: F401  (registers the classic me
     HDBSCAN,
     Spectral,
 )
+from deepclust.cluster.heads import SCAN, TEMI  # noqa: F401  (registers "temi" and "scan")
 
 __all__ = [
     "BaseClusterer",

@@ -6,7 +6,7 @@ validation happen in ``fit``, learned state ends in an underscore, ``fit`` retur
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin
@@ -44,7 +44,7 @@ def get_clusterer_class(name: str) -> type:
         raise InputError(f"unknown clustering method {name!r}; known methods: {known}") from None
 
 
-def make_clusterer(name: str, **params) -> "BaseClusterer":
+def make_clusterer(name: str, **params) -> BaseClusterer:
     """Build the clusterer registered as ``name`` with ``params``.
 
     Parameters that the class does not take raise an error naming the ones it does.

@@ -15,6 +15,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from deepclust._validation import check_features, seed_from
 from deepclust.cluster.base import BaseClusterer, register
+from deepclust.cluster.kmeans import _fewer_distinct_rows
 from deepclust.errors import InputError
 
 # Methods that hold an (N, N) matrix refuse inputs whose matrix would pass this size.
@@ -29,6 +30,25 @@ def _check_pairwise_memory(n: int, method: str, copies: float = 1.0) -> None:
             f"matrix (limit {PAIRWISE_MEMORY_LIMIT_BYTES / 2**30:.0f} GiB); cluster a subsample, "
             "or use kmeans / gmm / hdbscan, which scale"
         )
+
+
+def _labels_if_few_distinct(X: np.ndarray, k: int, method: str) -> np.ndarray | None:
+    """One cluster per distinct row when ``X`` has at most ``k`` of them, else None.
+
+    That is the exact answer; the graph and tree methods would instead split copies of one
+    point into different clusters. Fewer than ``k`` distinct rows warns, as KMeans does.
+    """
+    found = _fewer_distinct_rows(X, k + 1)  # None unless there are at most k distinct rows
+    if found is None:
+        return None
+    uniq, inverse = found
+    if len(uniq) < k:
+        warnings.warn(
+            f"X has only {len(uniq)} distinct row(s), fewer than n_clusters={k}: {method} "
+            f"returns one cluster per distinct row ({len(uniq)} cluster(s))",
+            ConvergenceWarning, stacklevel=3,
+        )
+    return inverse.astype(np.int64)
 
 
 def _cluster_means(X: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -70,6 +90,13 @@ class Agglomerative(_CentroidPredictMixin, BaseClusterer):
         Any metric scikit-learn's AgglomerativeClustering accepts (euclidean, cosine, l1, ...).
     distance_threshold : float, optional
         Merge distance above which clusters are not merged (needs ``n_clusters=None``).
+
+    Notes
+    -----
+    When ``X`` has at most ``n_clusters`` distinct rows (e.g. all rows equal), every
+    distinct row becomes one cluster and copies of a row are never split; with fewer
+    distinct rows than ``n_clusters`` a ConvergenceWarning says so and ``n_clusters_`` is
+    the number of distinct rows.
     """
 
     def __init__(self, n_clusters: int | None = 8, *, linkage: str = "ward",
@@ -96,8 +123,11 @@ class Agglomerative(_CentroidPredictMixin, BaseClusterer):
             raise InputError("give exactly one of n_clusters and distance_threshold")
         k = None if self.n_clusters is None else self._validate_k(len(X))
         _check_pairwise_memory(len(X), "agglomerative", copies=0.5)
+        exact = None if k is None else _labels_if_few_distinct(X, k, "agglomerative")
         if len(X) == 1:
             self.labels_ = np.zeros(1, dtype=np.int64)
+        elif exact is not None:
+            self.labels_ = exact
         else:
             model = AgglomerativeClustering(
                 n_clusters=k, linkage=self.linkage, metric=self.metric,
@@ -123,6 +153,12 @@ class Spectral(_CentroidPredictMixin, BaseClusterer):
     assign_labels : {"kmeans", "discretize", "cluster_qr"}
         How the spectral embedding is turned into labels.
     random_state : int, optional
+
+    Notes
+    -----
+    When ``X`` has at most ``n_clusters`` distinct rows (e.g. all rows equal), every
+    distinct row becomes one cluster instead of the affinity graph splitting copies of a
+    row; with fewer distinct rows than ``n_clusters`` a ConvergenceWarning says so.
     """
 
     def __init__(self, n_clusters: int = 8, *, n_neighbors: int = 10,
@@ -137,8 +173,11 @@ class Spectral(_CentroidPredictMixin, BaseClusterer):
 
         X = self._validate_X(X)
         k = self._validate_k(len(X))
-        if k == 1 or len(X) < 3:
+        exact = _labels_if_few_distinct(X, k, "spectral")
+        if k == 1:
             self.labels_ = np.zeros(len(X), dtype=np.int64)
+        elif exact is not None:
+            self.labels_ = exact
         else:
             n_neighbors = max(2, min(int(self.n_neighbors), len(X) - 1))
             model = SpectralClustering(
@@ -162,6 +201,9 @@ class HDBSCAN(_CentroidPredictMixin, BaseClusterer):
     Points in no dense region get the label -1 (noise); ``n_noise_`` counts them and the
     metrics treat them as the ``noise`` argument of :func:`deepclust.metrics.evaluate` says.
     ``predict`` places new points at the nearest cluster mean (never noise).
+
+    If every row is the same point, the result is one cluster (scikit-learn's HDBSCAN
+    never returns a single cluster and would call every point noise).
 
     Parameters
     ----------
@@ -206,8 +248,12 @@ class HDBSCAN(_CentroidPredictMixin, BaseClusterer):
             cluster_selection_method=self.cluster_selection_method, metric=self.metric,
             copy=True,
         )
-        self.labels_ = model.fit_predict(X).astype(np.int64)
-        self.probabilities_ = model.probabilities_
+        if not (X != X[0]).any():
+            self.labels_ = np.zeros(len(X), dtype=np.int64)
+            self.probabilities_ = np.ones(len(X))
+        else:
+            self.labels_ = model.fit_predict(X).astype(np.int64)
+            self.probabilities_ = model.probabilities_
         self.n_clusters_ = int(self.labels_.max()) + 1 if (self.labels_ >= 0).any() else 0
         self.cluster_centers_ = _cluster_means(X, self.labels_)
         self._center_labels_ = np.arange(self.n_clusters_, dtype=np.int64)
@@ -296,6 +342,12 @@ class GaussianMixture(BaseClusterer):
     reg_covar : float
         Added to covariance diagonals; keeps degenerate data (identical points) finite.
     random_state : int, optional
+
+    Attributes
+    ----------
+    converged_ : bool
+        False when EM did not settle in ``max_iter`` iterations; a ConvergenceWarning
+        says so.
     """
 
     def __init__(self, n_clusters: int = 8, *, covariance_type: str = "diag", n_init: int = 1,
@@ -322,8 +374,8 @@ class GaussianMixture(BaseClusterer):
         model = SkGMM(n_components=k, covariance_type=self.covariance_type, n_init=self.n_init,
                       max_iter=self.max_iter, reg_covar=self.reg_covar,
                       random_state=seed_from(self.random_state))
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", ConvergenceWarning)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)  # replaced by the one below
             try:
                 model.fit(X)
             except ValueError as exc:
@@ -332,6 +384,9 @@ class GaussianMixture(BaseClusterer):
                     "use covariance_type='diag', or reduce the dimension first"
                 ) from None
         self.converged_ = bool(model.converged_)
+        if not self.converged_:
+            warnings.warn("the Gaussian mixture did not converge; raise max_iter or n_init",
+                          ConvergenceWarning, stacklevel=2)
         self.model_ = model
         self.labels_ = model.predict(X).astype(np.int64)
         self.cluster_centers_ = model.means_

@@ -30,10 +30,12 @@ from deepclust.errors import InputError
 __all__ = [
     "KMeans",
     "accumulate_cluster_sums",
+    "block_objective",
     "centroids_from_sums",
     "default_plus_plus_samples",
     "kmeans_plus_plus_init",
     "nearest_centroids",
+    "random_init",
     "reseed_empty_clusters",
 ]
 
@@ -295,35 +297,32 @@ def _plus_plus(
     rows = np.sort(rng.choice(n, m, replace=False)) if m < n else np.arange(n)
     m = rows.shape[0]
     # centred float32 copy: the expansion |x|^2 + |c|^2 - 2<x, c> loses less to rounding
-    S = X[rows] - X[rows].mean(axis=0, dtype=np.float64).astype(np.float32)
+    S = X[rows]
+    S -= S.mean(axis=0, dtype=np.float64).astype(np.float32)
     sq = np.einsum("ij,ij->i", S, S)
-    buf = np.empty((m, n_local_trials), dtype=np.float32)
+    t_max = max(n_local_trials, 1)
+    prod = np.empty((m, t_max), dtype=np.float32)
 
-    def sq_dist(subset: np.ndarray | None, cand: np.ndarray) -> np.ndarray:
-        # squared distances from S[subset] (all rows if None) to the rows S[cand]; the
-        # product runs in cache-sized chunks (one BLAS call on a tall, thin matrix packs
-        # all of it each time and is several times slower)
-        cand_t = np.ascontiguousarray(S[cand].T)
-        size = m if subset is None else subset.shape[0]
-        out = buf[:size, : cand.shape[0]]
-        for start in range(0, size, _PLUS_PLUS_CHUNK):
-            stop = min(start + _PLUS_PLUS_CHUNK, size)
-            block = S[start:stop] if subset is None else S[subset[start:stop]]
-            np.matmul(block, cand_t, out=out[start:stop])
-        out *= -2.0
-        out += (sq if subset is None else sq[subset])[:, None]
-        out += sq[cand][None, :]
-        return np.maximum(out, 0.0, out=out)
+    def sq_dist(rows: np.ndarray) -> np.ndarray:
+        # (m, t) squared distances from every sample row to the rows S[rows]. The product
+        # is taken in cache-sized row chunks: one BLAS call on a tall, thin product packs
+        # all of S each time and is several times slower.
+        cand_t = np.ascontiguousarray(S[rows].T)
+        d2 = prod[:, : rows.shape[0]]
+        for start in range(0, m, _PLUS_PLUS_CHUNK):
+            np.matmul(
+                S[start : start + _PLUS_PLUS_CHUNK],
+                cand_t,
+                out=d2[start : start + _PLUS_PLUS_CHUNK],
+            )
+        d2 *= -2.0
+        d2 += sq[:, None]
+        d2 += sq[rows][None, :]
+        return np.maximum(d2, 0.0, out=d2)
 
     chosen = np.empty(k, dtype=np.int64)
     chosen[0] = rng.integers(m)
-    closest = sq_dist(None, chosen[:1])[:, 0].copy()  # squared distance to nearest centre
-    owner = np.zeros(m, dtype=np.int64)  # which centre that is
-    # radius2[j] >= largest squared distance of a row owned by centre j: a trial t can
-    # only win rows of centre j if |t - c_j| < 2 * radius[j] (triangle inequality), so
-    # whole groups are skipped once centres are dense
-    radius2 = np.zeros(k, dtype=np.float32)
-    radius2[0] = closest.max()
+    closest = sq_dist(chosen[:1])[:, 0].copy()
     for c in range(1, k):
         cumulative = np.cumsum(closest, dtype=np.float64)
         total = cumulative[-1]
@@ -332,24 +331,11 @@ def _plus_plus(
             trials = np.minimum(np.searchsorted(cumulative, draws, side="right"), m - 1)
         else:  # every sample row coincides with a centre: no preference left
             trials = rng.integers(m, size=n_local_trials)
-        to_centres = sq_dist(chosen[:c], trials)  # (c, t), c small next to m
-        reachable = to_centres.min(axis=1) < 4.0 * radius2[:c]
-        subset = np.flatnonzero(reachable[owner]) if not reachable.all() else None
-        d2 = sq_dist(subset, trials)
-        old = closest if subset is None else closest[subset]
-        np.minimum(d2, old[:, None], out=d2)
-        gain = old.sum(dtype=np.float64) - d2.sum(axis=0, dtype=np.float64)
-        best = int(np.argmax(gain))
+        d2 = sq_dist(trials)
+        np.minimum(d2, closest[:, None], out=d2)
+        best = int(np.argmin(d2.sum(axis=0, dtype=np.float64)))
         chosen[c] = trials[best]
-        new = d2[:, best]
-        won = np.flatnonzero(new < old)
-        if subset is not None:
-            won = subset[won]
-            closest[subset] = new
-        else:
-            closest = new.copy()
-        owner[won] = c
-        radius2[c] = closest[won].max() if won.size else 0.0
+        closest = d2[:, best].copy()
     return np.array(X[rows[chosen]], dtype=np.float32)
 
 
@@ -386,7 +372,7 @@ def _lloyd(
     prev_labels = np.empty(n, dtype=np.int64)
     prev_obj = None
     history: list[float] = []
-    n_iter = n_reseeded = 0
+    n_iter = n_reseeded = reseeded = 0
     converged = False
     for it in range(max_iter + 1):
         t0 = time.perf_counter()
@@ -405,13 +391,18 @@ def _lloyd(
         if prev_obj is not None:
             n_changed = int(np.count_nonzero(labels != prev_labels))
             if verbose:
-                print(f"  iteration {it:3d}  objective {obj:.6g}  changed {n_changed}")
-            # labels unchanged: the update would return the same centroids
-            if n_changed == 0 or prev_obj - obj <= tol * prev_obj:
+                print(
+                    f"  iteration {it:3d}  objective {obj:.6g}  changed {n_changed}  "
+                    f"({time.perf_counter() - t0:.2f} s)"
+                )
+            # unchanged labels: the update would return the same centroids. A re-seed can
+            # raise the objective a little, so the tol test skips the pass after one.
+            small_gain = tol > 0 and not reseeded and prev_obj - obj <= tol * prev_obj
+            if n_changed == 0 or small_gain:
                 converged = True
                 break
         elif verbose:
-            print(f"  iteration {it:3d}  objective {obj:.6g}")
+            print(f"  iteration {it:3d}  objective {obj:.6g}  ({time.perf_counter() - t0:.2f} s)")
         if not update:
             break
         new = centroids_from_sums(sums, counts, C, spherical=spherical)
@@ -424,7 +415,7 @@ def _lloyd(
         labels, prev_labels = prev_labels, labels
         prev_obj = obj
         if verbose and reseeded:
-            print(f"  re-seeded {reseeded} empty cluster(s) ({time.perf_counter() - t0:.2f} s)")
+            print(f"  re-seeded {reseeded} empty cluster(s)")
     return {
         "centroids": C,
         "labels": labels,
@@ -495,9 +486,10 @@ class KMeans(BaseClusterer):
         Most centroid updates per run.
     tol : float, default=1e-4
         Stop when the objective falls by no more than ``tol`` times its previous value
-        between two consecutive assignments, ``J_prev - J <= tol * J_prev``. A run also
-        stops as soon as no label changes. ``tol=0`` runs until the labels are stable or
-        ``max_iter`` is reached.
+        between two consecutive assignments, ``J_prev - J <= tol * J_prev`` (not tested
+        right after a re-seed, which may raise J slightly). A run also stops as soon as no
+        label changes. ``tol=0`` runs until the labels are stable or ``max_iter`` is
+        reached.
     spherical : bool, default=False
         Cosine k-means: rows are L2-normalised, centroids are unit vectors (the normalised
         sum of their rows), the objective is ``sum(1 - cos)``, and ``predict`` uses cosine.

@@ -138,7 +138,12 @@ def _find_file(stem: str, digest: str) -> Path | None:
         for name in (stem + ".gz", stem):
             p = d / name
             if p.is_file():
-                actual = _sha256_of_payload(p)
+                try:
+                    actual = _sha256_of_payload(p)
+                except (OSError, EOFError) as exc:  # not gzip, or truncated
+                    raise InputError(
+                        f"{p} could not be read ({exc}); delete it and fetch it again"
+                    ) from None
                 if actual != digest:
                     raise InputError(
                         f"{p} does not match the published Fashion-MNIST data "
@@ -154,7 +159,8 @@ def _download(stem: str, digest: str, timeout: float = 20.0) -> Path:
     dest_dir.mkdir(parents=True, exist_ok=True)
     url = FASHION_MNIST_URL + stem + ".gz"
     dest = dest_dir / (stem + ".gz")
-    fd, tmp = tempfile.mkstemp(dir=dest_dir, suffix=".part")
+    # ".gz" last: _sha256_of_payload decompresses by suffix, and the digests are of the payload
+    fd, tmp = tempfile.mkstemp(dir=dest_dir, suffix=".part.gz")
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
             shutil.copyfileobj(resp, out)

@@ -71,10 +71,13 @@ def _load_npz(path: Path) -> FeatureSet:
         xk = others[0]
     yk = _pick(keys, _Y_KEYS, "labels", path)
     ik = _pick(keys, _ID_KEYS, "ids", path)
-    X = z[xk]
-    y = z[yk] if yk else None
-    ids = z[ik] if ik else None
-    names = [str(s) for s in z["class_names"]] if "class_names" in keys else None
+    try:
+        X = z[xk]
+        y = z[yk] if yk else None
+        ids = z[ik] if ik else None
+        names = [str(s) for s in z["class_names"]] if "class_names" in keys else None
+    except Exception as exc:  # object arrays (refused without pickle), damaged members
+        raise InputError(f"{path}: an array could not be read: {exc}") from None
     return FeatureSet(X, y, ids, names, str(path))
 
 
@@ -190,6 +193,7 @@ def load_features(
             raise InputError(
                 f"{p}: unsupported file type {suffix!r}; use .npy, .npz, .parquet or .csv"
             )
+    label_source = fs.source
     if labels_path is not None:
         lp = Path(labels_path)
         if not lp.is_file():
@@ -198,7 +202,8 @@ def load_features(
             fs.y = np.load(lp) if lp.suffix == ".npy" else np.loadtxt(lp, dtype=np.int64, ndmin=1)
         except Exception as exc:
             raise InputError(f"{lp} could not be read as labels: {exc}") from None
+        label_source = str(lp)
     fs.X = check_features(fs.X, name=f"features in {fs.source}")
     if fs.y is not None:
-        fs.y = check_labels(fs.y, len(fs.X), name=f"labels in {fs.source}")
+        fs.y = check_labels(fs.y, len(fs.X), name=f"labels in {label_source}")
     return fs

@@ -151,8 +151,10 @@ class FolderSource(ImageSource):
 
     With subfolders, the first path component is the class (``root/cat/001.jpg`` has class
     ``cat``); files directly in ``root`` then have label -1. A flat folder is unlabelled.
-    Hidden files and folders (names starting with ``.``) are skipped; every other file is an
-    item, so a stray non-image file is reported as a failure rather than silently ignored.
+    Hidden files and folders (names starting with ``.``) and embedding stores (folders with
+    ``meta.json`` and ``shards/``, e.g. an ``--out`` placed inside the image folder) are
+    skipped; every other file is an item, so a stray non-image file is reported as a failure
+    rather than silently ignored.
 
     Parameters
     ----------
@@ -181,7 +183,16 @@ class FolderSource(ImageSource):
         self.max_pixels = max_pixels
         exts = tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in extensions) if extensions else None
         files: list[tuple[str, int, int]] = []
+        seen: set[tuple[int, int]] = set()
         for dirpath, dirnames, filenames in os.walk(self.root, followlinks=True):
+            st_dir = os.stat(dirpath)
+            if (st_dir.st_dev, st_dir.st_ino) in seen:  # a symlink loop: visit each folder once
+                dirnames[:] = []
+                continue
+            seen.add((st_dir.st_dev, st_dir.st_ino))
+            if "meta.json" in filenames and "shards" in dirnames:  # an embedding store
+                dirnames[:] = []
+                continue
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             for name in filenames:
                 if name.startswith(".") or (exts and not name.lower().endswith(exts)):
@@ -205,10 +216,10 @@ class FolderSource(ImageSource):
         if labelled:
             if not any(in_sub):
                 raise InputError(f"{self.root} has no subfolders, so it cannot be labelled by folder")
-            names = sorted({p.split("/", 1)[0] for p, s in zip(self.paths, in_sub) if s})
+            names = sorted({p.split("/", 1)[0] for p, s in zip(self.paths, in_sub, strict=True) if s})
             code = {n: k for k, n in enumerate(names)}
             self.labels = np.array(
-                [code[p.split("/", 1)[0]] if s else -1 for p, s in zip(self.paths, in_sub)], dtype=np.int64
+                [code[p.split("/", 1)[0]] if s else -1 for p, s in zip(self.paths, in_sub, strict=True)], dtype=np.int64
             )
             self.class_names = names
         else:

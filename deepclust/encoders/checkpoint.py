@@ -271,7 +271,14 @@ class CheckpointEncoder(Encoder):
             state = load_file(str(p / WEIGHTS_FILE))
         except (SafetensorError, OSError) as exc:
             raise InputError(f"{p / WEIGHTS_FILE} is not a readable safetensors file: {exc}") from None
-        result = model.load_state_dict(state, strict=False)
+        try:
+            result = model.load_state_dict(state, strict=False)
+        except RuntimeError as exc:  # shape mismatches
+            first = str(exc).split("\n\t")[1] if "\n\t" in str(exc) else str(exc)
+            raise InputError(
+                f"{p / WEIGHTS_FILE} does not fit architecture {config['architecture']!r} with "
+                f"arch_kwargs {config.get('arch_kwargs', {})}: {first}"
+            ) from None
         if result.missing_keys or result.unexpected_keys:
             raise InputError(
                 f"{p / WEIGHTS_FILE} does not fit architecture {config['architecture']!r}: "

@@ -201,29 +201,50 @@ def load_image_processor(ref: str):
     with _quiet_transformers():
         try:
             return AutoImageProcessor.from_pretrained(ref, local_files_only=True)
+        except ImportError:
+            # a processor class that needs torchvision: its JSON holds the same settings
+            return _processor_settings_from_json(ref)
         except (OSError, ValueError) as exc:
             raise DataNotFoundError(
                 _missing_message(ref, "the image-processor config (preprocessor_config.json)", str(exc))
             ) from None
 
 
+def _processor_settings_from_json(ref: str):
+    """The raw ``preprocessor_config.json`` as an object with the processor's attribute names."""
+    import json
+    from types import SimpleNamespace
+
+    from transformers.utils import cached_file
+
+    try:
+        path = cached_file(ref, "preprocessor_config.json", local_files_only=True)
+    except OSError as exc:
+        raise DataNotFoundError(
+            _missing_message(ref, "the image-processor config (preprocessor_config.json)", str(exc))
+        ) from None
+    with open(path) as f:
+        return SimpleNamespace(**json.load(f))
+
+
 class _TokenPool(torch.nn.Module):
     """Wraps a transformers vision model; returns pooled embeddings."""
 
-    def __init__(self, model, kind: str, pool: str, n_prefix: int, mae: bool):
+    def __init__(self, model, kind: str, pool: str, n_prefix: int, mae: bool, interpolate: bool = False):
         super().__init__()
         self.model, self.kind, self.pool, self.n_prefix, self.mae = model, kind, pool, n_prefix, mae
+        self.interpolate = interpolate
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         if self.kind == "clip":
             return self.model(pixel_values=pixel_values).image_embeds
         if self.kind == "siglip":
             return self.model(pixel_values=pixel_values).pooler_output
-        kwargs = {}
+        kwargs = {"interpolate_pos_encoding": True} if self.interpolate else {}
         if self.mae:  # identity patch order: reproducible, and with mask_ratio=0 all patches kept
-            n = self.model.embeddings.num_patches if hasattr(self.model.embeddings, "num_patches") else None
-            if n is None:
-                n = self.model.embeddings.patch_embeddings.num_patches
+            p = self.model.config.patch_size
+            p = (p, p) if isinstance(p, int) else tuple(p)
+            n = (pixel_values.shape[2] // p[0]) * (pixel_values.shape[3] // p[1])
             kwargs["noise"] = torch.arange(n, device=pixel_values.device, dtype=torch.float32).expand(len(pixel_values), n)
         out = self.model(pixel_values=pixel_values, **kwargs)
         if self.kind == "pooler":
@@ -318,7 +339,12 @@ class HFEncoder(Encoder):
             has_pooler = getattr(probe, "pooler_output", None) is not None
             kind = "pooler" if (pool == "auto" and has_pooler) else "tokens"
         self.pool = "cls" if (pool == "auto" and kind == "tokens") else pool
-        self.model = freeze(_TokenPool(model, kind, self.pool, n_prefix, mae))
+        # ViT and MAE refuse inputs of another size than they were trained at unless told to
+        # interpolate their position embeddings (DINOv2 always does).
+        size = getattr(config, "image_size", None)
+        size = (size, size) if isinstance(size, int) else tuple(size or ())
+        interpolate = model_type in ("vit", "vit_mae") and bool(size) and size != self.transform.output_size
+        self.model = freeze(_TokenPool(model, kind, self.pool, n_prefix, mae, interpolate))
         self.name = f"hf:{ref}"
         self.ref = ref
         self.model_type = model_type

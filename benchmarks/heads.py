@@ -1,0 +1,160 @@
+"""TEMI, SCAN and k-means on EfficientNet-Lite0 embeddings of Fashion-MNIST.
+
+Protocol (issue 4): every method is fitted on the 60 000 training embeddings and scores the
+10 000 test embeddings it has never seen (``predict``); three seeds; ACC (Hungarian), NMI and
+ARI as mean ± std over the seeds. k-means is deepclust's faiss k-means with ``n_init=10``.
+
+For the heads it also prints:
+
+- fit time, split into neighbour mining (cached after the first fit: later seeds reuse the
+  table) and training, and the wall time of one epoch (60 000 anchors) at the speed measured
+  during the fit;
+- the head chosen without labels (lowest training loss) beside the best head by test labels
+  -- an oracle, printed only to show what label-free selection costs.
+
+Run: ``python benchmarks/heads.py [--seeds 0 1 2] [--methods temi scan kmeans]``; extra
+estimator parameters with ``--temi KEY=VALUE ...`` / ``--scan KEY=VALUE ...``. The embeddings
+come from ``deepclust.embed.builtin_embeddings`` (computed once and cached).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+from deepclust.cluster import KMeans
+from deepclust.cluster.heads import SCAN, TEMI
+from deepclust.metrics import evaluate
+
+METRICS = ("acc", "nmi", "ari")
+
+
+def _parse(items: list[str] | None) -> dict:
+    from deepclust.reduce import _parse_value
+
+    out = {}
+    for item in items or []:
+        key, value = item.split("=", 1)
+        out[key.replace("-", "_")] = _parse_value(value)
+    return out
+
+
+def load(encoder: str):
+    from deepclust.embed import builtin_embeddings
+
+    train = builtin_embeddings("fashion-mnist", "train", encoder)
+    test = builtin_embeddings("fashion-mnist", "test", encoder)
+    return train, test
+
+
+def run_heads(cls, params: dict, train, test, seed: int) -> dict:
+    t0 = time.perf_counter()
+    model = cls(n_clusters=10, random_state=seed, **params).fit(train.X)
+    fit_s = time.perf_counter() - t0
+    pred = model.predict(test.X)
+    scores = evaluate(test.y, pred)
+    per_head = [evaluate(test.y, p)["acc"] for p in model.predict_all_heads(test.X)]
+    timings = model.stats_["timings"]
+    return {
+        **{m: scores[m] for m in METRICS},
+        "fit_s": fit_s,
+        "neighbors_s": timings["neighbors_s"],
+        "train_s": timings["train_s"],
+        "epoch_s": timings["seconds_per_epoch"],
+        "steps": model.n_steps_,
+        "epochs": model.stats_["epochs"],
+        "chosen_head": model.head_,
+        "chosen_head_acc": per_head[model.head_],
+        "best_head": int(np.argmax(per_head)),
+        "best_head_acc": float(np.max(per_head)),
+        "device": str(model.device_),
+        "precision": model.precision_,
+    }
+
+
+def run_kmeans(train, test, seed: int) -> dict:
+    t0 = time.perf_counter()
+    model = KMeans(n_clusters=10, n_init=10, random_state=seed).fit(train.X)
+    fit_s = time.perf_counter() - t0
+    scores = evaluate(test.y, model.predict(test.X))
+    return {**{m: scores[m] for m in METRICS}, "fit_s": fit_s}
+
+
+def _ms(values) -> str:
+    v = np.asarray(values, dtype=float)
+    return f"{v.mean():.3f} ± {v.std(ddof=1) if len(v) > 1 else 0.0:.3f}"
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--encoder", default="effnet-lite0")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--methods", nargs="+", default=["temi", "scan", "kmeans"],
+                        choices=["temi", "scan", "kmeans"])
+    parser.add_argument("--temi", nargs="*", metavar="KEY=VALUE", help="TEMI parameters")
+    parser.add_argument("--scan", nargs="*", metavar="KEY=VALUE", help="SCAN parameters")
+    parser.add_argument("--json", help="also write every run's numbers to this file")
+    args = parser.parse_args(argv)
+
+    train, test = load(args.encoder)
+    print(f"Fashion-MNIST, {args.encoder}: fit on train {train.X.shape}, score on test "
+          f"{test.X.shape}; seeds {args.seeds}; torch threads {_threads()}, "
+          f"load average {os.getloadavg()[0]:.1f}", flush=True)
+    params = {"temi": _parse(args.temi), "scan": _parse(args.scan)}
+    runs: dict[str, list[dict]] = {}
+    for method in args.methods:
+        for seed in args.seeds:
+            if method == "kmeans":
+                r = run_kmeans(train, test, seed)
+            else:
+                r = run_heads({"temi": TEMI, "scan": SCAN}[method], params[method], train,
+                              test, seed)
+            runs.setdefault(method, []).append({"seed": seed, **r})
+            extra = (f" epoch {r['epoch_s']:.1f} s, {r['steps']} steps, head {r['chosen_head']}"
+                     if "epoch_s" in r else "")
+            print(f"  {method} seed {seed}: ACC {r['acc']:.3f} NMI {r['nmi']:.3f} "
+                  f"ARI {r['ari']:.3f}  fit {r['fit_s']:.1f} s{extra}", flush=True)
+
+    print()
+    print(f"{'method':8s} {'ACC':>15s} {'NMI':>15s} {'ARI':>15s} {'fit s':>8s} "
+          f"{'train s':>8s} {'s/epoch':>8s}")
+    for method, rs in runs.items():
+        row = [_ms([r[m] for r in rs]) for m in METRICS]
+        fit = np.mean([r["fit_s"] for r in rs])
+        train_s = (f"{np.mean([r['train_s'] for r in rs]):8.1f}" if "train_s" in rs[0]
+                   else f"{'':8s}")
+        epoch = (f"{np.mean([r['epoch_s'] for r in rs]):8.1f}" if "epoch_s" in rs[0]
+                 else f"{'':8s}")
+        print(f"{method:8s} {row[0]:>15s} {row[1]:>15s} {row[2]:>15s} {fit:8.1f} {train_s} "
+              f"{epoch}")
+    if "kmeans" in runs:
+        base = np.mean([r["acc"] for r in runs["kmeans"]])
+        for method in ("temi", "scan"):
+            if method in runs:
+                gain = np.mean([r["acc"] for r in runs[method]]) - base
+                print(f"{method} - kmeans: {100 * gain:+.1f} ACC points")
+    for method in ("temi", "scan"):
+        if method in runs:
+            rs = runs[method]
+            print(f"{method} head choice (test ACC): label-free "
+                  f"{_ms([r['chosen_head_acc'] for r in rs])}, best by labels (oracle) "
+                  f"{_ms([r['best_head_acc'] for r in rs])}; neighbour mining "
+                  f"{rs[0]['neighbors_s']:.1f} s on the first fit (then cached)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"argv": sys.argv[1:], "runs": runs}, f, indent=2, default=float)
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+if __name__ == "__main__":
+    main()

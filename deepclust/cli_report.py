@@ -1,0 +1,58 @@
+"""The ``report`` sub-command: an HTML report (and PNG figures) of a finished run."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """``deepclust report RUN_DIR``: write the report and say where it is."""
+    from deepclust.errors import InputError
+    from deepclust.report import ReportOptions, write_report
+
+    if args.per_cluster < 0 or args.max_clusters < 1:
+        raise InputError("--per-cluster must be >= 0 and --max-clusters >= 1")
+    t = time.perf_counter()
+    options = ReportOptions(n_centre=args.per_cluster, n_random=args.per_cluster,
+                            max_galleries=args.max_clusters)
+    page = write_report(args.run_dir, args.out, options=options, pipeline=args.pipeline)
+    return print_written(page, time.perf_counter() - t)
+
+
+def print_written(page: Path, seconds: float | None = None) -> int:
+    """Say where a report went; exit status 1 when one of its sections failed."""
+    import json
+
+    manifest = json.loads((page.parent / "report.json").read_text())
+    took = f" ({seconds:.1f} s)" if seconds is not None else ""
+    print(f"wrote {page}{took}; figures for papers in {page.parent / 'assets' / 'figures'}")
+    for err in manifest.get("errors", []):
+        print(f"  section {err['section']} failed: {err['error']}")
+    return 1 if manifest.get("errors") else 0
+
+
+def add_report_flag(parser: argparse.ArgumentParser) -> None:
+    """The ``--report`` flag of commands that write a run folder."""
+    parser.add_argument("--report", action="store_true",
+                        help="also write an HTML report (OUT/report/report.html) with PNG figures")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``report`` sub-command."""
+    p = sub.add_parser(
+        "report", help="write an HTML report of a cluster or demo run",
+        description="Write RUN_DIR/report/report.html: scores, cluster sizes, a 2-D UMAP, "
+                    "the clusters x classes matrix and thumbnail galleries, plus the plots as "
+                    "PNG files. The folder is self-contained (no network access needed).")
+    p.add_argument("run_dir", help="the --out folder of `deepclust cluster` or `deepclust demo`")
+    p.add_argument("--out", default=None, help="report folder (default: RUN_DIR/report)")
+    p.add_argument("--pipeline", type=int, default=None, metavar="RANK",
+                   help="demo runs: rank of the pipeline to show in detail (default 1)")
+    p.add_argument("--per-cluster", type=int, default=8, metavar="N",
+                   help="thumbnails per cluster nearest the centre, and as many at random "
+                        "(default 8)")
+    p.add_argument("--max-clusters", type=int, default=100, metavar="N",
+                   help="galleries for at most the N largest clusters (default 100)")
+    p.set_defaults(func=cmd_report)

@@ -1,0 +1,18 @@
+"""Deep clustering heads on frozen embeddings: TEMI and SCAN, with shared machinery.
+
+- :mod:`.modules` -- :class:`HeadBank`, many heads evaluated as a few batched products;
+- :mod:`.objectives` -- the TEMI, SCAN and self-labelling losses;
+- :mod:`.training` -- pair sampling, schedules, EMA teacher and the step-budget loop;
+- :mod:`.checkpoint` -- safetensors + JSON checkpoints, resume;
+- :mod:`.base` -- the estimator both methods share; :mod:`.temi`, :mod:`.scan` -- the
+  estimators, registered as ``"temi"`` and ``"scan"``;
+- :mod:`._ddp` -- the collectives training needs under ``torchrun``.
+
+The recipe and the evidence behind its defaults: docs/heads.md.
+"""
+
+from deepclust.cluster.heads.modules import HeadBank
+from deepclust.cluster.heads.scan import SCAN
+from deepclust.cluster.heads.temi import TEMI
+
+__all__ = ["HeadBank", "SCAN", "TEMI"]

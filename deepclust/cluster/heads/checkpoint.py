@@ -1,0 +1,84 @@
+"""Checkpoints of head training: tensors in safetensors, the rest in JSON.
+
+A checkpoint folder holds ``checkpoint-<step>.safetensors`` (heads, teacher, optimiser
+moments, the objective's state, the loss history) and ``checkpoint.json`` (the step, the
+settings, a fingerprint of the data, and the name of its tensor file). The tensor file is
+written first and ``checkpoint.json`` replaces the previous one atomically afterwards, so an
+interruption at any moment leaves the last complete checkpoint readable; older tensor files
+are removed only once the new JSON is in place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save
+
+from deepclust.errors import InputError
+from deepclust.runinfo import write_json
+
+__all__ = ["STATE_FILE", "load_checkpoint", "save_checkpoint"]
+
+STATE_FILE = "checkpoint.json"
+FORMAT = "deepclust-heads-checkpoint"
+FORMAT_VERSION = 1
+
+
+def _atomic_bytes(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def save_checkpoint(folder: str | os.PathLike, tensors: dict[str, torch.Tensor],
+                    state: dict) -> Path:
+    """Write one checkpoint; returns the path of its JSON.
+
+    Parameters
+    ----------
+    folder : path
+        Created if needed.
+    tensors : dict of str to tensor
+        Contiguous CPU tensors.
+    state : dict
+        JSON-serialisable; must hold ``step``.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"checkpoint-{int(state['step']):08d}.safetensors"
+    _atomic_bytes(folder / name, save(tensors))
+    write_json(folder / STATE_FILE,
+               {"format": FORMAT, "format_version": FORMAT_VERSION, **state, "tensors": name})
+    for old in folder.glob("checkpoint-*.safetensors"):
+        if old.name != name:
+            old.unlink(missing_ok=True)
+    return folder / STATE_FILE
+
+
+def load_checkpoint(folder: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict] | None:
+    """The checkpoint in ``folder`` as ``(tensors, state)``, or None if there is none."""
+    path = Path(folder) / STATE_FILE
+    if not path.is_file():
+        return None
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path} cannot be read ({exc}); remove the folder to start over") from None
+    if state.get("format") != FORMAT:
+        raise InputError(f"{path} is not a deepclust head checkpoint")
+    tensor_path = path.parent / state["tensors"]
+    if not tensor_path.is_file():
+        raise InputError(f"{path} names {tensor_path.name}, which is missing; remove the "
+                         "folder to start over")
+    return load_file(str(tensor_path)), state

@@ -1,0 +1,244 @@
+"""The report's skeleton: sections, the context they read, and the page they end up in.
+
+A *section* is a function ``section(ctx) -> Section | None``. It reads what it needs from the
+:class:`ReportContext` (the run's data, the options, values other sections computed in
+``ctx.cache``), writes its figure and image files under ``ctx.assets_dir`` (use
+:meth:`ReportContext.figure` and :meth:`ReportContext.asset`), and returns its HTML and the
+list of files it wrote; None means "does not apply to this run" and leaves no trace.
+:func:`render_report` runs a list of sections in order and assembles the page, so a new kind
+of run (DeepCluster's NMI curves, a benchmark's pivot tables) adds its own section functions
+without touching the others.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from markupsafe import Markup
+
+from deepclust.report.data import RunData
+
+#: Name of the page inside the report folder.
+PAGE_NAME = "report.html"
+#: The report folder's manifest: sections, their files and timings.
+MANIFEST_NAME = "report.json"
+ASSETS = "assets"
+
+
+@dataclass
+class Section:
+    """What a section function returns.
+
+    Attributes
+    ----------
+    id : str
+        Anchor of the section in the page (letters, digits, ``-``); unique in a report.
+    title : str
+        Heading, also the link text in the page's table of contents.
+    html : str
+        The section's body. Plain ``str`` is escaped; return :class:`markupsafe.Markup`
+        (e.g. from :func:`deepclust.report.template.render`) for HTML.
+    files : list of str
+        Files the section wrote, relative to the report folder (``assets/...``).
+    """
+
+    id: str
+    title: str
+    html: str
+    files: list[str] = field(default_factory=list)
+
+
+SectionFunction = Callable[["ReportContext"], "Section | None"]
+
+
+@dataclass
+class ReportOptions:
+    """Settings of a report.
+
+    Attributes
+    ----------
+    n_centre : int
+        Thumbnails per cluster nearest the cluster's mean (in the run's feature space).
+    n_random : int
+        Thumbnails per cluster drawn at random from the other members.
+    max_galleries : int
+        Galleries shown at most; beyond it, the largest clusters are shown.
+    thumb_target, thumb_max : int
+        Tile size rules (see :func:`deepclust.report.images.tile_size_for`).
+    """
+
+    n_centre: int = 8
+    n_random: int = 8
+    max_galleries: int = 100
+    thumb_target: int = 64
+    thumb_max: int = 96
+
+
+@dataclass
+class ReportContext:
+    """Everything a section may read, and where it writes.
+
+    Attributes
+    ----------
+    out_dir : Path
+        The report folder (``report.html`` + ``assets/``).
+    title : str
+        Title of the page.
+    data : RunData or None
+        The run, for sections about one clustering; None for reports of something else
+        (a benchmark), whose sections read ``extra``.
+    options : ReportOptions
+    extra : dict
+        Anything a caller passes to its own sections.
+    cache : dict
+        Values sections share (the cluster order, colours, ...), filled on first use.
+    log : callable
+        Progress messages (``print`` to stderr by default; a no-op to silence).
+    """
+
+    out_dir: Path
+    title: str = "deepclust report"
+    data: RunData | None = None
+    options: ReportOptions = field(default_factory=ReportOptions)
+    extra: dict[str, Any] = field(default_factory=dict)
+    cache: dict[str, Any] = field(default_factory=dict)
+    log: Callable[[str], None] = field(default=lambda msg: print(msg, file=sys.stderr,
+                                                                 flush=True))
+
+    @property
+    def assets_dir(self) -> Path:
+        return self.out_dir / ASSETS
+
+    def asset(self, *parts: str) -> tuple[Path, str]:
+        """A file under ``assets/``: its path, and its link relative to the page.
+
+        Parameters
+        ----------
+        *parts : str
+            Sub-folders and file name, e.g. ``("thumbs", "cluster-003.png")``.
+        """
+        path = self.assets_dir.joinpath(*parts)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path, "/".join((ASSETS, *parts))
+
+    def figure(self, fig: Any, name: str) -> SavedFigure:
+        """Save a matplotlib figure as ``assets/figures/<name>.png``.
+
+        The PNG has 150 pixels per inch of figure, and the page shows it at the figure's
+        size in CSS inches (96 px), so text reads at its intended size and stays sharp on
+        high-density screens.
+        """
+        from deepclust.report.figures import save_png
+
+        path, link = self.asset("figures", f"{name}.png")
+        save_png(fig, path)
+        w, h = fig.get_size_inches()
+        return SavedFigure(link, round(w * 96), round(h * 96))
+
+
+@dataclass
+class SavedFigure:
+    """A figure written under ``assets/figures``: its link and its display size (CSS px)."""
+
+    link: str
+    width: int
+    height: int
+
+    def img(self, alt: str) -> Markup:
+        """The ``<img>`` element that shows it."""
+        from deepclust.report.template import render
+
+        return render('<img class="fig" src="{{ f.link }}" width="{{ f.width }}" '
+                      'height="{{ f.height }}" alt="{{ alt }}">', f=self, alt=alt)
+
+
+def _error_section(fn: SectionFunction, exc: BaseException) -> Section:
+    from deepclust.report.template import render
+
+    name = getattr(fn, "__name__", "section").removesuffix("_section").replace("_", "-")
+    return Section(
+        id=f"{name}-error", title=f"{name} (failed)",
+        html=render('<p class="error">This section could not be made: '
+                    "<code>{{ kind }}: {{ msg }}</code></p>", kind=type(exc).__name__, msg=exc),
+    )
+
+
+def render_report(
+    ctx: ReportContext,
+    sections: Sequence[SectionFunction],
+    *,
+    subtitle: str = "",
+    cards: Sequence[dict] = (),
+) -> Path:
+    """Run ``sections`` and write ``report.html``, ``report.json`` and ``assets/``.
+
+    A section that raises does not stop the report: its place shows the error, and the
+    manifest (``report.json``) lists it under ``errors``.
+
+    Parameters
+    ----------
+    ctx : ReportContext
+    sections : sequence of section functions
+        In page order.
+    subtitle : str
+        Line under the title.
+    cards : sequence of dict
+        Headline numbers in the header: ``name``, ``value`` (text), ``help`` (tooltip).
+
+    Returns
+    -------
+    Path
+        The page, ``ctx.out_dir / "report.html"``.
+    """
+    from deepclust import __version__
+    from deepclust.report.template import PAGE, render
+    from deepclust.runinfo import now_iso, write_json
+
+    out = Path(ctx.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if (out / MANIFEST_NAME).is_file() and (out / ASSETS).is_dir():
+        shutil.rmtree(out / ASSETS)  # a report folder we wrote before: no stale sprites
+    done: list[Section] = []
+    manifest_sections, errors = [], []
+    for fn in sections:
+        t = time.perf_counter()
+        try:
+            sec = fn(ctx)
+        except Exception as exc:  # one broken section must not cost the whole report
+            ctx.log(f"report: section {getattr(fn, '__name__', fn)} failed: "
+                    f"{type(exc).__name__}: {exc}")
+            errors.append({"section": getattr(fn, "__name__", str(fn)),
+                           "error": f"{type(exc).__name__}: {exc}",
+                           "traceback": traceback.format_exc(limit=-3)})
+            sec = _error_section(fn, exc)
+        seconds = time.perf_counter() - t
+        if sec is None:
+            continue
+        if any(s.id == sec.id for s in done):
+            raise ValueError(f"two sections have the id {sec.id!r}")
+        done.append(sec)
+        manifest_sections.append({"id": sec.id, "title": sec.title, "files": sec.files,
+                                  "seconds": round(seconds, 3)})
+    generated = now_iso()
+    html = render(PAGE, title=ctx.title, subtitle=subtitle, cards=list(cards),
+                  sections=[{"id": s.id, "title": s.title,
+                             "html": s.html if isinstance(s.html, Markup) else Markup.escape(s.html)}
+                            for s in done],
+                  version=__version__, generated=generated)
+    page = out / PAGE_NAME
+    tmp = page.with_name(f".{PAGE_NAME}.tmp")
+    tmp.write_text(html, encoding="utf-8")
+    os.replace(tmp, page)
+    write_json(out / MANIFEST_NAME, {
+        "title": ctx.title, "generated": generated, "deepclust": __version__,
+        "page": PAGE_NAME, "sections": manifest_sections, "errors": errors,
+    })
+    return page
