@@ -3,13 +3,17 @@
 Three measurements (each optional):
 
 ``--sweep``     the bare forward of the encoder on pre-decoded, pre-processed tensors, for
-                fp32 / bf16 x batch 16 / 32 / 64 x channels-last off / on;
+                fp32 / bf16 x batch 16 / 32 / 64 x channels-last off / on x torch threads;
 ``--pipeline``  the full `embed()` (decode, preprocess 28x28 grey -> the encoder's input size,
-                DataLoader, forward, store writing) with its defaults and with 0 / 1 decoding
-                workers, as a ratio of the bare forward at the same batch / precision / layout
-                (target: >= 0.8);
-``--nmi``       embeds the whole test split in fp32 and in bf16 and reports k-means (k=10)
-                NMI on each, beside raw pixels, to show that bf16 costs no quality.
+                DataLoader, forward, store writing) at the default precision, batch and layout,
+                with 0 / 1 decoding workers, as a ratio of the bare forward with the same
+                settings (target: >= 0.8);
+``--nmi``       k-means (k=10) NMI of the whole test split embedded in fp32 and in bf16, beside
+                raw pixels, to show that bf16 costs no quality (``--store-fp32`` /
+                ``--store-bf16`` reuse stores made earlier instead of embedding again).
+
+On a shared machine every number is the best of ``--repeats`` rounds, run round-robin so that
+changes in load hit every configuration alike.
 
 Prints markdown tables. Not part of the test suite.
 
@@ -31,6 +35,7 @@ from deepclust.data import load_dataset
 from deepclust.data.sources import ArraySource
 from deepclust.embed import CPU_BATCH_SIZE, default_workers, embed, resolve_precision
 from deepclust.encoders import get_encoder
+from deepclust.store import open_store
 
 
 def bare_rate(enc, X: torch.Tensor, precision: str, batch: int, channels_last: bool) -> float:
@@ -55,6 +60,8 @@ def main() -> None:
     ap.add_argument("--sweep", action="store_true")
     ap.add_argument("--pipeline", action="store_true")
     ap.add_argument("--nmi", action="store_true")
+    ap.add_argument("--store-fp32", help="--nmi: an existing fp32 store of the test split to reuse")
+    ap.add_argument("--store-bf16", help="--nmi: an existing bf16 store of the test split to reuse")
     ap.add_argument("--repeats", type=int, default=3, help="rounds; the best of each is reported")
     ap.add_argument("--threads", default=f"1,{torch.get_num_threads()}",
                     help="comma-separated torch thread counts to compare")
@@ -136,16 +143,21 @@ def main() -> None:
         print("|---|---|---|")
         print(f"| raw pixels (784) | {kmeans_nmi(ds.features()):.4f} | - |", flush=True)
         for precision in ("fp32", "bf16"):
-            with tempfile.TemporaryDirectory() as tmp:
-                t = time.perf_counter()
-                store = embed(
-                    full, enc, os.path.join(tmp, "s"), precision=precision, progress=False
-                )
-                seconds = time.perf_counter() - t
+            given = getattr(args, f"store_{precision}")
+            if given:  # a store made earlier (e.g. the demo's cache) at this precision
+                store = open_store(given)
+                if store.meta["precision"] != precision or store.meta["n_items"] != len(full):
+                    raise SystemExit(f"{given} is not a {precision} store of the full test split")
+                seconds = store.meta.get("last_run", {}).get("seconds", float("nan"))
                 F = np.asarray(store.X, dtype=np.float32)
-            print(
-                f"| {args.encoder} {precision} | {kmeans_nmi(F):.4f} | {seconds:.0f} |", flush=True
-            )
+            else:
+                with tempfile.TemporaryDirectory() as tmp:
+                    start = time.perf_counter()
+                    store = embed(full, enc, os.path.join(tmp, "s"), precision=precision,
+                                  progress=False)
+                    seconds = time.perf_counter() - start
+                    F = np.asarray(store.X, dtype=np.float32)
+            print(f"| {args.encoder} {precision} | {kmeans_nmi(F):.4f} | {seconds:.0f} |", flush=True)
 
 
 if __name__ == "__main__":

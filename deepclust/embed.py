@@ -72,12 +72,34 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return "bf16" if cpu_has_fast_bf16() else "fp32"
 
 
-def default_workers(device: torch.device) -> int:
-    """Decoding workers: one per spare core on the CPU (the model uses the rest)."""
+def auto_threads() -> int:
+    """torch CPU threads that do not oversubscribe a busy machine.
+
+    torch's default (one thread per core) unless the 1-minute load average shows other work:
+    then only the cores that look free, at least one. ``OMP_NUM_THREADS`` (as set by
+    ``torchrun``) is always respected. Oversubscribed intra-op threads wait on each other:
+    on this project's 2-core machine under load, 1 thread ran EfficientNet-Lite0 2-3x faster
+    than 2 (docs/embedding.md).
+    """
+    n = torch.get_num_threads()
+    if os.environ.get("OMP_NUM_THREADS"):
+        return n
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # not available on this platform
+        return n
+    free = (os.cpu_count() or n) - load
+    return max(1, min(n, int(free + 0.5)))
+
+
+def default_workers(device: torch.device, threads: int | None = None) -> int:
+    """Decoding worker processes: the cores the model's threads leave free, at least a
+    quarter of the cores (at most 4) on bigger machines, 8 at most for a GPU."""
     n = os.cpu_count() or 1
     if device.type == "cuda":
         return min(8, n)
-    return min(4, max(0, n // 4))
+    threads = torch.get_num_threads() if threads is None else threads
+    return min(4, max(n // 4, n - threads))
 
 
 class _Items(torch.utils.data.Dataset):
@@ -171,8 +193,8 @@ def embed(
     batch_size : int, optional
         Default 32 on the CPU, 256 on a GPU.
     num_workers : int, optional
-        DataLoader worker processes decoding images; default from the core count (0 on a
-        2-core machine, where decoding in the main process measured fastest).
+        DataLoader worker processes decoding images; default :func:`default_workers`
+        (the cores the model's threads leave free).
     precision : {"auto", "bf16", "fp32"}
         Compute precision; bf16 uses ``torch.autocast``. ``auto``: see :func:`resolve_precision`.
     dtype : {"float16", "float32"}, optional
@@ -184,9 +206,8 @@ def embed(
     device : str or torch.device, optional
         Default: ``cuda:<local rank>`` when available, else the CPU.
     threads : int, optional
-        torch intra-op threads for this run (restored afterwards); default: torch's own
-        (one per core). On a machine busy with other work, ``threads=1`` can be several
-        times faster than oversubscribed threads (docs/embedding.md).
+        torch intra-op threads for this run (restored afterwards); default on the CPU:
+        :func:`auto_threads` (one per core, fewer when the load average shows other work).
     overwrite : bool
         Replace a store made from other inputs or settings instead of refusing.
     progress : bool
@@ -230,8 +251,10 @@ def embed(
         raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise InputError(f"threads must be a positive integer, got {threads!r}")
+    if threads is None and dev.type == "cpu":
+        threads = auto_threads()
     if num_workers is None:
-        num_workers = default_workers(dev)
+        num_workers = default_workers(dev, threads)
     prec = resolve_precision(precision, dev)
     enc = get_encoder(encoder, **(encoder_options or {}))
     n_shards = (n + shard_size - 1) // shard_size
@@ -355,26 +378,28 @@ def _run_shards(src, enc, writer, shards, n, shard_size, *, batch_size, num_work
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     try:
         for x, records in loader:
-            rows = None
+            rows = bad_rows = None
             if x is not None:
                 with autocast:
-                    rows = enc(x).cpu().numpy()
-                if not np.isfinite(rows).all():
-                    raise InputError(
-                        f"encoder {enc.name} produced NaN or infinite values; try --precision fp32"
-                    )
-                cast = rows.astype(np_dtype)
-                if not np.isfinite(cast).all():
-                    raise InputError(
-                        f"embeddings exceed the {dtype} range; use --dtype float32 for encoder {enc.name}"
-                    )
-                rows = cast
+                    out = enc(x).cpu().numpy()
+                with np.errstate(over="ignore", invalid="ignore"):  # handled just below
+                    rows = out.astype(np_dtype)
+                # A non-finite row fails its item (with the reason) rather than the whole run.
+                bad_rows = {
+                    j: ("the encoder gave NaN or infinite values (try --precision fp32)"
+                        if not np.isfinite(out[j]).all() else
+                        f"the embedding exceeds the {dtype} range (use --dtype float32)")
+                    for j in np.flatnonzero(~np.isfinite(rows).all(axis=1))
+                }
             r = 0
             for item, ok, error, label, id_, path in records:
                 k = item // shard_size
                 buf = buffers.get(k)
                 if buf is None:
                     buf = buffers[k] = _ShardBuffer(min((k + 1) * shard_size, n) - k * shard_size)
+                if ok and r in bad_rows:
+                    ok, error = False, bad_rows[r]
+                    r += 1
                 if ok:
                     buf.rows.append(rows[r])
                     buf.records.append((item, id_, label, path, len(buf.rows) - 1, None))

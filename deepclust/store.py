@@ -14,6 +14,7 @@ Layout
       failed.parquet       one row per item that could not be embedded: item, id, label,
                            path, reason
       run.json             parameters, versions and timings of the last run
+      .lock                flock-ed by the run writing the store (one writer at a time)
 
 Shard ``k`` covers source items ``[k * S, (k + 1) * S)`` where ``S`` is ``shard_size``;
 its ``.npy`` holds the rows of those items that decoded (``float16`` or ``float32``,

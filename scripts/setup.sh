@@ -27,4 +27,9 @@ if [ ! -d /usr/share/datasets/fashion-mnist ] && [ "$(id -u)" = 0 ] && command -
     (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null 2>&1 \
         || echo "setup: could not install dataset-fashion-mnist; the demo falls back to digits" >&2
 fi
+# Chromium: the report's browser test (tests/test_report.py) opens reports in it, headless.
+if [ -n "$extras" ] && ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1 \
+        || echo "setup: could not install chromium; the report's browser test will be skipped" >&2
+fi
 echo "setup: done ($(python -c 'import deepclust, torch; print("deepclust", deepclust.__version__, "torch", torch.__version__)'))"

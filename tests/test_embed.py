@@ -19,8 +19,14 @@ from PIL import Image
 
 from deepclust.cli import main
 from deepclust.data.imageio import open_image
-from deepclust.embed import builtin_embeddings, embed, resolve_precision
-from deepclust.encoders import ImageTransform, get_encoder
+from deepclust.embed import (
+    auto_threads,
+    builtin_embeddings,
+    default_workers,
+    embed,
+    resolve_precision,
+)
+from deepclust.encoders import Encoder, ImageTransform, get_encoder
 from deepclust.encoders.checkpoint import ConvNet, save_checkpoint
 from deepclust.errors import InputError
 from deepclust.store import open_store
@@ -122,9 +128,9 @@ def test_rerun_is_a_noop_and_other_settings_are_refused(tmp_path, ckpt):
 def test_worker_processes_and_bf16_give_the_same_embeddings(tmp_path, ckpt):
     for k in range(6):
         rgb_noise(k).save(tmp_path / f"{k}.png")
-    base = embed(tmp_path, f"checkpoint:{ckpt}", tmp_path / "o" / "a", num_workers=0,
+    base = embed(tmp_path, f"checkpoint:{ckpt}", tmp_path / "o" / "a", num_workers=0, threads=1,
                  dtype="float32", precision="fp32", progress=False)
-    workers = embed(tmp_path, f"checkpoint:{ckpt}", tmp_path / "o" / "b", num_workers=2,
+    workers = embed(tmp_path, f"checkpoint:{ckpt}", tmp_path / "o" / "b", num_workers=2, threads=1,
                     dtype="float32", precision="fp32", progress=False)
     assert np.array_equal(base.X, workers.X) and base.ids.tolist() == workers.ids.tolist()
     bf16 = embed(tmp_path, f"checkpoint:{ckpt}", tmp_path / "o" / "c", precision="bf16", progress=False)
@@ -134,8 +140,19 @@ def test_worker_processes_and_bf16_give_the_same_embeddings(tmp_path, ckpt):
     assert cos.min() > 0.99
 
 
-def test_precision_resolution():
+def test_precision_threads_and_workers_defaults(monkeypatch):
     cpu = torch.device("cpu")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert auto_threads() == torch.get_num_threads()
+    monkeypatch.setattr(os, "getloadavg", lambda: (50.0, 0.0, 0.0))
+    assert auto_threads() == 1  # a busy machine: do not oversubscribe
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert auto_threads() == torch.get_num_threads()  # torchrun's choice is respected
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert default_workers(cpu, threads=2) == 0 and default_workers(cpu, threads=1) == 1
+    monkeypatch.setattr(os, "cpu_count", lambda: 32)
+    assert default_workers(cpu, threads=32) == 4
     assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
     assert resolve_precision("auto", cpu) in ("bf16", "fp32")
     with pytest.raises(InputError, match="precision"):
@@ -153,7 +170,8 @@ KILL_SCRIPT = textwrap.dedent("""
             return super().forward(batch)
 
     src, ckpt, out = sys.argv[1:4]
-    embed(src, SlowEncoder(ckpt), out, batch_size=2, shard_size=4, num_workers=0, progress=False)
+    embed(src, SlowEncoder(ckpt), out, batch_size=2, shard_size=4, num_workers=0, threads=1,
+          progress=False)
 """)
 
 
@@ -163,8 +181,9 @@ def test_sigkill_midway_then_resume_gives_identical_rows(tmp_path, ckpt):
     for k in range(30):
         rgb_noise(k).save(src / f"{k:02d}.png")
     (src / "zz-broken.png").write_bytes(b"broken")
+    # one thread everywhere: rows are then bit-identical whatever the machine's load
     reference = embed(src, f"checkpoint:{ckpt}", tmp_path / "ref", batch_size=2, shard_size=4,
-                      num_workers=0, progress=False)
+                      num_workers=0, threads=1, progress=False)
 
     script = tmp_path / "slow_embed.py"
     script.write_text(KILL_SCRIPT)
@@ -190,7 +209,8 @@ def test_sigkill_midway_then_resume_gives_identical_rows(tmp_path, ckpt):
     with pytest.raises(InputError, match="incomplete"):
         open_store(out)
 
-    resumed = embed(src, f"checkpoint:{ckpt}", out, batch_size=2, num_workers=0, progress=False)
+    resumed = embed(src, f"checkpoint:{ckpt}", out, batch_size=2, num_workers=0, threads=1,
+                    progress=False)
     run = resumed.meta["last_run"]
     assert run["resumed"] and run["shards_written"] == 8 - written
     assert np.array_equal(resumed.X, reference.X)  # bit for bit
@@ -251,3 +271,29 @@ def test_embed_input_errors(tmp_path, ckpt):
     with pytest.raises(InputError, match="not an embedding store"):
         embed(tmp_path, f"checkpoint:{ckpt}", tmp_path / "occupied", progress=False)
     assert os.path.exists(tmp_path / "occupied" / "keep.txt")
+
+
+class _ExtremeEncoder(Encoder):
+    """Gives NaN for very red images and 1e6 (beyond float16) for fairly red ones."""
+
+    def __init__(self):
+        super().__init__()
+        self.name, self.dim, self.model = "extreme", 2, torch.nn.Identity()
+        self.transform = ImageTransform(crop_size=4, resize="exact", mean=(0, 0, 0), std=(1, 1, 1))
+
+    def forward(self, batch):
+        red = batch[:, 0, 0, 0]
+        out = torch.stack([red, red], 1)
+        out[red > 0.9] = float("nan")
+        out[(red > 0.7) & (red <= 0.9)] = 1e6
+        return out
+
+
+def test_non_finite_embeddings_fail_their_item_not_the_run(tmp_path):
+    for name, red in (("a", 25), ("b", 205), ("c", 250), ("d", 50)):
+        Image.new("RGB", (6, 6), (red, 0, 0)).save(tmp_path / f"{name}.png")
+    store = embed(tmp_path, _ExtremeEncoder(), tmp_path / "s", batch_size=4, progress=False)
+    assert store.ids.tolist() == ["a.png", "d.png"]
+    reasons = {row["id"]: row["reason"] for row in store.failed}
+    assert reasons["b.png"].startswith("the embedding exceeds the float16 range")
+    assert reasons["c.png"].startswith("the encoder gave NaN")

@@ -207,6 +207,29 @@ def test_store_images_resolve_index_paths_against_the_source_root(tmp_path):
     assert images.image(3) is None  # a missing file is a blank tile, not an error
 
 
+def test_cluster_report_of_an_embedding_store_shows_its_images(tmp_path):
+    from PIL import Image
+
+    from deepclust.cli import main
+
+    rng = np.random.default_rng(0)
+    for name, colour in (("red", (220, 40, 40)), ("blue", (40, 60, 220))):
+        (tmp_path / "pics" / name).mkdir(parents=True)
+        for i in range(6):
+            pixels = np.clip(np.array(colour) + rng.normal(0, 20, (12, 18, 3)), 0, 255)
+            Image.fromarray(pixels.astype(np.uint8)).save(tmp_path / "pics" / name / f"{i}.png")
+    store, out = tmp_path / "store", tmp_path / "run"
+    assert main(["embed", str(tmp_path / "pics"), "--encoder", "raw", "--out", str(store),
+                 "--no-progress"]) == 0
+    assert main(["cluster", str(store), "--method", "kmeans", "--k", "2", "--no-label-free",
+                 "--out", str(out), "--report"]) == 0
+    manifest = json.loads((out / "report" / "report.json").read_text())
+    gallery = next(s for s in manifest["sections"] if s["id"] == "galleries")
+    assert len(gallery["files"]) == 2  # one sprite per cluster, read from the image files
+    html = (out / "report" / "report.html").read_text()
+    assert "No images are available" not in html and "blue" in html
+
+
 def test_demo_report_needs_out():
     from deepclust.cli import main
 
@@ -244,8 +267,13 @@ def test_demo_rows_name_their_labels_file(demo_run):
     assert ami(data.y, data.labels) == pytest.approx(row["ami"])
 
 
-def test_demo_report_opens_in_chromium_with_every_section_and_no_broken_image(demo_run):
-    _chromium_or_skip()
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    """Chromium's path; requested before ``demo_run`` so a skip costs no demo."""
+    return _chromium_or_skip()
+
+
+def test_demo_report_opens_in_chromium_with_every_section_and_no_broken_image(chromium, demo_run):
     page = demo_run / "report" / "report.html"
     manifest = json.loads((page.parent / "report.json").read_text())
     assert manifest["errors"] == []

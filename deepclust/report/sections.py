@@ -46,6 +46,11 @@ LABEL_FREE_SCORES = (
 )
 
 
+def _share(fraction: float) -> str:
+    """A share of a cluster, rounded to whole percents; "<1 %" rather than "0 %"."""
+    return "<1 %" if 0 < fraction < 0.005 else f"{100 * fraction:.0f} %"
+
+
 def _cluster_name(c: int) -> str:
     return "noise" if c == NOISE else f"cluster {c}"
 
@@ -237,7 +242,7 @@ def scores_section(ctx: ReportContext) -> Section | None:
     else:
         lf_note = lf.get("nan_reason") or ""
     html = render("""
-<div class="two">
+<div class="cols">
 <div><h3>With labels</h3>
 {% if with_labels %}<table class="t"><tr><th>score</th><th>value</th><th>meaning</th></tr>
 {% for n, v, h in with_labels %}<tr><td>{{ n }}</td><td class="num">{{ v | num }}</td><td>{{ h }}</td></tr>{% endfor %}
@@ -462,8 +467,7 @@ def galleries_section(ctx: ReportContext) -> Section | None:
             "purity": s.purity,
             "matched": None if s.matched_class is None or s.matched_class == s.majority_class
             else data.class_name(s.matched_class),
-            "top": ", ".join(f"{data.class_name(k)} ({100 * f:.0f} %)"
-                             for k, f in s.top_classes[1:]),
+            "top": ", ".join(f"{data.class_name(k)} ({_share(f)})" for k, f in s.top_classes[1:]),
             "link": link, "w": sheet.width, "h": sheet.height, "cells": cells,
             "caps": [cap for cap, _ in groups], "caps_rows": caps_rows,
         })

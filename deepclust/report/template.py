@@ -55,6 +55,9 @@ table.t th { font-weight:600; color:var(--muted); font-size:12px; }
 table.t td.num { text-align:right; font-variant-numeric:tabular-nums; white-space:nowrap; }
 table.t tr.hl td { background:#eef4ff; }
 .two { display:flex; flex-wrap:wrap; gap:8px 36px; align-items:flex-start; }
+.cols { display:flex; flex-wrap:wrap; gap:8px 36px; align-items:flex-start; }
+.cols > div { flex:1 1 460px; min-width:0; }
+.cols h3 { font-size:14px; margin:4px 0; }
 img.fig { max-width:100%; height:auto; display:block; margin:6px 0; }
 details { margin-top:6px; }
 summary { cursor:pointer; color:var(--accent); font-size:13px; }

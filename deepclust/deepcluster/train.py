@@ -1,0 +1,993 @@
+"""DeepCluster (Caron et al., ECCV 2018) and DeepCluster-v2 (Caron et al., NeurIPS 2020).
+
+:class:`DeepCluster` alternates, every epoch,
+
+1. the features of the whole dataset from the current network (deterministic centre crop,
+   eval mode, the classifier's last ReLU removed);
+2. PCA to 256 dimensions with whitening, then L2 normalisation;
+3. k-means on them (faiss-backed :class:`~deepclust.cluster.kmeans.KMeans`, a fresh seed
+   each epoch, empty clusters re-seeded by splitting a populated one);
+4. one epoch of training the network to predict those pseudo-labels: images drawn
+   uniformly over the clusters (:func:`~deepclust.deepcluster.sampling.uniform_label_indices`),
+   random-resized crop and flip, a linear classifier head created afresh with its own SGD
+   optimiser, the network's SGD optimiser kept across epochs.
+
+:class:`DeepClusterV2` replaces steps 1-3 by spherical k-means on a memory bank of the
+previous epoch's 128-d projected features (several clusterings at once) and step 4's head by
+the centroids themselves as frozen prototypes, with a temperature of 0.1.
+
+Both follow the scikit-learn estimator contract: ``__init__`` stores the settings, :meth:`fit`
+does the work and sets the learned attributes (``network_``, ``labels_``, ``history_``).
+With ``out=DIR`` every epoch is checkpointed there and an interrupted run resumes; the
+trained network is exported as an encoder in ``DIR/encoder`` (``checkpoint:DIR/encoder``).
+Under ``torchrun`` every process trains on its share of each batch (gradients all-reduced by
+``DistributedDataParallel``) and computes the features of its share of the data; rank 0
+gathers them, clusters, and broadcasts the pseudo-labels.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from numbers import Integral, Real
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.base import BaseEstimator
+from torch import nn
+
+from deepclust import distributed as ddp
+from deepclust.data.sources import ArraySource, open_source
+from deepclust.deepcluster import _dist
+from deepclust.deepcluster.augment import Augmentation
+from deepclust.deepcluster.checkpoint import (
+    _atomic_bytes,
+    export_encoder,
+    load_optimizer_tensors,
+    load_training_state,
+    optimizer_tensors,
+    remove_training_state,
+    save_training_state,
+)
+from deepclust.deepcluster.clustering import cluster_features
+from deepclust.deepcluster.data import TrainingImages, load_training_images, pixel_statistics
+from deepclust.deepcluster.features import autocast, network_features
+from deepclust.deepcluster.models import NETWORKS, DeepClusterNet, build_network
+from deepclust.deepcluster.sampling import uniform_label_indices
+from deepclust.encoders.transform import ImageTransform
+from deepclust.errors import InputError
+from deepclust.metrics import nmi
+
+__all__ = ["DeepCluster", "DeepClusterV2", "ProjectionHead"]
+
+LOG_FILE = "log.jsonl"
+ENCODER_DIR = "encoder"
+PLOT_FILE = "nmi.png"
+
+
+def _seed(*keys: int) -> int:
+    """A 63-bit seed derived from integers (run seed, epoch, stream, rank)."""
+    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(2, np.uint64)[0] >> 1)
+
+
+def _generator(*keys: int) -> torch.Generator:
+    return torch.Generator().manual_seed(_seed(*keys))
+
+
+# stream ids of the random draws, so that each is reproducible on its own
+_K_MEANS, _SAMPLER, _HEAD, _AUGMENT, _ORDER = range(5)
+
+
+class _WithHead(nn.Module):
+    """The network followed by DeepCluster's re-created linear classifier."""
+
+    def __init__(self, network: DeepClusterNet, head: nn.Linear):
+        super().__init__()
+        self.network, self.head = network, head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.network.activate(self.network(x)))
+
+
+class ProjectionHead(nn.Module):
+    """DeepCluster-v2's projection: ``Linear-BN-ReLU-Linear`` to ``out_dim``, then L2.
+
+    Parameters
+    ----------
+    in_dim, hidden_dim, out_dim : int
+    """
+
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int = 128):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.BatchNorm1d(hidden_dim),
+                                 nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.mlp(x), dim=1)
+
+
+class _Projected(nn.Module):
+    def __init__(self, network: DeepClusterNet, projection: ProjectionHead):
+        super().__init__()
+        self.network, self.projection = network, projection
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.projection(self.network.activate(self.network(x)))
+
+
+def _batches(order: np.ndarray, batch_size: int, world_size: int) -> list[np.ndarray]:
+    """Global batches of ``order``; a last short batch is kept when every rank gets two
+    items of it (batch norm needs two)."""
+    out = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+    if out and len(out[-1]) < batch_size and len(out[-1]) < 2 * world_size:
+        out.pop()
+    return out
+
+
+def _mean_over_ranks(total: float, count: int) -> float:
+    pairs = ddp.all_gather_object((float(total), int(count)))
+    n = sum(c for _, c in pairs)
+    return sum(t for t, _ in pairs) / n if n else float("nan")
+
+
+class _DeepClusterBase(BaseEstimator):
+    """The machinery both variants share: data, network, feature pass, checkpoints, logs."""
+
+    _variant = ""
+    #: settings that may change when a run is resumed
+    _RESUMABLE = frozenset({"epochs", "progress", "verbose", "threads", "device",
+                            "keep_checkpoints", "feature_batch_size", "precision",
+                            "channels_last"})
+
+    # ------------------------------------------------------------------ checks
+
+    def _check_params(self) -> None:
+        if self.arch not in NETWORKS:
+            raise InputError(f"unknown architecture {self.arch!r}; choose one of {', '.join(NETWORKS)}")
+        for name in ("n_clusters", "epochs", "batch_size", "feature_batch_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, Integral) or v < 1:
+                raise InputError(f"{name} must be a positive integer, got {v!r}")
+        if self.n_clusters < 2:
+            raise InputError(f"n_clusters must be at least 2, got {self.n_clusters}")
+        for name in ("lr", "momentum", "weight_decay"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, Real) or not v >= 0:
+                raise InputError(f"{name} must be a non-negative number, got {v!r}")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise InputError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
+        lo, hi = self.crop_scale or NETWORKS[self.arch].crop_scale
+        if not 0 < lo <= hi <= 1:
+            raise InputError(f"crop_scale must satisfy 0 < low <= high <= 1, got {(lo, hi)}")
+
+    # ------------------------------------------------------------------ set-up
+
+    def _sizes(self, native: int | None) -> tuple[int, int]:
+        """(input_size, stored side) for images whose own side is ``native``."""
+        spec = NETWORKS[self.arch]
+        input_size = int(self.input_size or spec.input_size or native or 32)
+        if self.resize_size:
+            side = int(self.resize_size)
+        elif spec.input_size and spec.resize_size:
+            side = int(round(input_size * spec.resize_size / spec.input_size))
+        else:
+            side = input_size
+        if side < input_size:
+            raise InputError(f"resize_size {side} is smaller than input_size {input_size}")
+        return input_size, side
+
+    def make_network(self, input_size: int | None = None) -> DeepClusterNet:
+        """The network exactly as :meth:`fit` initialises it (same seed): the random-init
+        baseline of an evaluation.
+
+        Parameters
+        ----------
+        input_size : int, optional
+            Default: the fitted ``input_size_``, else the architecture's.
+        """
+        size = input_size or getattr(self, "input_size_", None) or self._sizes(None)[0]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(_seed(self.seed, 0, 99))
+            return build_network(self.arch, sobel=self.sobel, input_size=size,
+                                 **dict(self.arch_options or {}))
+
+    def _load(self, X, y, out: Path | None, limit: int | None, num_workers: int,
+              source_options: dict | None) -> TrainingImages:
+        di = ddp.info()
+        if isinstance(X, TrainingImages):
+            images = X
+            if limit is not None:
+                raise InputError("limit applies to a source, not to already decoded images")
+            self.input_size_, self.resize_size_ = self._sizes(images.side)
+            if images.side != self.resize_size_:
+                raise InputError(f"decoded images have side {images.side}, expected {self.resize_size_}")
+        else:
+            src = X if not isinstance(X, np.ndarray) else ArraySource(X)
+            src = open_source(src, **dict(source_options or {}))
+            native = None
+            if isinstance(src, ArraySource):
+                native = int(min(np.asarray(src.images).shape[1:3]))
+            self.input_size_, self.resize_size_ = self._sizes(native)
+            cache = out if out is not None else None
+            if di.distributed and cache is not None and not di.is_main:
+                ddp.barrier()  # rank 0 decodes into the shared cache first
+            images = load_training_images(src, side=self.resize_size_, limit=limit,
+                                          cache_dir=cache, num_workers=num_workers,
+                                          progress=self.progress and di.is_main)
+            if di.distributed and cache is not None and di.is_main:
+                ddp.barrier()
+        if y is not None:
+            y = np.asarray(y).astype(np.int64).reshape(-1)
+            if y.shape[0] != len(images):
+                raise InputError(f"{y.shape[0]} labels for {len(images)} images")
+            images.labels = y
+        if len(images) < self.n_clusters:
+            raise InputError(f"{len(images)} images cannot make {self.n_clusters} clusters")
+        return images
+
+    def _setup(self, images: TrainingImages) -> None:
+        """Device, precision, normalisation, augmentation, network."""
+        from deepclust.embed import resolve_precision
+
+        self.device_ = torch.device(self.device) if self.device else ddp.default_device()
+        self.precision_ = resolve_precision(self.precision, self.device_)
+        self.channels_last_ = True if self.channels_last is None else bool(self.channels_last)
+        mean, std = pixel_statistics(images.pixels, seed=self.seed)
+        self.mean_, self.std_ = mean, std
+        self._mean_t = torch.tensor(mean, dtype=torch.float32)
+        self._std_t = torch.tensor(std, dtype=torch.float32)
+        self.preprocessing_ = ImageTransform(crop_size=self.input_size_, resize_size=self.resize_size_,
+                                             resize="shortest", interpolation="bilinear",
+                                             mean=mean, std=std)
+        scale = tuple(self.crop_scale or self._default_crop_scale())
+        self._augment = Augmentation(self.input_size_, mean, std, scale=scale,
+                                     ratio=tuple(self.crop_ratio), flip=self.flip)
+        net = self.make_network(self.input_size_).to(self.device_)
+        if self.channels_last_:
+            net = net.to(memory_format=torch.channels_last)
+        self.network_ = net
+
+    def _default_crop_scale(self) -> tuple[float, float]:
+        return NETWORKS[self.arch].crop_scale
+
+    # ------------------------------------------------------------------ shared steps
+
+    def _features(self, images: TrainingImages, *, desc: str) -> np.ndarray | None:
+        """Features of all images, gathered on rank 0 (None on the other ranks)."""
+        di = ddp.info()
+        part = _dist.chunk(len(images), di.rank, di.world_size)
+        bar = self._bar(part.stop - part.start, desc)
+        try:
+            local = network_features(self.network_, images.pixels[part], input_size=self.input_size_,
+                                     mean=self._mean_t, std=self._std_t,
+                                     batch_size=self.feature_batch_size,
+                                     precision=self.precision_, channels_last=self.channels_last_,
+                                     progress=bar)
+        finally:
+            if bar is not None:
+                bar.close()
+        full = _dist.gather_rows(local)
+        return None if full is None else full.numpy()
+
+    def _input_batch(self, images: TrainingImages, idx: np.ndarray,
+                     gen: torch.Generator) -> torch.Tensor:
+        x = self._augment(images.pixels[torch.from_numpy(idx)].to(self.device_), gen)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last_ else x
+
+    def _bar(self, total: int, desc: str):
+        if not (self.progress and ddp.info().is_main):
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=desc, unit="img", leave=False, dynamic_ncols=True)
+
+    def _nmi_scores(self, labels: np.ndarray, previous: np.ndarray | None,
+                    truth: np.ndarray) -> tuple[float | None, float | None]:
+        prev = None if previous is None else float(nmi(previous, labels))
+        vs_labels = float(nmi(truth, labels)) if (truth >= 0).any() else None
+        return prev, vs_labels
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _params_for_resume(self) -> dict:
+        return {k: v for k, v in self.get_params().items() if k not in self._RESUMABLE}
+
+    def _resume(self, out: Path, images: TrainingImages) -> dict[str, torch.Tensor] | None:
+        loaded = load_training_state(out)
+        if loaded is None:
+            return None
+        tensors, state = loaded
+        if state.get("variant") != self._variant:
+            raise InputError(f"{out} holds a {state.get('variant')} run, not {self._variant}; "
+                             "use another --out or --overwrite")
+        mine = _json_roundtrip(self._params_for_resume())
+        theirs = {k: v for k, v in state.get("params", {}).items() if k not in self._RESUMABLE}
+        changed = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        if changed:
+            details = ", ".join(f"{k}: {theirs.get(k)!r} -> {mine.get(k)!r}" for k in changed)
+            raise InputError(f"{out} was trained with other settings ({details}); resume with "
+                             "the same settings, use another --out, or --overwrite")
+        if state.get("fingerprint") != images.fingerprint or state.get("n_images") != len(images):
+            raise InputError(f"{out} was trained on other images; use another --out or --overwrite")
+        self.network_.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+        self.history_ = list(state.get("history", []))
+        self.epochs_done_ = int(state["epoch"])
+        return tensors
+
+    def _state(self, images: TrainingImages) -> dict[str, Any]:
+        return {"variant": self._variant, "epoch": self.epochs_done_,
+                "params": _json_roundtrip(self.get_params()), "fingerprint": images.fingerprint,
+                "n_images": len(images), "world_size": ddp.info().world_size,
+                "input_size": self.input_size_, "resize_size": self.resize_size_,
+                "mean": list(self.mean_), "std": list(self.std_), "history": self.history_}
+
+    def _write_epoch(self, out: Path | None, images: TrainingImages,
+                     tensors: dict[str, torch.Tensor]) -> None:
+        if out is None or not ddp.info().is_main:
+            return
+        net = {f"net.{k}": v for k, v in self.network_.state_dict().items()}
+        save_training_state(out, {**net, **tensors}, self._state(images),
+                            keep_all=self.keep_checkpoints)
+        from deepclust.runinfo import to_json
+
+        text = "".join(to_json(r) + "\n" for r in self.history_)
+        _atomic_bytes(out / LOG_FILE, text.encode())
+
+    def _finish(self, out: Path | None, images: TrainingImages) -> None:
+        self.network_.eval()
+        self.encoder_path_ = None
+        if out is None:
+            return
+        if ddp.info().is_main:
+            last = self.history_[-1] if self.history_ else {}
+            self.encoder_path_ = export_encoder(
+                self.network_, out / ENCODER_DIR, self.preprocessing_,
+                name=f"deepcluster{'-v2' if self._variant == 'v2' else ''}-{self.arch}",
+                extra={"trained_by": f"deepclust DeepCluster {self._variant}",
+                       "epochs": self.epochs_done_, "n_clusters": self.n_clusters,
+                       "source": images.description, "fingerprint": images.fingerprint,
+                       "n_images": len(images), "last_epoch": last})
+            try:
+                from deepclust.deepcluster.evaluate import plot_nmi_curves
+
+                plot_nmi_curves(self.history_, out / PLOT_FILE, title=f"DeepCluster {self._variant} "
+                                f"({self.arch}, k={self.n_clusters})")
+            except ImportError:  # matplotlib is optional
+                pass
+        ddp.barrier()
+
+    def _print_epoch(self, rec: dict) -> None:
+        if not (self.verbose and ddp.info().is_main):
+            return
+        fmt = lambda v: "  -  " if v is None else f"{v:.3f}"  # noqa: E731
+        c = rec["clusters"]
+        print(f"epoch {rec['epoch']:3d}/{self.epochs}  loss {rec['loss']:.3f}  "
+              f"NMI(t,t-1) {fmt(rec['nmi_prev'])}  NMI(labels) {fmt(rec['nmi_labels'])}  "
+              f"clusters: {c['n_empty']} empty, sizes {c['min']}..{c['max']}  "
+              f"{rec['seconds']['total']:.0f} s", flush=True)
+
+    # ------------------------------------------------------------------ fit
+
+    def fit(self, X, y=None, *, out: str | Path | None = None, limit: int | None = None,
+            resume: bool = True, overwrite: bool = False, num_workers: int = 0,
+            source_options: dict | None = None):
+        """Train the network on the images of ``X``.
+
+        Parameters
+        ----------
+        X : ImageSource, Dataset, str, path, uint8 ndarray or TrainingImages
+            A built-in dataset name (``"fashion-mnist:train"``), an image folder, manifest
+            or tar shards (anything :func:`~deepclust.data.sources.open_source` accepts), or
+            images ``(N, H, W[, 3])``.
+        y : array-like of int, optional
+            True labels, only to log NMI against them; default: the source's (-1 unknown).
+        out : path, optional
+            Run folder: per-epoch checkpoints, ``log.jsonl``, ``encoder/``, ``nmi.png``.
+        limit : int, optional
+            Train on the first ``limit`` images only.
+        resume : bool
+            Continue the run checkpointed in ``out`` (same settings and data; ``epochs``
+            may be raised).
+        overwrite : bool
+            Discard a checkpoint in ``out`` and start over.
+        num_workers : int
+            Image-decoding processes (image folders, manifests, shards).
+        source_options : dict, optional
+            Passed to :func:`~deepclust.data.sources.open_source`.
+
+        Returns
+        -------
+        self
+        """
+        self._check_params()
+        old_threads = torch.get_num_threads()
+        if self.threads:
+            torch.set_num_threads(int(self.threads))
+        try:
+            return self._fit(X, y, Path(out) if out is not None else None, limit, resume,
+                             overwrite, num_workers, source_options)
+        finally:
+            torch.set_num_threads(old_threads)
+
+    def _fit(self, X, y, out, limit, resume, overwrite, num_workers, source_options):
+        t_start = time.perf_counter()
+        images = self._load(X, y, out, limit, num_workers, source_options)
+        self._setup(images)
+        self.history_: list[dict] = []
+        self.epochs_done_ = 0
+        self.n_images_ = len(images)
+        self.class_names_ = images.class_names
+        tensors = None
+        if out is not None:
+            if overwrite and ddp.info().is_main:
+                remove_training_state(out)
+            ddp.barrier()
+            if resume:
+                tensors = self._resume(out, images)
+            elif load_training_state(out) is not None:
+                raise InputError(f"{out} already holds a DeepCluster run; resume it, use another "
+                                 "--out, or --overwrite")
+        self._start(images, tensors)
+        for epoch in range(self.epochs_done_, self.epochs):
+            t0 = time.perf_counter()
+            rec, extra = self._epoch(images, epoch)
+            rec["seconds"]["total"] = time.perf_counter() - t0
+            self.history_.append(rec)
+            self.epochs_done_ = epoch + 1
+            self._write_epoch(out, images, extra)
+            self._print_epoch(rec)
+        self._finish(out, images)
+        self.fit_seconds_ = time.perf_counter() - t_start
+        return self
+
+    # ------------------------------------------------------------------ using the fit
+
+    def transform(self, X, *, limit: int | None = None) -> np.ndarray:
+        """Features of the images of ``X`` from the trained network (what the exported
+        encoder computes).
+
+        Parameters
+        ----------
+        X : same as :meth:`fit`
+        limit : int, optional
+
+        Returns
+        -------
+        ndarray of shape (n_images, feature_dim), float32
+        """
+        if not hasattr(self, "network_"):
+            raise InputError("this DeepCluster is not fitted yet; call fit first")
+        images = X if isinstance(X, TrainingImages) else load_training_images(
+            X, side=self.resize_size_, limit=limit)
+        return features_of(self.network_, images, self).numpy()
+
+    # subclasses
+    def _start(self, images: TrainingImages, tensors: dict | None) -> None:
+        raise NotImplementedError
+
+    def _epoch(self, images: TrainingImages, epoch: int) -> tuple[dict, dict]:
+        raise NotImplementedError
+
+
+def features_of(network: nn.Module, images: TrainingImages, fitted: _DeepClusterBase) -> torch.Tensor:
+    """Features of ``images`` under ``network`` with the preprocessing of a fitted run
+    (its input size, normalisation, precision); useful to compare with a random network."""
+    return network_features(network, images.pixels, input_size=fitted.input_size_,
+                            mean=fitted._mean_t, std=fitted._std_t,
+                            batch_size=fitted.feature_batch_size, precision=fitted.precision_,
+                            channels_last=fitted.channels_last_)
+
+
+def _json_roundtrip(obj: Any) -> Any:
+    import json
+
+    from deepclust.runinfo import to_json
+
+    return json.loads(to_json(obj))
+
+
+class DeepCluster(_DeepClusterBase):
+    """DeepCluster: learn a convnet by predicting the k-means clusters of its own features.
+
+    Parameters
+    ----------
+    arch : str, default="small"
+        ``alexnet``, ``vgg16``, ``resnet18``, ``resnet50`` or ``small`` (28-32 px images);
+        see :data:`deepclust.deepcluster.models.NETWORKS`.
+    n_clusters : int, default=100
+        k of the k-means (the paper: 10 000 for ImageNet's 1 000 classes; over-clustering
+        helps). Never taken from the labels.
+    epochs : int, default=20
+        Training epochs (each preceded by a clustering).
+    batch_size : int, default=256
+        Global batch, shared out over the processes under ``torchrun``.
+    lr, momentum, weight_decay : float, default=0.05, 0.9, 1e-5
+        SGD of the network (constant learning rate, as in the paper).
+    head_momentum : float, default=0.0
+        Momentum of the re-created head's own SGD (the published code uses none); its
+        learning rate and weight decay are the network's.
+    pca_dim : int, default=256
+        PCA-whitening dimensions before L2 and k-means.
+    kmeans_iter : int, default=20
+        Lloyd iterations per clustering (faiss's default in the paper's code).
+    kmeans_init : {"random", "k-means++"}, default="random"
+        k-means seeding (the paper's faiss k-means picks random rows).
+    samples_per_epoch : int, optional
+        Images drawn by the uniform sampler per epoch; default: the dataset size.
+    sobel : bool, optional
+        Fixed Sobel input layer; default: the architecture's (on for AlexNet/VGG-16).
+    input_size : int, optional
+        Crop side the network sees; default 224, or the images' side for ``small``.
+    resize_size : int, optional
+        Side images are brought to before cropping; default ``input_size * 256 / 224`` for
+        the 224-px networks, ``input_size`` for ``small``.
+    arch_options : dict, optional
+        More arguments of the network factory (``{"widths": [64, 128, 256]}``).
+    crop_scale : (float, float), optional
+        Area range of the random-resized crop; default (0.08, 1), or (0.2, 1) for ``small``.
+    crop_ratio : (float, float), default=(3/4, 4/3)
+    flip : bool, default=True
+        Random horizontal flips.
+    feature_batch_size : int, default=256
+        Batch of the feature pass.
+    precision : {"auto", "bf16", "fp32"}, default="auto"
+        bfloat16 autocast on GPUs and on CPUs with native bfloat16 (see
+        :func:`deepclust.embed.resolve_precision`).
+    channels_last : bool, optional
+        NHWC memory layout; default on.
+    device : str, optional
+        Default: the local GPU under ``torchrun``/CUDA, else the CPU.
+    threads : int, optional
+        torch CPU threads during :meth:`fit` (1 is fastest on a busy machine).
+    seed : int, default=31
+        Seeds the network, k-means, the sampler and the augmentation (each epoch has its
+        own streams, so a resumed run draws what an uninterrupted one would).
+    keep_checkpoints : bool, default=False
+        Keep every epoch's tensor file, not only the last.
+    progress, verbose : bool, default=True
+        Progress bars; one line per epoch.
+
+    Attributes
+    ----------
+    network_ : DeepClusterNet
+        The trained network (features without the last ReLU).
+    labels_ : ndarray of shape (n_images,)
+        The pseudo-labels of the last epoch.
+    history_ : list of dict
+        Per epoch: ``loss``, ``nmi_prev`` (NMI with the previous epoch's pseudo-labels),
+        ``nmi_labels`` (NMI with the true labels, None without them), ``clusters`` (size
+        statistics), ``n_reseeded``, ``kmeans_objective``, ``seconds``.
+    preprocessing_ : ImageTransform
+        The feature pass's preprocessing, saved with the exported encoder.
+    encoder_path_ : Path or None
+        ``out/encoder`` when ``out`` was given.
+
+    Examples
+    --------
+    >>> dc = DeepCluster("small", n_clusters=100, epochs=10)            # doctest: +SKIP
+    >>> dc.fit("fashion-mnist:train", out="runs/dc")                    # doctest: +SKIP
+    >>> dc.history_[-1]["nmi_labels"]                                   # doctest: +SKIP
+    """
+
+    _variant = "v1"
+
+    def __init__(self, arch: str = "small", n_clusters: int = 100, epochs: int = 20, *,
+                 batch_size: int = 256, lr: float = 0.05, momentum: float = 0.9,
+                 weight_decay: float = 1e-5, head_momentum: float = 0.0, pca_dim: int = 256,
+                 kmeans_iter: int = 20, kmeans_init: str = "random",
+                 samples_per_epoch: int | None = None, sobel: bool | None = None,
+                 input_size: int | None = None, resize_size: int | None = None,
+                 arch_options: dict | None = None, crop_scale: tuple | None = None,
+                 crop_ratio: tuple = (3 / 4, 4 / 3), flip: bool = True,
+                 feature_batch_size: int = 256, precision: str = "auto",
+                 channels_last: bool | None = None, device: str | None = None,
+                 threads: int | None = None, seed: int = 31, keep_checkpoints: bool = False,
+                 progress: bool = True, verbose: bool = True):
+        self.arch = arch
+        self.n_clusters = n_clusters
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.momentum = momentum
+        self.weight_decay = weight_decay
+        self.head_momentum = head_momentum
+        self.pca_dim = pca_dim
+        self.kmeans_iter = kmeans_iter
+        self.kmeans_init = kmeans_init
+        self.samples_per_epoch = samples_per_epoch
+        self.sobel = sobel
+        self.input_size = input_size
+        self.resize_size = resize_size
+        self.arch_options = arch_options
+        self.crop_scale = crop_scale
+        self.crop_ratio = crop_ratio
+        self.flip = flip
+        self.feature_batch_size = feature_batch_size
+        self.precision = precision
+        self.channels_last = channels_last
+        self.device = device
+        self.threads = threads
+        self.seed = seed
+        self.keep_checkpoints = keep_checkpoints
+        self.progress = progress
+        self.verbose = verbose
+
+    def _start(self, images: TrainingImages, tensors: dict | None) -> None:
+        self._named = dict(self.network_.named_parameters())
+        self.optimizer_ = torch.optim.SGD([p for p in self._named.values() if p.requires_grad],
+                                          lr=self.lr, momentum=self.momentum,
+                                          weight_decay=self.weight_decay)
+        self.labels_ = None
+        if tensors is not None:
+            load_optimizer_tensors(self.optimizer_, self._named, tensors)
+            if "assignments" in tensors:
+                self.labels_ = tensors["assignments"].numpy().astype(np.int64)
+
+    def make_head(self, epoch: int) -> nn.Linear:
+        """The classifier head of ``epoch``: a new ``Linear(feature_dim, n_clusters)`` with
+        ``N(0, 0.01)`` weights and zero bias, drawn from the epoch's own seed."""
+        head = nn.Linear(self.network_.feature_dim, self.n_clusters)
+        with torch.no_grad():
+            head.weight.normal_(0.0, 0.01, generator=_generator(self.seed, epoch, _HEAD))
+            head.bias.zero_()
+        return head.to(self.device_)
+
+    def _epoch(self, images: TrainingImages, epoch: int) -> tuple[dict, dict]:
+        di = ddp.info()
+        seconds: dict[str, float] = {}
+        t0 = time.perf_counter()
+        feats = self._features(images, desc=f"epoch {epoch + 1}/{self.epochs} features")
+        seconds["features"] = time.perf_counter() - t0
+        step = None
+        if di.is_main:
+            step = cluster_features(feats, self.n_clusters, pca=self.pca_dim,
+                                    init=self.kmeans_init, max_iter=self.kmeans_iter,
+                                    random_state=_seed(self.seed, epoch, _K_MEANS))
+            seconds.update(step.seconds)
+            del feats
+        labels = _dist.broadcast_array(step.labels if step is not None else None)
+        info = ddp.broadcast_object(None if step is None else
+                                    {"sizes": step.sizes, "objective": step.objective,
+                                     "n_reseeded": step.n_reseeded})
+        nmi_prev, nmi_labels = self._nmi_scores(labels, self.labels_, images.labels)
+
+        # pseudo-labels -> uniform sampling -> one epoch with a new head
+        t1 = time.perf_counter()
+        n_samples = self.samples_per_epoch or len(images)
+        order = uniform_label_indices(labels, n_samples, _seed(self.seed, epoch, _SAMPLER))
+        head = self.make_head(epoch)
+        head_opt = torch.optim.SGD(head.parameters(), lr=self.lr, momentum=self.head_momentum,
+                                   weight_decay=self.weight_decay)
+        model: nn.Module = _WithHead(self.network_, head)
+        if di.distributed:
+            model = nn.parallel.DistributedDataParallel(model)
+        model.train()
+        targets = torch.from_numpy(labels)
+        gen = _generator(self.seed, epoch, _AUGMENT, di.rank)
+        total, count = 0.0, 0
+        batches = _batches(order, self.batch_size, di.world_size)
+        bar = self._bar(sum(len(b) for b in batches), f"epoch {epoch + 1}/{self.epochs} train")
+        for batch in batches:
+            idx = _dist.local_part(batch)
+            x = self._input_batch(images, idx, gen)
+            y = targets[torch.from_numpy(idx)].to(self.device_)
+            with autocast(self.device_, self.precision_):
+                out = model(x)
+            loss = F.cross_entropy(out.float(), y)
+            self.optimizer_.zero_grad(set_to_none=True)
+            head_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer_.step()
+            head_opt.step()
+            total += float(loss.detach()) * len(idx)
+            count += len(idx)
+            if bar is not None:
+                bar.update(len(batch))
+                bar.set_postfix(loss=f"{total / max(count, 1):.3f}")
+        if bar is not None:
+            bar.close()
+        seconds["train"] = time.perf_counter() - t1
+        self.labels_ = labels
+        rec = {"epoch": epoch + 1, "loss": _mean_over_ranks(total, count), "nmi_prev": nmi_prev,
+               "nmi_labels": nmi_labels, "clusters": info["sizes"],
+               "n_reseeded": info["n_reseeded"], "kmeans_objective": info["objective"],
+               "n_samples": int(sum(len(b) for b in batches)), "lr": self.lr, "seconds": seconds}
+        extra = {"assignments": torch.from_numpy(labels),
+                 **optimizer_tensors(self.optimizer_, self._named)}
+        return rec, extra
+
+
+class DeepClusterV2(_DeepClusterBase):
+    """DeepCluster-v2 (SwAV paper, appendix): spherical k-means on a memory bank, frozen
+    centroids as prototypes.
+
+    Each epoch, the 128-d L2-normalised projections of every image's crops from the previous
+    epoch (the memory bank; a first pass fills it) are clustered by spherical k-means,
+    ``n_heads`` times from different seeds (clustering ``h`` uses crop ``h mod n_crops``).
+    The centroids become the frozen prototypes of ``n_heads`` heads; the network and the
+    projection head are trained with the cross-entropy between ``z @ prototypes.T /
+    temperature`` and each image's cluster, for every crop, averaged over the heads.
+
+    Parameters
+    ----------
+    arch, n_clusters, epochs, batch_size : as :class:`DeepCluster`
+        ``n_clusters`` is the number of prototypes of each head.
+    n_heads : int, default=3
+        Clusterings at once (SwAV's code: 3 x 3000 prototypes).
+    proj_dim : int, default=128
+        Projection (and prototype) dimension.
+    proj_hidden : int, optional
+        Hidden width of the projection; default: the network's feature dimension.
+    temperature : float, default=0.1
+    n_crops : int, default=2
+        Random-resized crops per image at ``input_size`` (the first two fill the memory bank).
+    small_crops : int, default=0
+        Extra low-resolution crops (SwAV's multi-crop), only for pooled networks (ResNets).
+    small_crop_size : int, default=96
+    small_crop_scale : (float, float), default=(0.05, 0.14)
+    lr : float, default=0.05
+        Peak learning rate of SGD, reached after ``warmup_epochs`` and decayed along a
+        cosine to ``final_lr`` (SwAV uses LARS with 4.8 at batch 4096; not implemented).
+    final_lr : float, default=0.0
+    warmup_epochs : int, default=0
+    momentum, weight_decay : float, default=0.9, 1e-6
+    kmeans_iter : int, default=10
+    crop_scale : (float, float), optional
+        Default (0.14, 1), SwAV's large crops.
+    (other parameters as :class:`DeepCluster`)
+
+    Attributes
+    ----------
+    network_, history_, preprocessing_, encoder_path_ : as :class:`DeepCluster`
+    projection_ : ProjectionHead
+    prototypes_ : Tensor of shape (n_heads, n_clusters, proj_dim)
+        The last centroids.
+    assignments_ : ndarray of shape (n_heads, n_images)
+        The last pseudo-labels of every head; ``labels_`` is head 0's.
+    """
+
+    _variant = "v2"
+
+    def __init__(self, arch: str = "small", n_clusters: int = 100, epochs: int = 20, *,
+                 n_heads: int = 3, proj_dim: int = 128, proj_hidden: int | None = None,
+                 temperature: float = 0.1, n_crops: int = 2, small_crops: int = 0,
+                 small_crop_size: int = 96, small_crop_scale: tuple = (0.05, 0.14),
+                 batch_size: int = 256, lr: float = 0.05, final_lr: float = 0.0,
+                 warmup_epochs: int = 0, momentum: float = 0.9, weight_decay: float = 1e-6,
+                 kmeans_iter: int = 10, sobel: bool | None = None,
+                 input_size: int | None = None, resize_size: int | None = None,
+                 arch_options: dict | None = None, crop_scale: tuple | None = None,
+                 crop_ratio: tuple = (3 / 4, 4 / 3), flip: bool = True,
+                 feature_batch_size: int = 256, precision: str = "auto",
+                 channels_last: bool | None = None, device: str | None = None,
+                 threads: int | None = None, seed: int = 31, keep_checkpoints: bool = False,
+                 progress: bool = True, verbose: bool = True):
+        self.arch = arch
+        self.n_clusters = n_clusters
+        self.epochs = epochs
+        self.n_heads = n_heads
+        self.proj_dim = proj_dim
+        self.proj_hidden = proj_hidden
+        self.temperature = temperature
+        self.n_crops = n_crops
+        self.small_crops = small_crops
+        self.small_crop_size = small_crop_size
+        self.small_crop_scale = small_crop_scale
+        self.batch_size = batch_size
+        self.lr = lr
+        self.final_lr = final_lr
+        self.warmup_epochs = warmup_epochs
+        self.momentum = momentum
+        self.weight_decay = weight_decay
+        self.kmeans_iter = kmeans_iter
+        self.sobel = sobel
+        self.input_size = input_size
+        self.resize_size = resize_size
+        self.arch_options = arch_options
+        self.crop_scale = crop_scale
+        self.crop_ratio = crop_ratio
+        self.flip = flip
+        self.feature_batch_size = feature_batch_size
+        self.precision = precision
+        self.channels_last = channels_last
+        self.device = device
+        self.threads = threads
+        self.seed = seed
+        self.keep_checkpoints = keep_checkpoints
+        self.progress = progress
+        self.verbose = verbose
+
+    def _default_crop_scale(self) -> tuple[float, float]:
+        return (0.14, 1.0)
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        for name in ("n_heads", "proj_dim", "n_crops", "kmeans_iter"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, Integral) or v < 1:
+                raise InputError(f"{name} must be a positive integer, got {v!r}")
+        if not self.temperature > 0:
+            raise InputError(f"temperature must be positive, got {self.temperature!r}")
+        if self.small_crops and NETWORKS[self.arch].input_size is None:
+            raise InputError("small crops need a network with global pooling (resnet18/50)")
+        if self.small_crops and self.arch in ("alexnet", "vgg16"):
+            raise InputError(f"{self.arch} has fully connected layers sized for one input size; "
+                             "small crops need resnet18 or resnet50")
+
+    @property
+    def _n_assign(self) -> int:
+        return min(2, self.n_crops)
+
+    def _start(self, images: TrainingImages, tensors: dict | None) -> None:
+        d = self.network_.feature_dim
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(_seed(self.seed, 0, 98))
+            self.projection_ = ProjectionHead(d, int(self.proj_hidden or d), self.proj_dim)
+        self.projection_.to(self.device_)
+        self._model = _Projected(self.network_, self.projection_)
+        self._named = dict(self._model.named_parameters())
+        self.optimizer_ = torch.optim.SGD([p for p in self._named.values() if p.requires_grad],
+                                          lr=self.lr, momentum=self.momentum,
+                                          weight_decay=self.weight_decay)
+        self._small_augment = None
+        if self.small_crops:
+            self._small_augment = Augmentation(self.small_crop_size, self.mean_, self.std_,
+                                               scale=tuple(self.small_crop_scale),
+                                               ratio=tuple(self.crop_ratio), flip=self.flip)
+        self.memory_ = None
+        self.assignments_ = None
+        self.labels_ = None
+        if tensors is not None:
+            self.projection_.load_state_dict(
+                {k[5:]: v for k, v in tensors.items() if k.startswith("head.")})
+            load_optimizer_tensors(self.optimizer_, self._named, tensors)
+            if "memory" in tensors and ddp.info().is_main:
+                self.memory_ = tensors["memory"].clone()
+            if "assignments" in tensors:
+                self.assignments_ = tensors["assignments"].numpy().astype(np.int64)
+                self.labels_ = self.assignments_[0]
+
+    def _lr_at(self, step: int, steps_per_epoch: int) -> float:
+        warm = self.warmup_epochs * steps_per_epoch
+        total = max(self.epochs * steps_per_epoch, 1)
+        if step < warm:
+            return self.lr * (step + 1) / warm
+        t = (step - warm) / max(total - warm, 1)
+        return self.final_lr + 0.5 * (self.lr - self.final_lr) * (1 + math.cos(math.pi * min(t, 1.0)))
+
+    def _crops(self, images: TrainingImages, idx: np.ndarray,
+               gen: torch.Generator) -> list[torch.Tensor]:
+        crops = [self._input_batch(images, idx, gen) for _ in range(self.n_crops)]
+        for _ in range(self.small_crops):
+            x = self._small_augment(images.pixels[torch.from_numpy(idx)].to(self.device_), gen)
+            crops.append(x.contiguous(memory_format=torch.channels_last) if self.channels_last_ else x)
+        return crops
+
+    def _fill_memory(self, images: TrainingImages, epoch: int) -> torch.Tensor | None:
+        """The first memory bank: every image's assignment crops, no gradient (as SwAV)."""
+        di = ddp.info()
+        part = np.arange(len(images))[_dist.chunk(len(images), di.rank, di.world_size)]
+        gen = _generator(self.seed, epoch, _AUGMENT, di.rank, 1)
+        starts = list(range(0, len(part), self.feature_batch_size))
+        if len(starts) > 1 and len(part) - starts[-1] < 2:  # batch norm needs two images
+            starts.pop()
+        rows = []
+        bar = self._bar(len(part), "filling the memory bank")
+        self._model.train()
+        with torch.no_grad():
+            for s, e in zip(starts, starts[1:] + [len(part)], strict=True):
+                idx = part[s:e]
+                with autocast(self.device_, self.precision_):
+                    z = [self._model(self._input_batch(images, idx, gen)).float()
+                         for _ in range(self._n_assign)]
+                rows.append(F.normalize(torch.stack(z, 1), dim=2).cpu())
+                if bar is not None:
+                    bar.update(len(idx))
+        if bar is not None:
+            bar.close()
+        full = _dist.gather_rows(torch.cat(rows))
+        return None if full is None else full.transpose(0, 1).contiguous()
+
+    def _epoch(self, images: TrainingImages, epoch: int) -> tuple[dict, dict]:
+        di = ddp.info()
+        seconds: dict[str, float] = {}
+        t0 = time.perf_counter()
+        if self.memory_ is None:
+            self.memory_ = self._fill_memory(images, epoch)
+        seconds["memory"] = time.perf_counter() - t0
+
+        # spherical k-means on the memory bank, one clustering per head
+        t1 = time.perf_counter()
+        steps = []
+        if di.is_main:
+            for h in range(self.n_heads):
+                steps.append(cluster_features(
+                    self.memory_[h % self._n_assign].numpy(), self.n_clusters, pca=None,
+                    spherical=True, init="random", max_iter=self.kmeans_iter,
+                    random_state=_seed(self.seed, epoch, _K_MEANS, h)))
+        assignments = _dist.broadcast_array(np.stack([s.labels for s in steps]) if steps else None)
+        prototypes = _dist.broadcast_array(np.stack([s.centroids for s in steps]) if steps else None)
+        info = ddp.broadcast_object(None if not steps else {
+            "sizes": steps[0].sizes, "objective": [s.objective for s in steps],
+            "n_reseeded": sum(s.n_reseeded for s in steps)})
+        seconds["kmeans"] = time.perf_counter() - t1
+        nmi_prev, nmi_labels = self._nmi_scores(assignments[0], self.labels_, images.labels)
+        nmi_heads = ([float(nmi(images.labels, a)) for a in assignments]
+                     if nmi_labels is not None else None)
+
+        # train against the frozen prototypes
+        t2 = time.perf_counter()
+        protos = torch.from_numpy(prototypes).to(self.device_)
+        targets = torch.from_numpy(assignments)
+        model: nn.Module = self._model
+        if di.distributed:
+            model = nn.parallel.DistributedDataParallel(self._model)
+        model.train()
+        order = np.random.default_rng(_seed(self.seed, epoch, _ORDER)).permutation(len(images))
+        batches = _batches(order, self.batch_size, di.world_size)
+        gen = _generator(self.seed, epoch, _AUGMENT, di.rank)
+        seen_idx, seen_z = [], []
+        total, count = 0.0, 0
+        bar = self._bar(sum(len(b) for b in batches), f"epoch {epoch + 1}/{self.epochs} train")
+        lrs = []
+        for it, batch in enumerate(batches):
+            lr = self._lr_at(epoch * len(batches) + it, len(batches))
+            for group in self.optimizer_.param_groups:
+                group["lr"] = lr
+            lrs.append(lr)
+            idx = _dist.local_part(batch)
+            crops = self._crops(images, idx, gen)
+            with autocast(self.device_, self.precision_):
+                z = torch.cat([model(c) for c in self._crop_groups(crops)]).float()
+            z = F.normalize(z, dim=1)
+            y = targets[:, torch.from_numpy(idx)].to(self.device_)
+            n_views = len(crops)
+            loss = sum(F.cross_entropy(z @ protos[h].T / self.temperature, y[h].repeat(n_views))
+                       for h in range(self.n_heads)) / self.n_heads
+            self.optimizer_.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer_.step()
+            b = len(idx)
+            seen_idx.append(torch.from_numpy(idx))
+            seen_z.append(torch.stack([z[i * b : (i + 1) * b].detach() for i in range(self._n_assign)], 1).cpu())
+            total += float(loss.detach()) * b
+            count += b
+            if bar is not None:
+                bar.update(len(batch))
+                bar.set_postfix(loss=f"{total / max(count, 1):.3f}")
+        if bar is not None:
+            bar.close()
+        seconds["train"] = time.perf_counter() - t2
+
+        # this epoch's projections become the memory bank of the next clustering
+        d = self.proj_dim
+        local = torch.cat([torch.cat(seen_idx).unsqueeze(1).double(),
+                           torch.cat(seen_z).reshape(-1, self._n_assign * d).double()], 1)
+        gathered = _dist.gather_rows(local)
+        if gathered is not None:
+            rows = gathered[:, 0].long()
+            self.memory_[:, rows] = gathered[:, 1:].reshape(-1, self._n_assign, d).transpose(0, 1).float()
+        self.assignments_ = assignments
+        self.labels_ = assignments[0]
+        self.prototypes_ = protos.cpu()
+        rec = {"epoch": epoch + 1, "loss": _mean_over_ranks(total, count), "nmi_prev": nmi_prev,
+               "nmi_labels": nmi_labels, "nmi_labels_heads": nmi_heads, "clusters": info["sizes"],
+               "n_reseeded": info["n_reseeded"], "kmeans_objective": info["objective"],
+               "n_samples": int(sum(len(b) for b in batches)),
+               "lr": [lrs[0], lrs[-1]] if lrs else None, "seconds": seconds}
+        extra = {"assignments": torch.from_numpy(assignments),
+                 **{f"head.{k}": v for k, v in self.projection_.state_dict().items()},
+                 **optimizer_tensors(self.optimizer_, self._named)}
+        if self.memory_ is not None:
+            extra["memory"] = self.memory_
+        return rec, extra
+
+    def _crop_groups(self, crops: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Crops of one resolution concatenated, so each size is one forward pass."""
+        groups = [torch.cat(crops[: self.n_crops])]
+        if len(crops) > self.n_crops:
+            groups.append(torch.cat(crops[self.n_crops :]))
+        return groups
