@@ -14,7 +14,8 @@ from deepclust import __version__
 from deepclust.errors import DeepclustError
 
 # Modules that add sub-commands, in the order they appear in --help.
-COMMAND_MODULES = ("deepclust.cli_core", "deepclust.cli_embed", "deepclust.cli_report")
+COMMAND_MODULES = ("deepclust.cli_core", "deepclust.cli_embed", "deepclust.cli_report", "deepclust.cli_deepcluster",
+                   "deepclust.cli_bench")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -50,9 +50,10 @@ def register(subparsers) -> None:
     p.add_argument("--max-pixels", type=int, default=None,
                    help="refuse images with more pixels than this (decompression bombs; default Pillow's 89M)")
     p.add_argument("--batch-size", type=int, default=None, help="default 32 on CPU, 256 on GPU")
-    p.add_argument("--workers", type=int, default=None, help="decoding worker processes")
+    p.add_argument("--workers", type=int, default=None,
+                   help="decoding worker processes (default: the cores the model leaves free)")
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
-                   help="compute precision (auto: bf16 on GPUs and AMX CPUs)")
+                   help="compute precision (auto: bf16 on GPUs and on CPUs with AVX-512 BF16 or AMX)")
     p.add_argument("--dtype", choices=["float16", "float32"], default=None,
                    help="storage dtype (default float16, or the existing store's)")
     p.add_argument("--shard-size", type=int, default=None,
@@ -60,7 +61,7 @@ def register(subparsers) -> None:
     p.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto")
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: GPU if available)")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: one per core; 1 is faster on a busy machine)")
+                   help="torch CPU threads (default: one per free core, from the load average)")
     p.add_argument("--overwrite", action="store_true", help="replace a store made from other inputs")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_embed)

@@ -295,6 +295,19 @@ def test_accumulated_sums_are_float64_exact():
     np.testing.assert_array_equal(counts, np.bincount(labels, minlength=7))
 
 
+def test_accumulated_sums_with_more_clusters_than_rows_per_chunk():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(9000, 4)).astype(np.float32)
+    labels = rng.integers(0, 6000, size=9000)  # k > rows per chunk: the compact product
+    sums = np.zeros((6000, 4))
+    counts = np.zeros(6000, dtype=np.int64)
+    accumulate_cluster_sums(X, labels, sums, counts)
+    expected = np.zeros((6000, 4))
+    np.add.at(expected, labels, X.astype(np.float64))
+    np.testing.assert_allclose(sums, expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(counts, np.bincount(labels, minlength=6000))
+
+
 # --------------------------------------------------------------------- inputs
 
 

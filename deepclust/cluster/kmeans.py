@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from numbers import Integral, Real
 
 import faiss
 import numpy as np
 import scipy.sparse as sp
 from sklearn.exceptions import ConvergenceWarning
+from threadpoolctl import threadpool_limits
 
 from deepclust._validation import check_features, check_n_clusters, check_random_state
 from deepclust.cluster.base import BaseClusterer, register
@@ -43,8 +46,8 @@ __all__ = [
 BLOCK_ROWS = 1 << 16
 #: Rows per sparse product in the update; small enough that a float64 copy stays in cache.
 _UPDATE_CHUNK = 4096
-#: Rows per matrix product in k-means++ (about 1 MB of float32 rows at d = 256).
-_PLUS_PLUS_CHUNK = 1024
+#: Most memory for the per-thread float64 sums of the update (one (k, d) buffer each).
+_PARTIAL_BYTES = 256 << 20
 #: Relative size of the perturbation that splits a centroid (the value faiss uses).
 RESEED_EPS = 1.0 / 1024
 
@@ -112,10 +115,15 @@ def accumulate_cluster_sums(
     for start in range(0, X.shape[0], _UPDATE_CHUNK):
         lab = labels[start : start + _UPDATE_CHUNK]
         n = lab.shape[0]
-        # only the clusters present in the chunk: the product stays small when k is large
-        present, local = np.unique(lab, return_inverse=True)
-        one_hot = sp.csc_matrix((np.ones(n), local, np.arange(n + 1)), shape=(present.shape[0], n))
-        sums[present] += one_hot @ X[start : start + n].astype(np.float64)
+        rows = np.ones(n)
+        chunk = X[start : start + n].astype(np.float64)
+        if k <= n:
+            one_hot = sp.csc_matrix((rows, lab, np.arange(n + 1)), shape=(k, n))
+            sums += one_hot @ chunk
+        else:  # many clusters: a product over the present ones only stays small
+            present, local = np.unique(lab, return_inverse=True)
+            one_hot = sp.csc_matrix((rows, local, np.arange(n + 1)), shape=(present.shape[0], n))
+            sums[present] += one_hot @ chunk
 
 
 def centroids_from_sums(
@@ -296,46 +304,43 @@ def _plus_plus(
         raise InputError(f"max_samples={m} is smaller than n_clusters={k}")
     rows = np.sort(rng.choice(n, m, replace=False)) if m < n else np.arange(n)
     m = rows.shape[0]
-    # centred float32 copy: the expansion |x|^2 + |c|^2 - 2<x, c> loses less to rounding
+    # a centred float32 copy (the expansion |x|^2 + |c|^2 - 2<x, c> then loses less to
+    # rounding), stored transposed: (t, d) @ (d, m) is the product shape BLAS runs fastest
     S = X[rows]
     S -= S.mean(axis=0, dtype=np.float64).astype(np.float32)
     sq = np.einsum("ij,ij->i", S, S)
-    t_max = max(n_local_trials, 1)
-    prod = np.empty((m, t_max), dtype=np.float32)
+    S_T = np.ascontiguousarray(S.T)
+    del S
+    prod = np.empty((n_local_trials, m), dtype=np.float32)
 
-    def sq_dist(rows: np.ndarray) -> np.ndarray:
-        # (m, t) squared distances from every sample row to the rows S[rows]. The product
-        # is taken in cache-sized row chunks: one BLAS call on a tall, thin product packs
-        # all of S each time and is several times slower.
-        cand_t = np.ascontiguousarray(S[rows].T)
-        d2 = prod[:, : rows.shape[0]]
-        for start in range(0, m, _PLUS_PLUS_CHUNK):
-            np.matmul(
-                S[start : start + _PLUS_PLUS_CHUNK],
-                cand_t,
-                out=d2[start : start + _PLUS_PLUS_CHUNK],
-            )
+    def sq_dist(cand: np.ndarray) -> np.ndarray:
+        # (t, m): squared distances from the sample rows ``cand`` to every sample row
+        d2 = prod[: cand.shape[0]]
+        np.matmul(np.ascontiguousarray(S_T[:, cand].T), S_T, out=d2)
         d2 *= -2.0
-        d2 += sq[:, None]
-        d2 += sq[rows][None, :]
+        d2 += sq[None, :]
+        d2 += sq[cand][:, None]
         return np.maximum(d2, 0.0, out=d2)
 
     chosen = np.empty(k, dtype=np.int64)
     chosen[0] = rng.integers(m)
-    closest = sq_dist(chosen[:1])[:, 0].copy()
-    for c in range(1, k):
-        cumulative = np.cumsum(closest, dtype=np.float64)
-        total = cumulative[-1]
-        if total > 0:
-            draws = rng.random(n_local_trials) * total
-            trials = np.minimum(np.searchsorted(cumulative, draws, side="right"), m - 1)
-        else:  # every sample row coincides with a centre: no preference left
-            trials = rng.integers(m, size=n_local_trials)
-        d2 = sq_dist(trials)
-        np.minimum(d2, closest[:, None], out=d2)
-        best = int(np.argmin(d2.sum(axis=0, dtype=np.float64)))
-        chosen[c] = trials[best]
-        closest = d2[:, best].copy()
+    # the products are small: threaded BLAS gains little on them and, on a busy machine,
+    # loses many times over waiting for its threads
+    with threadpool_limits(1, user_api="blas"):
+        closest = sq_dist(chosen[:1])[0].copy()
+        for c in range(1, k):
+            cumulative = np.cumsum(closest, dtype=np.float64)
+            total = cumulative[-1]
+            if total > 0:
+                draws = rng.random(n_local_trials) * total
+                trials = np.minimum(np.searchsorted(cumulative, draws, side="right"), m - 1)
+            else:  # every sample row coincides with a centre: no preference left
+                trials = rng.integers(m, size=n_local_trials)
+            d2 = sq_dist(trials)
+            np.minimum(d2, closest[None, :], out=d2)
+            best = int(np.argmin(d2.sum(axis=1, dtype=np.float64)))
+            chosen[c] = trials[best]
+            closest = d2[best].copy()
     return np.array(X[rows[chosen]], dtype=np.float32)
 
 
@@ -347,6 +352,27 @@ def random_init(X: np.ndarray, n_clusters: int, random_state=None) -> np.ndarray
 
 
 # ----------------------------------------------------------------------------- the loop
+
+
+def _accumulate_in_threads(
+    pool: ThreadPoolExecutor | None,
+    X: np.ndarray,
+    labels: np.ndarray,
+    partials: list[tuple[np.ndarray, np.ndarray]],
+) -> None:
+    """:func:`accumulate_cluster_sums` of one block, split in ``len(partials)`` row ranges
+    that are summed at once, each into its own ``(sums, counts)`` buffer."""
+    if pool is None:
+        accumulate_cluster_sums(X, labels, *partials[0])
+        return
+    n = X.shape[0]
+    step = -(-n // len(partials))
+    futures = [
+        pool.submit(accumulate_cluster_sums, X[i : i + step], labels[i : i + step], *buffers)
+        for i, buffers in zip(range(0, n, step), partials, strict=False)
+    ]
+    for future in futures:
+        future.result()
 
 
 def _lloyd(
@@ -368,54 +394,68 @@ def _lloyd(
     n, d = X.shape
     k = centroids.shape[0]
     C = np.ascontiguousarray(centroids, dtype=np.float32)
+    # faiss assigns on all cores; the update then runs on as many threads, each summing
+    # its share of a block into its own buffer (scipy and numpy release the GIL)
+    n_workers = int(min(faiss.omp_get_max_threads(), max(1, _PARTIAL_BYTES // (8 * k * d))))
+    partials = [
+        (np.zeros((k, d), dtype=np.float64), np.zeros(k, dtype=np.int64)) for _ in range(n_workers)
+    ]
     labels = np.empty(n, dtype=np.int64)
     prev_labels = np.empty(n, dtype=np.int64)
     prev_obj = None
     history: list[float] = []
     n_iter = n_reseeded = reseeded = 0
     converged = False
-    for it in range(max_iter + 1):
-        t0 = time.perf_counter()
-        update = it < max_iter
-        sums = np.zeros((k, d), dtype=np.float64)
-        counts = np.zeros(k, dtype=np.int64)
-        obj = 0.0
-        for start in range(0, n, BLOCK_ROWS):
-            block = X[start : start + BLOCK_ROWS]
-            lab, scores = nearest_centroids(block, C, spherical=spherical)
-            labels[start : start + block.shape[0]] = lab
-            obj += block_objective(scores, spherical=spherical)
-            if update:
-                accumulate_cluster_sums(block, lab, sums, counts)
-        history.append(obj)
-        if prev_obj is not None:
-            n_changed = int(np.count_nonzero(labels != prev_labels))
-            if verbose:
+    with ThreadPoolExecutor(n_workers) if n_workers > 1 else nullcontext() as pool:
+        for it in range(max_iter + 1):
+            t0 = time.perf_counter()
+            update = it < max_iter
+            for sums, counts in partials:
+                sums.fill(0)
+                counts.fill(0)
+            obj = 0.0
+            for start in range(0, n, BLOCK_ROWS):
+                block = X[start : start + BLOCK_ROWS]
+                lab, scores = nearest_centroids(block, C, spherical=spherical)
+                labels[start : start + block.shape[0]] = lab
+                obj += block_objective(scores, spherical=spherical)
+                if update:
+                    _accumulate_in_threads(pool, block, lab, partials)
+            history.append(obj)
+            if prev_obj is not None:
+                n_changed = int(np.count_nonzero(labels != prev_labels))
+                if verbose:
+                    print(
+                        f"  iteration {it:3d}  objective {obj:.6g}  changed {n_changed}  "
+                        f"({time.perf_counter() - t0:.2f} s)"
+                    )
+                # unchanged labels: the update would return the same centroids. A re-seed can
+                # raise the objective a little, so the tol test skips the pass after one.
+                small_gain = tol > 0 and not reseeded and prev_obj - obj <= tol * prev_obj
+                if n_changed == 0 or small_gain:
+                    converged = True
+                    break
+            elif verbose:
                 print(
-                    f"  iteration {it:3d}  objective {obj:.6g}  changed {n_changed}  "
-                    f"({time.perf_counter() - t0:.2f} s)"
+                    f"  iteration {it:3d}  objective {obj:.6g}  ({time.perf_counter() - t0:.2f} s)"
                 )
-            # unchanged labels: the update would return the same centroids. A re-seed can
-            # raise the objective a little, so the tol test skips the pass after one.
-            small_gain = tol > 0 and not reseeded and prev_obj - obj <= tol * prev_obj
-            if n_changed == 0 or small_gain:
-                converged = True
+            if not update:
                 break
-        elif verbose:
-            print(f"  iteration {it:3d}  objective {obj:.6g}  ({time.perf_counter() - t0:.2f} s)")
-        if not update:
-            break
-        new = centroids_from_sums(sums, counts, C, spherical=spherical)
-        reseeded = reseed_empty_clusters(new, counts, rng)
-        if reseeded and spherical:
-            new /= np.linalg.norm(new, axis=1, keepdims=True)
-        n_reseeded += reseeded
-        C = new.astype(np.float32)
-        n_iter += 1
-        labels, prev_labels = prev_labels, labels
-        prev_obj = obj
-        if verbose and reseeded:
-            print(f"  re-seeded {reseeded} empty cluster(s)")
+            sums, counts = partials[0]
+            for more_sums, more_counts in partials[1:]:
+                sums += more_sums
+                counts += more_counts
+            new = centroids_from_sums(sums, counts, C, spherical=spherical)
+            reseeded = reseed_empty_clusters(new, counts, rng)
+            if reseeded and spherical:
+                new /= np.linalg.norm(new, axis=1, keepdims=True)
+            n_reseeded += reseeded
+            C = new.astype(np.float32)
+            n_iter += 1
+            labels, prev_labels = prev_labels, labels
+            prev_obj = obj
+            if verbose and reseeded:
+                print(f"  re-seeded {reseeded} empty cluster(s)")
     return {
         "centroids": C,
         "labels": labels,

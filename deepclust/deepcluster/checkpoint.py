@@ -149,13 +149,13 @@ def load_optimizer_tensors(optimizer: torch.optim.Optimizer,
 
 
 def export_encoder(network: torch.nn.Module, path: str | os.PathLike, transform: ImageTransform,
-                   *, name: str | None = None, extra: dict | None = None) -> Path:
+                   *, layer: str = "trunk", name: str | None = None,
+                   extra: dict | None = None) -> Path:
     """Save a trained :class:`~deepclust.deepcluster.models.DeepClusterNet` as an encoder.
 
     The folder (``config.json`` + ``model.safetensors``) loads with
     ``deepclust.encoders.get_encoder("checkpoint:<path>")`` and ``deepclust embed
-    --encoder checkpoint:<path>``; its features are the network's ``forward`` (the
-    classifier's output without its last ReLU, or the pooled trunk).
+    --encoder checkpoint:<path>``.
 
     Parameters
     ----------
@@ -163,17 +163,25 @@ def export_encoder(network: torch.nn.Module, path: str | os.PathLike, transform:
     path : path
     transform : ImageTransform
         The deterministic preprocessing of the feature pass.
+    layer : {"trunk", "embed"}
+        The encoder's features: the convolutional trunk (flattened; pooled for ResNets),
+        or the clustered features (the classifier's output without its last ReLU).
     name : str, optional
     extra : dict, optional
         Training details stored in the config.
     """
     from deepclust.deepcluster.models import export_architecture
 
-    was_training = network.training
+    if layer not in ("trunk", "embed"):
+        raise InputError(f"layer must be 'trunk' or 'embed', got {layer!r}")
+    was_training, output = network.training, network.output
     network.eval()
+    network.output = layer
     try:
         return save_checkpoint(path, network, export_architecture(network.arch), transform,
-                               arch_kwargs=network.arch_kwargs, dim=network.feature_dim,
-                               name=name or f"deepcluster-{network.arch}", extra=extra)
+                               arch_kwargs={**network.arch_kwargs, "output": layer},
+                               dim=network.out_dim, name=name or f"deepcluster-{network.arch}",
+                               extra=extra)
     finally:
         network.train(was_training)
+        network.output = output

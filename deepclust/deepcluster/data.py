@@ -120,7 +120,7 @@ def _from_arrays(src: ArraySource, n: int, side: int | None) -> torch.Tensor:
         raise InputError("RGBA arrays are not supported here; drop or composite the alpha channel")
     else:
         images = images.transpose(0, 3, 1, 2)
-    pixels = torch.from_numpy(np.ascontiguousarray(images))
+    pixels = torch.from_numpy(np.array(images, order="C"))  # a writable copy
     if side is None:
         side = min(pixels.shape[-2:])
     return _square(pixels, side)

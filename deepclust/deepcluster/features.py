@@ -21,7 +21,7 @@ def autocast(device: torch.device, precision: str):
 def network_features(network: torch.nn.Module, pixels: torch.Tensor, *, input_size: int,
                      mean: torch.Tensor, std: torch.Tensor, batch_size: int = 256,
                      precision: str = "fp32", channels_last: bool = False,
-                     progress=None) -> torch.Tensor:
+                     layer: str = "forward", progress=None) -> torch.Tensor:
     """Features of every image of ``pixels`` under the network in eval mode.
 
     Parameters
@@ -35,6 +35,9 @@ def network_features(network: torch.nn.Module, pixels: torch.Tensor, *, input_si
     batch_size : int
     precision : {"fp32", "bf16"}
     channels_last : bool
+    layer : {"forward", "embed", "trunk"}
+        The network's method to call (:class:`~deepclust.deepcluster.models.DeepClusterNet`
+        has ``embed``, the clustered features, and ``trunk``, the convolutional ones).
     progress : tqdm bar, optional
         Advanced by the number of images of each batch.
 
@@ -43,6 +46,7 @@ def network_features(network: torch.nn.Module, pixels: torch.Tensor, *, input_si
     Tensor of shape (N, d), float32, on the CPU
     """
     device = next(network.parameters()).device
+    fn = network if layer == "forward" else getattr(network, layer)
     was_training = network.training
     network.eval()
     out = []
@@ -53,11 +57,11 @@ def network_features(network: torch.nn.Module, pixels: torch.Tensor, *, input_si
                 x = normalise(center_crop(batch, input_size), mean, std)
                 if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
-                out.append(network(x).float().cpu())
+                out.append(fn(x).float().cpu())
                 if progress is not None:
                     progress.update(batch.shape[0])
     finally:
         network.train(was_training)
     if not out:
-        return torch.zeros(0, getattr(network, "feature_dim", 0))
+        return torch.zeros(0, 0)
     return torch.cat(out)

@@ -81,44 +81,66 @@ class DeepClusterNet(nn.Module):
         MLP on the flattened trunk output, ending in a ``Linear`` (its ReLU is
         :meth:`activate`); None for global average pooling (ResNets).
     feature_dim : int
-        Length of :meth:`forward`'s output.
+        Length of :meth:`embed`'s output.
+    trunk_dim : int
+        Length of :meth:`trunk`'s output.
     sobel : bool
         Put a :class:`SobelFilter` in front.
+    arch : str
+        The name in :data:`NETWORKS`.
     arch_kwargs : dict
         The arguments that rebuild this network through its factory (for export).
+    output : {"embed", "trunk"}
+        What :meth:`forward` returns (the exported encoder's features).
     """
 
     def __init__(self, features: nn.Module, classifier: nn.Module | None, feature_dim: int,
-                 *, sobel: bool, arch: str, arch_kwargs: dict[str, Any]):
+                 trunk_dim: int, *, sobel: bool, arch: str, arch_kwargs: dict[str, Any],
+                 output: str = "embed"):
         super().__init__()
+        if output not in ("embed", "trunk"):
+            raise InputError(f"output must be 'embed' or 'trunk', got {output!r}")
         self.sobel = SobelFilter() if sobel else None
         self.features = features
         self.classifier = classifier
         self.feature_dim = int(feature_dim)
+        self.trunk_dim = int(trunk_dim)
         self.arch = arch
         self.arch_kwargs = dict(arch_kwargs)
+        self.output = output
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Features of a normalised ``(B, 3, H, W)`` batch: ``(B, feature_dim)``."""
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """The convolutional trunk's output, flattened (or average-pooled for ResNets)."""
         if self.sobel is not None:
             x = self.sobel(x)
         x = self.features(x)
         if self.classifier is None:
             return x.mean(dim=(2, 3))
-        return self.classifier(torch.flatten(x, 1))
+        return torch.flatten(x, 1)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The features DeepCluster clusters: the classifier's output without its last ReLU
+        (the pooled trunk for ResNets), ``(B, feature_dim)``."""
+        t = self.trunk(x)
+        return t if self.classifier is None else self.classifier(t)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`embed` or :meth:`trunk` of a normalised ``(B, 3, H, W)`` batch, as
+        ``output`` says."""
+        return self.embed(x) if self.output == "embed" else self.trunk(x)
+
+    @property
+    def out_dim(self) -> int:
+        """Length of :meth:`forward`'s output."""
+        return self.feature_dim if self.output == "embed" else self.trunk_dim
 
     def activate(self, f: torch.Tensor) -> torch.Tensor:
-        """The non-linearity between the features and a training head.
+        """The non-linearity between :meth:`embed` and a training head.
 
         The ReLU that ends the classifier in training and is removed for clustering; the
         identity for pooled (ResNet) features, which already follow a ReLU.
         """
         return f if self.classifier is None else F.relu(f)
-
-    @property
-    def flexible_input(self) -> bool:
-        """Whether any input size works (global pooling), not only the one built for."""
-        return self.classifier is None
 
 
 def init_deepcluster_weights(module: nn.Module) -> None:
@@ -152,7 +174,7 @@ _VGG16_CFG: list[Any] = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M",
                          512, 512, 512, "M", 512, 512, 512, "M"]
 
 
-def alexnet(sobel: bool = True, input_size: int = 224) -> DeepClusterNet:
+def alexnet(sobel: bool = True, input_size: int = 224, output: str = "embed") -> DeepClusterNet:
     """AlexNet with batch norm, as DeepCluster trains it (Krizhevsky et al. 2012 layout).
 
     Five convolutions (96, 256, 384, 384, 256 channels) with batch norm, three max-pools,
@@ -172,13 +194,13 @@ def alexnet(sobel: bool = True, input_size: int = 224) -> DeepClusterNet:
     flat = _flat_size(features, _in_channels(sobel), input_size)
     classifier = nn.Sequential(nn.Dropout(0.5), nn.Linear(flat, 4096), nn.ReLU(inplace=True),
                                nn.Dropout(0.5), nn.Linear(4096, 4096))
-    net = DeepClusterNet(features, classifier, 4096, sobel=sobel, arch="alexnet",
-                         arch_kwargs={"sobel": sobel, "input_size": input_size})
+    net = DeepClusterNet(features, classifier, 4096, flat, sobel=sobel, arch="alexnet",
+                         arch_kwargs={"sobel": sobel, "input_size": input_size}, output=output)
     init_deepcluster_weights(net)
     return net
 
 
-def vgg16(sobel: bool = True, input_size: int = 224) -> DeepClusterNet:
+def vgg16(sobel: bool = True, input_size: int = 224, output: str = "embed") -> DeepClusterNet:
     """VGG-16 with batch norm, as DeepCluster trains it (Simonyan & Zisserman 2015).
 
     Thirteen 3x3 convolutions with batch norm in five max-pooled stages, then
@@ -196,15 +218,15 @@ def vgg16(sobel: bool = True, input_size: int = 224) -> DeepClusterNet:
     flat = _flat_size(features, _in_channels(sobel), input_size)
     classifier = nn.Sequential(nn.Linear(flat, 4096), nn.ReLU(inplace=True), nn.Dropout(0.5),
                                nn.Linear(4096, 4096))
-    net = DeepClusterNet(features, classifier, 4096, sobel=sobel, arch="vgg16",
-                         arch_kwargs={"sobel": sobel, "input_size": input_size})
+    net = DeepClusterNet(features, classifier, 4096, flat, sobel=sobel, arch="vgg16",
+                         arch_kwargs={"sobel": sobel, "input_size": input_size}, output=output)
     init_deepcluster_weights(net)
     return net
 
 
 def small_convnet(sobel: bool = False, input_size: int = 28,
                   widths: Sequence[int] = (32, 64, 128), hidden: int = 256,
-                  dropout: float = 0.0) -> DeepClusterNet:
+                  dropout: float = 0.0, output: str = "embed") -> DeepClusterNet:
     """A small VGG-style network for 28-32 px images (MNIST, Fashion-MNIST, CIFAR).
 
     One ``conv3x3-BN-ReLU`` and a 2x2 max-pool per width (28 px: 28 -> 14 -> 7 -> 4), then
@@ -227,7 +249,8 @@ def small_convnet(sobel: bool = False, input_size: int = 28,
     if dropout:
         mlp.append(nn.Dropout(dropout))
     mlp.append(nn.Linear(hidden, hidden))
-    net = DeepClusterNet(features, nn.Sequential(*mlp), hidden, sobel=sobel, arch="small",
+    net = DeepClusterNet(features, nn.Sequential(*mlp), hidden, flat, sobel=sobel, arch="small",
+                         output=output,
                          arch_kwargs={"sobel": sobel, "input_size": input_size,
                                       "widths": [int(w) for w in widths], "hidden": int(hidden),
                                       "dropout": float(dropout)})
@@ -313,10 +336,10 @@ def _resnet_trunk(block: type[BasicBlock] | type[Bottleneck], depths: Sequence[i
     return nn.Sequential(*layers), c
 
 
-def _resnet(name: str, block, depths, sobel: bool, input_size: int) -> DeepClusterNet:
+def _resnet(name: str, block, depths, sobel: bool, input_size: int, output: str) -> DeepClusterNet:
     features, c = _resnet_trunk(block, depths, _in_channels(sobel))
-    net = DeepClusterNet(features, None, c, sobel=sobel, arch=name,
-                         arch_kwargs={"sobel": sobel, "input_size": input_size})
+    net = DeepClusterNet(features, None, c, c, sobel=sobel, arch=name,
+                         arch_kwargs={"sobel": sobel, "input_size": input_size}, output=output)
     for m in net.modules():  # torchvision's ResNet initialisation
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -326,14 +349,14 @@ def _resnet(name: str, block, depths, sobel: bool, input_size: int) -> DeepClust
     return net
 
 
-def resnet18(sobel: bool = False, input_size: int = 224) -> DeepClusterNet:
+def resnet18(sobel: bool = False, input_size: int = 224, output: str = "embed") -> DeepClusterNet:
     """ResNet-18 trunk with global average pooling: 512 features (any input size)."""
-    return _resnet("resnet18", BasicBlock, (2, 2, 2, 2), sobel, input_size)
+    return _resnet("resnet18", BasicBlock, (2, 2, 2, 2), sobel, input_size, output)
 
 
-def resnet50(sobel: bool = False, input_size: int = 224) -> DeepClusterNet:
+def resnet50(sobel: bool = False, input_size: int = 224, output: str = "embed") -> DeepClusterNet:
     """ResNet-50 trunk with global average pooling: 2048 features (any input size)."""
-    return _resnet("resnet50", Bottleneck, (3, 4, 6, 3), sobel, input_size)
+    return _resnet("resnet50", Bottleneck, (3, 4, 6, 3), sobel, input_size, output)
 
 
 # ----------------------------------------------------------------------------- registry

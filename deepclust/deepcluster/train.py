@@ -89,7 +89,7 @@ class _WithHead(nn.Module):
         self.network, self.head = network, head
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.network.activate(self.network(x)))
+        return self.head(self.network.activate(self.network.embed(x)))
 
 
 class ProjectionHead(nn.Module):
@@ -115,7 +115,7 @@ class _Projected(nn.Module):
         self.network, self.projection = network, projection
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.projection(self.network.activate(self.network(x)))
+        return self.projection(self.network.activate(self.network.embed(x)))
 
 
 def _batches(order: np.ndarray, batch_size: int, world_size: int) -> list[np.ndarray]:
@@ -140,7 +140,7 @@ class _DeepClusterBase(BaseEstimator):
     #: settings that may change when a run is resumed
     _RESUMABLE = frozenset({"epochs", "progress", "verbose", "threads", "device",
                             "keep_checkpoints", "feature_batch_size", "precision",
-                            "channels_last"})
+                            "channels_last", "export_layer"})
 
     # ------------------------------------------------------------------ checks
 
@@ -157,6 +157,8 @@ class _DeepClusterBase(BaseEstimator):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, Real) or not v >= 0:
                 raise InputError(f"{name} must be a non-negative number, got {v!r}")
+        if self.export_layer not in ("trunk", "embed"):
+            raise InputError(f"export_layer must be 'trunk' or 'embed', got {self.export_layer!r}")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise InputError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
         lo, hi = self.crop_scale or NETWORKS[self.arch].crop_scale
@@ -265,7 +267,7 @@ class _DeepClusterBase(BaseEstimator):
                                      mean=self._mean_t, std=self._std_t,
                                      batch_size=self.feature_batch_size,
                                      precision=self.precision_, channels_last=self.channels_last_,
-                                     progress=bar)
+                                     layer="embed", progress=bar)
         finally:
             if bar is not None:
                 bar.close()
@@ -344,7 +346,7 @@ class _DeepClusterBase(BaseEstimator):
         if ddp.info().is_main:
             last = self.history_[-1] if self.history_ else {}
             self.encoder_path_ = export_encoder(
-                self.network_, out / ENCODER_DIR, self.preprocessing_,
+                self.network_, out / ENCODER_DIR, self.preprocessing_, layer=self.export_layer,
                 name=f"deepcluster{'-v2' if self._variant == 'v2' else ''}-{self.arch}",
                 extra={"trained_by": f"deepclust DeepCluster {self._variant}",
                        "epochs": self.epochs_done_, "n_clusters": self.n_clusters,
@@ -402,13 +404,18 @@ class _DeepClusterBase(BaseEstimator):
         -------
         self
         """
+        from threadpoolctl import threadpool_limits
+
         self._check_params()
         old_threads = torch.get_num_threads()
         if self.threads:
             torch.set_num_threads(int(self.threads))
         try:
-            return self._fit(X, y, Path(out) if out is not None else None, limit, resume,
-                             overwrite, num_workers, source_options)
+            # BLAS threads too (PCA): oversubscribed OpenBLAS next to torch's OpenMP pool
+            # measured 50x slower on a busy 2-core machine
+            with threadpool_limits(limits=int(self.threads) if self.threads else None):
+                return self._fit(X, y, Path(out) if out is not None else None, limit, resume,
+                                 overwrite, num_workers, source_options)
         finally:
             torch.set_num_threads(old_threads)
 
@@ -445,24 +452,25 @@ class _DeepClusterBase(BaseEstimator):
 
     # ------------------------------------------------------------------ using the fit
 
-    def transform(self, X, *, limit: int | None = None) -> np.ndarray:
-        """Features of the images of ``X`` from the trained network (what the exported
-        encoder computes).
+    def transform(self, X, *, limit: int | None = None, layer: str | None = None) -> np.ndarray:
+        """Features of the images of ``X`` from the trained network.
 
         Parameters
         ----------
         X : same as :meth:`fit`
         limit : int, optional
+        layer : {"trunk", "embed"}, optional
+            Default ``export_layer``: what the exported encoder computes.
 
         Returns
         -------
-        ndarray of shape (n_images, feature_dim), float32
+        ndarray of shape (n_images, dim), float32
         """
         if not hasattr(self, "network_"):
             raise InputError("this DeepCluster is not fitted yet; call fit first")
         images = X if isinstance(X, TrainingImages) else load_training_images(
             X, side=self.resize_size_, limit=limit)
-        return features_of(self.network_, images, self).numpy()
+        return features_of(self.network_, images, self, layer=layer or self.export_layer).numpy()
 
     # subclasses
     def _start(self, images: TrainingImages, tensors: dict | None) -> None:
@@ -472,13 +480,27 @@ class _DeepClusterBase(BaseEstimator):
         raise NotImplementedError
 
 
-def features_of(network: nn.Module, images: TrainingImages, fitted: _DeepClusterBase) -> torch.Tensor:
+def features_of(network: nn.Module, images: TrainingImages, fitted: _DeepClusterBase, *,
+                layer: str = "trunk") -> torch.Tensor:
     """Features of ``images`` under ``network`` with the preprocessing of a fitted run
-    (its input size, normalisation, precision); useful to compare with a random network."""
+    (input size, normalisation, precision), e.g. to compare with a random network.
+
+    Parameters
+    ----------
+    network : DeepClusterNet
+    images : TrainingImages
+        Decoded at the fitted ``resize_size_``.
+    fitted : DeepCluster or DeepClusterV2
+    layer : {"trunk", "embed"}
+
+    Returns
+    -------
+    Tensor of shape (n_images, dim), float32
+    """
     return network_features(network, images.pixels, input_size=fitted.input_size_,
                             mean=fitted._mean_t, std=fitted._std_t,
                             batch_size=fitted.feature_batch_size, precision=fitted.precision_,
-                            channels_last=fitted.channels_last_)
+                            channels_last=fitted.channels_last_, layer=layer)
 
 
 def _json_roundtrip(obj: Any) -> Any:
@@ -547,6 +569,10 @@ class DeepCluster(_DeepClusterBase):
         own streams, so a resumed run draws what an uninterrupted one would).
     keep_checkpoints : bool, default=False
         Keep every epoch's tensor file, not only the last.
+    export_layer : {"trunk", "embed"}, default="trunk"
+        Features of the exported encoder and of :meth:`transform`: the convolutional trunk
+        (flattened: 9216-d AlexNet, 25088-d VGG-16, 2048-d small; pooled for ResNets), which
+        the paper evaluates, or the clustered features (``embed``).
     progress, verbose : bool, default=True
         Progress bars; one line per epoch.
 
@@ -585,7 +611,7 @@ class DeepCluster(_DeepClusterBase):
                  feature_batch_size: int = 256, precision: str = "auto",
                  channels_last: bool | None = None, device: str | None = None,
                  threads: int | None = None, seed: int = 31, keep_checkpoints: bool = False,
-                 progress: bool = True, verbose: bool = True):
+                 export_layer: str = "trunk", progress: bool = True, verbose: bool = True):
         self.arch = arch
         self.n_clusters = n_clusters
         self.epochs = epochs
@@ -612,6 +638,7 @@ class DeepCluster(_DeepClusterBase):
         self.threads = threads
         self.seed = seed
         self.keep_checkpoints = keep_checkpoints
+        self.export_layer = export_layer
         self.progress = progress
         self.verbose = verbose
 
@@ -764,7 +791,7 @@ class DeepClusterV2(_DeepClusterBase):
                  feature_batch_size: int = 256, precision: str = "auto",
                  channels_last: bool | None = None, device: str | None = None,
                  threads: int | None = None, seed: int = 31, keep_checkpoints: bool = False,
-                 progress: bool = True, verbose: bool = True):
+                 export_layer: str = "trunk", progress: bool = True, verbose: bool = True):
         self.arch = arch
         self.n_clusters = n_clusters
         self.epochs = epochs
@@ -797,6 +824,7 @@ class DeepClusterV2(_DeepClusterBase):
         self.threads = threads
         self.seed = seed
         self.keep_checkpoints = keep_checkpoints
+        self.export_layer = export_layer
         self.progress = progress
         self.verbose = verbose
 

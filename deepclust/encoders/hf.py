@@ -194,13 +194,14 @@ def transform_from_processor(processor, ref: str = "") -> ImageTransform:
     )
 
 
-def load_image_processor(ref: str):
+def load_image_processor(ref: str, revision: str | None = None):
     """The model's image processor, read offline (Pillow backend where there is a choice)."""
     from transformers import AutoImageProcessor
 
+    kw = {"revision": revision} if revision else {}
     with _quiet_transformers():
         try:
-            return AutoImageProcessor.from_pretrained(ref, local_files_only=True)
+            return AutoImageProcessor.from_pretrained(ref, local_files_only=True, **kw)
         except ImportError:
             # a processor class that needs torchvision: its JSON holds the same settings
             return _processor_settings_from_json(ref)
@@ -329,7 +330,10 @@ class HFEncoder(Encoder):
                 model = cls_.from_pretrained(ref_path, **kw)
             except (OSError, ValueError) as exc:
                 raise DataNotFoundError(_missing_message(ref, "the model weights", str(exc))) from None
-        processor = load_image_processor(ref_path)
+            except RuntimeError as exc:  # e.g. weights whose shapes do not fit the config
+                first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+                raise InputError(f"hf:{ref}: the weights do not fit the model's config ({first})") from None
+        processor = load_image_processor(ref_path, revision)
         self.transform = transform_from_processor(processor, ref)
         model = model.float().eval()
         if kind == "generic":

@@ -300,10 +300,12 @@ class HeadTrainer:
         self.student.load_state_dict(sub("student."))
         if self.teacher is not None:
             self.teacher.load_state_dict(sub("teacher."))
+        # the fused kernel keeps its step counter beside the parameter, the others on the CPU
+        step_dev = dev if self.optimizer.defaults.get("fused") else torch.device("cpu")
         for name, p in self.student.named_parameters():
             if f"optim.{name}.exp_avg" in tensors:
                 self.optimizer.state[p] = {
-                    "step": tensors[f"optim.{name}.step"].reshape(()).to(torch.float32),
+                    "step": tensors[f"optim.{name}.step"].reshape(()).to(step_dev, torch.float32),
                     "exp_avg": tensors[f"optim.{name}.exp_avg"].to(dev).view_as(p).clone(),
                     "exp_avg_sq": tensors[f"optim.{name}.exp_avg_sq"].to(dev).view_as(p).clone(),
                 }

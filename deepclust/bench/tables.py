@@ -1,0 +1,154 @@
+"""Pivot tables of benchmark results: mean ± std over seeds.
+
+Rows are (features, reducer, benchmark), columns the methods, cells ``mean ± std`` of one
+metric over the seeds (sample standard deviation, ``ddof=1``; ``± 0`` for one seed). The
+best mean of a row is marked ``*``; a cell with fewer seeds than the row's most shows
+``(n=...)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from deepclust.tables import format_table
+
+__all__ = ["format_non_primary", "format_pivot", "mean_std", "non_primary_table", "pivot"]
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float, int]:
+    """Mean, sample std (0 for one value) and count of the finite values."""
+    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=float)
+    if v.size == 0:
+        return math.nan, math.nan, 0
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0, int(v.size)
+
+
+def _ordered(values: list) -> list:
+    return list(dict.fromkeys(values))
+
+
+def _cell(mean: float, std: float, n: int, n_max: int, best: bool, digits: int = 3) -> str:
+    if n == 0:
+        return "-"
+    text = f"{mean:.{digits}f} ± {std:.{digits}f}"
+    if best:
+        text += " *"
+    if n < n_max:
+        text += f" (n={n})"
+    return text
+
+
+def pivot(rows: Sequence[dict], metric: str, *, row_keys: Sequence[str] = ("features", "reducer",
+          "benchmark")) -> tuple[list[dict], list[str]]:
+    """Aggregate ``rows`` into a pivot of ``metric``.
+
+    Returns
+    -------
+    table : list of dict
+        One dict per pivot row: the ``row_keys`` and, per method, ``{"mean", "std", "n"}``.
+    methods : list of str
+        Method columns, in first-seen order (the baseline first when present).
+    """
+    rows = [r for r in rows if metric in r]
+    methods = _ordered([r["method"] for r in rows])
+    baseline = [m for m in methods if any(r["method"] == m and r.get("baseline") for r in rows)]
+    methods = baseline + [m for m in methods if m not in baseline]
+    groups: dict[tuple, dict[str, list]] = {}
+    for r in rows:
+        g = groups.setdefault(tuple(r.get(k) for k in row_keys), {})
+        g.setdefault(r["method"], []).append(r.get(metric))
+    table = []
+    for key, by_method in groups.items():
+        entry: dict[str, Any] = dict(zip(row_keys, key, strict=True))
+        for m in methods:
+            mean, std, n = mean_std(by_method.get(m, []))
+            entry[m] = {"mean": mean, "std": std, "n": n}
+        table.append(entry)
+    return table, methods
+
+
+def format_pivot(rows: Sequence[dict], metric: str, *, digits: int = 3,
+                 row_keys: Sequence[str] = ("features", "reducer", "benchmark")) -> str:
+    """The pivot of ``metric`` as an aligned text table (see the module docstring)."""
+    table, methods = pivot(rows, metric, row_keys=row_keys)
+    if not table:
+        return f"(no rows with {metric})"
+    # drop row-key columns that hold a single value: they only repeat themselves
+    shown_keys = [k for k in row_keys if len({t[k] for t in table}) > 1] or [row_keys[-1]]
+    out = []
+    for t in table:
+        means = [t[m]["mean"] for m in methods if t[m]["n"]]
+        best = max(means) if means else math.nan
+        n_max = max((t[m]["n"] for m in methods), default=0)
+        line = {k: t[k] for k in shown_keys}
+        for m in methods:
+            c = t[m]
+            line[m] = _cell(c["mean"], c["std"], c["n"], n_max,
+                            len(means) > 1 and c["n"] > 0 and c["mean"] == best, digits)
+        out.append(line)
+    return format_table(out, [*shown_keys, *methods])
+
+
+def non_primary_table(rows: Sequence[dict], *, row_keys: Sequence[str] = ("features", "reducer",
+                      "benchmark", "method")) -> list[dict]:
+    """Non-primary analysis per (features, reducer, benchmark, method), mean ± std over seeds.
+
+    Columns: the naming level, then for rank 2 the ancestor rate and its chance level, for
+    rank 3 the same, and over ranks 2..R ("any").
+    """
+    rows = [r for r in rows if r.get("np_naming") is not None]
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(tuple(r.get(k) for k in row_keys), []).append(r)
+    cols = [c for c in ("np_r1_ancestor", "np_r1_same", "np_r2_ancestor", "np_r2_chance_ancestor",
+                        "np_r2_same", "np_r2_chance_same", "np_r3_ancestor",
+                        "np_r3_chance_ancestor", "np_any_ancestor", "np_any_chance_ancestor",
+                        "np_r2_unrelated", "np_r2_chance_unrelated")
+            if any(c in r for r in rows)]
+    out = []
+    for key, rs in groups.items():
+        entry: dict[str, Any] = dict(zip(row_keys, key, strict=True))
+        entry["naming"] = rs[0]["np_naming"]
+        entry["seeds"] = len(rs)
+        for c in cols:
+            entry[c] = mean_std([r.get(c) for r in rs])
+        out.append(entry)
+    return out
+
+
+_NP_HEADERS = {
+    "np_r1_ancestor": "r1 ancestor", "np_r1_same": "r1 same",
+    "np_r2_ancestor": "r2 ancestor", "np_r2_chance_ancestor": "chance",
+    "np_r2_same": "r2 same", "np_r2_chance_same": "chance",
+    "np_r3_ancestor": "r3 ancestor", "np_r3_chance_ancestor": "chance",
+    "np_any_ancestor": "any of r2..R ancestor", "np_any_chance_ancestor": "chance",
+    "np_r2_unrelated": "r2 unrelated", "np_r2_chance_unrelated": "chance",
+}
+
+
+def format_non_primary(rows: Sequence[dict], *, digits: int = 3, brief: bool = True) -> str:
+    """The non-primary table as text: rates beside their chance levels (mean ± std)."""
+    table = non_primary_table(rows)
+    if not table:
+        return "(no non-primary analysis in these rows)"
+    keys = ("features", "reducer", "benchmark", "method")
+    shown_keys = [k for k in keys if len({t[k] for t in table}) > 1] or ["method"]
+    cols = [c for c in _NP_HEADERS if c in table[0]]
+    if brief:
+        cols = [c for c in cols if c in ("np_r2_ancestor", "np_r2_chance_ancestor",
+                                         "np_r2_same", "np_r2_chance_same",
+                                         "np_any_ancestor", "np_any_chance_ancestor")]
+    out = []
+    for t in table:
+        line = {k: t[k] for k in shown_keys}
+        line["naming"] = t["naming"]
+        for c in cols:
+            mean, std, n = t[c]
+            line[c] = "-" if n == 0 else f"{mean:.{digits}f} ± {std:.{digits}f}"
+        out.append(line)
+    return format_table(out, [*shown_keys, "naming", *cols],
+                        headers={c: _NP_HEADERS[c] for c in cols})
