@@ -34,6 +34,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     rows = [r for r in run.results.rows() if r.get("key") in keys]
     metrics = args.metric or cfg.metrics
     print(f"{cfg.title}: {len(rows)} of {len(keys)} results ({run.results.path})")
+    print("features: " + ", ".join(f.name for f in cfg.features) + "; seeds: "
+          + ", ".join(map(str, cfg.seeds)) + "; k: "
+          + ("the benchmark's class count" if cfg.k == "benchmark" else
+             f"chosen by {cfg.criterion} (label-free)"))
+    print("pipelines: " + ", ".join(
+        f"{m.label} = {'' if r == 'none' else r + ' -> '}{m.name}"
+        + (" " + ",".join(f"{k}={v}" for k, v in m.params.items()) if m.params else "")
+        for m in cfg.methods for r in cfg.reducers_for(m)))
     for metric in metrics:
         print(f"\n{metric.upper()} (mean ± std over seeds; * best mean of the row)")
         print(format_pivot(rows, metric))

@@ -146,9 +146,11 @@ def cmd_deepcluster(args: argparse.Namespace) -> int:
             write_json(out / "run.json", run)
             print(f"{out}: {est.epochs_done_} epoch(s) on {est.n_images_} images; encoder "
                   f"checkpoint:{est.encoder_path_}")
-            if last.get("nmi_labels") is not None:
-                print(f"  last epoch: NMI with the labels {last['nmi_labels']:.4f}, with the "
-                      f"previous assignment {last['nmi_prev'] if last['nmi_prev'] is None else round(last['nmi_prev'], 4)}")
+            scores = [f"NMI with the {what} {last[key]:.4f}" for key, what in
+                      (("nmi_labels", "labels"), ("nmi_prev", "previous pseudo-labels"))
+                      if last.get(key) is not None]
+            if scores:
+                print(f"  last epoch: {', '.join(scores)}")
     finally:
         ddp.shutdown()
     return 0

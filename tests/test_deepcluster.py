@@ -32,6 +32,8 @@ from deepclust.errors import InputError
 # Tiny, fast and deterministic: 8x8 digits, one thread, float32.
 FAST = dict(n_clusters=10, batch_size=64, threads=1, precision="fp32", progress=False,
             verbose=False, seed=3)
+# PCA-whitening to 256 dimensions needs many more than a few hundred images: 16 here
+V1 = dict(FAST, pca_dim=16)
 
 
 @pytest.fixture(scope="module")
@@ -161,17 +163,18 @@ class _SpyHeads(DeepCluster):
 
     def make_head(self, epoch):
         head = super().make_head(epoch)
-        self.spy = getattr(self, "spy", []) + [(epoch, head, head.weight.detach().clone())]
+        self.spy = getattr(self, "spy", []) + [(epoch, head, head.weight.detach().clone(),
+                                                head.bias.detach().clone())]
         return head
 
 
 def test_head_is_recreated_each_epoch_with_its_own_optimiser(digits):
-    dc = _SpyHeads("small", epochs=2, **FAST).fit(digits, limit=300)
-    (e0, h0, w0), (e1, h1, w1) = dc.spy
+    dc = _SpyHeads("small", epochs=2, **V1).fit(digits, limit=300)
+    (e0, h0, w0, _), (e1, h1, w1, b1) = dc.spy
     assert (e0, e1) == (0, 1) and h0 is not h1
     assert h0.weight.shape == (10, dc.network_.feature_dim)
     assert not torch.equal(h0.weight.detach(), w0)  # the first head was trained ...
-    assert abs(float(w1.std()) - 0.01) < 0.003 and float(h1.bias.abs().max()) >= 0  # ... the next is fresh
+    assert abs(float(w1.std()) - 0.01) < 0.003 and not b1.any()  # ... the next one is fresh
     assert not torch.allclose(w1, h0.weight.detach())
     body = {id(p) for g in dc.optimizer_.param_groups for p in g["params"]}
     assert not body & {id(p) for p in h1.parameters()}  # the head is not in the network's SGD
@@ -179,7 +182,7 @@ def test_head_is_recreated_each_epoch_with_its_own_optimiser(digits):
 
 def test_two_epoch_run_on_a_tiny_dataset(digits, tmp_path):
     out = tmp_path / "run"
-    dc = DeepCluster("small", epochs=2, **FAST).fit(digits, limit=400, out=out)
+    dc = DeepCluster("small", epochs=2, **V1).fit(digits, limit=400, out=out)
     assert len(dc.history_) == 2 and dc.labels_.shape == (400,)
     first, second = dc.history_
     assert first["nmi_prev"] is None and 0 <= second["nmi_prev"] <= 1
@@ -202,12 +205,12 @@ def test_two_epoch_run_on_a_tiny_dataset(digits, tmp_path):
 
 
 def test_checkpoint_resume_equals_an_uninterrupted_run(digits, tmp_path):
-    whole = DeepCluster("small", epochs=3, **FAST).fit(digits, limit=300, out=tmp_path / "a")
-    two = DeepCluster("small", epochs=2, **FAST).fit(digits, limit=300, out=tmp_path / "b")
+    whole = DeepCluster("small", epochs=3, **V1).fit(digits, limit=300, out=tmp_path / "a")
+    two = DeepCluster("small", epochs=2, **V1).fit(digits, limit=300, out=tmp_path / "b")
     state = json.loads((tmp_path / "b" / "checkpoint.json").read_text())
     assert state["epoch"] == 2 and state["tensors"] == "checkpoint-epoch0002.safetensors"
     assert sorted(p.name for p in (tmp_path / "b").glob("*.safetensors")) == [state["tensors"]]
-    resumed = DeepCluster("small", epochs=3, **FAST).fit(digits, limit=300, out=tmp_path / "b")
+    resumed = DeepCluster("small", epochs=3, **V1).fit(digits, limit=300, out=tmp_path / "b")
     assert len(resumed.history_) == 3 and resumed.epochs_done_ == 3
     np.testing.assert_array_equal(resumed.labels_, whole.labels_)
     for (k, a), b in zip(whole.network_.state_dict().items(), resumed.network_.state_dict().values(),
@@ -219,10 +222,10 @@ def test_checkpoint_resume_equals_an_uninterrupted_run(digits, tmp_path):
         normalized_mutual_info_score(two.labels_, whole.labels_))
     assert resumed.history_[2]["nmi_prev"] == pytest.approx(whole.history_[2]["nmi_prev"])
     with pytest.raises(InputError, match="other settings"):
-        DeepCluster("small", epochs=4, **{**FAST, "n_clusters": 12}).fit(digits, limit=300,
+        DeepCluster("small", epochs=4, **{**V1, "n_clusters": 12}).fit(digits, limit=300,
                                                                          out=tmp_path / "b")
     with pytest.raises(InputError, match="other images"):
-        DeepCluster("small", epochs=4, **FAST).fit(digits, limit=299, out=tmp_path / "b")
+        DeepCluster("small", epochs=4, **V1).fit(digits, limit=299, out=tmp_path / "b")
 
 
 def test_v2_prototypes_are_the_frozen_centroids_and_runs_resume(digits, tmp_path):
@@ -243,7 +246,7 @@ def test_cli_trains_writes_run_json_and_the_encoder_embeds(digits, tmp_path, cap
     out = tmp_path / "cli"
     code = main(["deepcluster", "digits", "--arch", "small", "--k", "10", "--epochs", "1",
                  "--limit", "200", "--out", str(out), "--threads", "1", "--no-progress",
-                 "--precision", "fp32"])
+                 "--precision", "fp32", "--pca-dim", "16"])
     assert code == 0
     run = json.loads((out / "run.json").read_text())
     assert run["epochs_done"] == 1 and run["n_images"] == 200 and run["parameters"]["n_clusters"] == 10
@@ -255,7 +258,8 @@ def test_cli_trains_writes_run_json_and_the_encoder_embeds(digits, tmp_path, cap
     # the small convnet's trunk at 8 px: 128 channels of 1 x 1
     assert store.X.shape == (1797, 128)
     assert main(["deepcluster", "digits", "--k", "10", "--epochs", "1", "--limit", "200",
-                 "--out", str(out), "--lr", "0.1", "--no-progress", "--threads", "1"]) == 2
+                 "--out", str(out), "--lr", "0.1", "--no-progress", "--threads", "1",
+                 "--pca-dim", "16"]) == 2
     assert "other settings" in capsys.readouterr().err
 
 
@@ -266,7 +270,8 @@ def test_torchrun_two_processes(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
          "-m", "deepclust", "deepcluster", "digits", "--k", "10", "--epochs", "2", "--limit", "256",
-         "--batch-size", "64", "--out", str(out), "--no-progress", "--precision", "fp32"],
+         "--batch-size", "64", "--out", str(out), "--no-progress", "--precision", "fp32",
+         "--pca-dim", "16"],
         env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("epoch   2/2") == 1  # only rank 0 reports

@@ -100,7 +100,8 @@ def _bar_figure(table: list[dict], methods: list[str], metric: str, row_label):
     ax.set_ylabel(f"{_METRIC_NAMES.get(metric, metric)} (mean ± std over seeds)")
     ax.set_ylim(0, 1)
     ax.grid(True, axis="y", color="#eee", zorder=0)
-    ax.legend(fontsize=8, frameon=False, ncols=min(4, len(methods)))
+    fig.legend(loc="outside upper center", fontsize=8, frameon=False,
+               ncols=min(5, len(methods)))
     ax.spines[["top", "right"]].set_visible(False)
     return fig
 
@@ -111,14 +112,14 @@ def bench_results_section(ctx: ReportContext) -> Section | None:
     if b is None:
         return None
     metrics = list(b.get("metrics") or ["acc", "nmi", "ami"])
-    keys = ("features", "reducer", "benchmark")
+    keys = ("features", "benchmark")
     blocks, files = [], []
     for metric in metrics:
         table, methods = pivot(b["rows"], metric, row_keys=keys)
         table = [t for t in table if any(t[m]["n"] for m in methods)]
         if not table:
             continue
-        shown = [k for k in keys if len({t[k] for t in table}) > 1] or ["benchmark"]
+        shown = [k for k in keys[:-1] if len({t[k] for t in table}) > 1] + [keys[-1]]
 
         def label(t, shown=shown):
             return " · ".join(str(t[k]) for k in shown)
@@ -131,7 +132,8 @@ def bench_results_section(ctx: ReportContext) -> Section | None:
             best = max(means) if len(means) > 1 else None
             cells.append({"label": [t[k] for k in shown],
                           "vals": [(t[m]["mean"], t[m]["std"], t[m]["n"],
-                                    best is not None and t[m]["n"] and t[m]["mean"] == best)
+                                    best is not None and t[m]["n"]
+                                    and round(t[m]["mean"], 3) == round(best, 3))
                                    for m in methods]})
         blocks.append(render("""
 <h3>{{ name }}</h3>
@@ -168,7 +170,7 @@ def _non_primary_figure(table: list[dict]):
     ax.set_ylim(0, 1)
     ax.set_ylabel("share of images")
     ax.grid(True, axis="y", color="#eee", zorder=0)
-    ax.legend(fontsize=8, frameon=False)
+    fig.legend(loc="outside upper center", fontsize=8, frameon=False, ncols=2)
     ax.spines[["top", "right"]].set_visible(False)
     return fig
 
@@ -185,22 +187,23 @@ def bench_non_primary_section(ctx: ReportContext) -> Section | None:
     cols = [("np_r2_ancestor", "rank 2: ancestor"), ("np_r2_chance_ancestor", "chance"),
             ("np_r3_ancestor", "rank 3: ancestor"), ("np_r3_chance_ancestor", "chance"),
             ("np_any_ancestor", "any of 2..R: ancestor"), ("np_any_chance_ancestor", "chance"),
-            ("np_r2_same", "rank 2: same class"), ("np_r2_chance_same", "chance"),
-            ("np_r2_unrelated", "rank 2: unrelated"), ("np_r2_chance_unrelated", "chance")]
+            ("np_r2_same", "rank 2: same class"), ("np_r2_chance_same", "chance")]
     cols = [c for c in cols if c[0] in table[0]]
+    keys = [k for k in ("features", "benchmark", "method")
+            if k != "features" or len({t[k] for t in table}) > 1]
     html = render("""
-<table class="t"><tr><th>features</th><th>reducer</th><th>benchmark</th><th>method</th>
+<div style="overflow-x:auto">
+<table class="t"><tr>{% for k in keys %}<th>{{ k }}</th>{% endfor %}
 <th>clusters named at</th>{% for k, h in cols %}<th>{{ h }}</th>{% endfor %}</tr>
-{% for t in table %}<tr><td>{{ t.features }}</td><td>{{ t.reducer }}</td><td>{{ t.benchmark }}</td>
-<td>{{ t.method }}</td><td>{{ t.naming }}</td>
-{% for k, h in cols %}<td class="num">{{ t[k][0] | num }} ± {{ t[k][1] | num }}</td>{% endfor %}</tr>
-{% endfor %}</table>
+{% for t in table %}<tr>{% for k in keys %}<td>{{ t[k] }}</td>{% endfor %}<td>{{ t.naming }}</td>
+{% for k, h in cols %}<td class="num">{% if t[k][2] %}{{ t[k][0] | num }} ± {{ t[k][1] | num }}{% else %}—{% endif %}</td>{% endfor %}</tr>
+{% endfor %}</table></div>
 {{ img }}
 <p class="note">Each cluster is named by the majority class of its members at the level shown;
 for every image, the clusters after its own (rank 2, 3, ... by the method's soft assignment:
 probabilities, centroid distance or distance to the cluster mean) are checked against the
 image's class and its ancestors. <b>Chance</b> is the rate for a cluster drawn uniformly
-from the image's other clusters. Mean ± std over seeds.</p>""", cols=cols, table=table,
+from the image's other clusters. Mean ± std over seeds.</p>""", cols=cols, table=table, keys=keys,
                   img=fig.img("non-primary clusters naming an ancestor, against chance"))
     return Section("bench-non-primary", "Non-primary clusters", html, [fig.link])
 

@@ -1,6 +1,7 @@
 """Pivot tables of benchmark results: mean ± std over seeds.
 
-Rows are (features, reducer, benchmark), columns the methods, cells ``mean ± std`` of one
+Rows are (features, benchmark), columns the pipelines (a method, with its reducer when the
+method runs after several), cells ``mean ± std`` of one
 metric over the seeds (sample standard deviation, ``ddof=1``; ``± 0`` for one seed). The
 best mean of a row is marked ``*``; a cell with fewer seeds than the row's most shows
 ``(n=...)``.
@@ -16,7 +17,8 @@ import numpy as np
 
 from deepclust.tables import format_table
 
-__all__ = ["format_non_primary", "format_pivot", "mean_std", "non_primary_table", "pivot"]
+__all__ = ["format_non_primary", "format_pivot", "mean_std", "non_primary_table", "pipeline_labels",
+           "pivot"]
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float, int]:
@@ -42,25 +44,40 @@ def _cell(mean: float, std: float, n: int, n_max: int, best: bool, digits: int =
     return text
 
 
-def pivot(rows: Sequence[dict], metric: str, *, row_keys: Sequence[str] = ("features", "reducer",
+def pipeline_labels(rows: Sequence[dict]) -> dict[tuple[str, str], str]:
+    """Column name of each (method, reducer): the method's label, plus `` · reducer`` when
+    that method runs after more than one reducer."""
+    reducers: dict[str, list[str]] = {}
+    for r in rows:
+        reducers.setdefault(r["method"], [])
+        if r.get("reducer") not in reducers[r["method"]]:
+            reducers[r["method"]].append(r.get("reducer"))
+    return {(m, red): m if len(reds) == 1 else f"{m} · {red}"
+            for m, reds in reducers.items() for red in reds}
+
+
+def pivot(rows: Sequence[dict], metric: str, *, row_keys: Sequence[str] = ("features",
           "benchmark")) -> tuple[list[dict], list[str]]:
     """Aggregate ``rows`` into a pivot of ``metric``.
 
     Returns
     -------
     table : list of dict
-        One dict per pivot row: the ``row_keys`` and, per method, ``{"mean", "std", "n"}``.
-    methods : list of str
-        Method columns, in first-seen order (the baseline first when present).
+        One dict per pivot row: the ``row_keys`` and, per column, ``{"mean", "std", "n"}``.
+    columns : list of str
+        One per pipeline (method, and its reducer when a method runs after several), in
+        first-seen order, the baseline first.
     """
     rows = [r for r in rows if metric in r]
-    methods = _ordered([r["method"] for r in rows])
-    baseline = [m for m in methods if any(r["method"] == m and r.get("baseline") for r in rows)]
+    names = pipeline_labels(rows)
+    col = [names[(r["method"], r.get("reducer"))] for r in rows]
+    methods = _ordered(col)
+    baseline = _ordered([c for c, r in zip(col, rows, strict=True) if r.get("baseline")])
     methods = baseline + [m for m in methods if m not in baseline]
     groups: dict[tuple, dict[str, list]] = {}
-    for r in rows:
+    for c, r in zip(col, rows, strict=True):
         g = groups.setdefault(tuple(r.get(k) for k in row_keys), {})
-        g.setdefault(r["method"], []).append(r.get(metric))
+        g.setdefault(c, []).append(r.get(metric))
     table = []
     for key, by_method in groups.items():
         entry: dict[str, Any] = dict(zip(row_keys, key, strict=True))
@@ -72,13 +89,14 @@ def pivot(rows: Sequence[dict], metric: str, *, row_keys: Sequence[str] = ("feat
 
 
 def format_pivot(rows: Sequence[dict], metric: str, *, digits: int = 3,
-                 row_keys: Sequence[str] = ("features", "reducer", "benchmark")) -> str:
+                 row_keys: Sequence[str] = ("features", "benchmark")) -> str:
     """The pivot of ``metric`` as an aligned text table (see the module docstring)."""
     table, methods = pivot(rows, metric, row_keys=row_keys)
     if not table:
         return f"(no rows with {metric})"
     # drop row-key columns that hold a single value: they only repeat themselves
-    shown_keys = [k for k in row_keys if len({t[k] for t in table}) > 1] or [row_keys[-1]]
+    # the last row key always; the others only when they vary (one value repeats itself)
+    shown_keys = [k for k in row_keys[:-1] if len({t[k] for t in table}) > 1] + [row_keys[-1]]
     out = []
     for t in table:
         means = [t[m]["mean"] for m in methods if t[m]["n"]]
@@ -87,23 +105,25 @@ def format_pivot(rows: Sequence[dict], metric: str, *, digits: int = 3,
         line = {k: t[k] for k in shown_keys}
         for m in methods:
             c = t[m]
-            line[m] = _cell(c["mean"], c["std"], c["n"], n_max,
-                            len(means) > 1 and c["n"] > 0 and c["mean"] == best, digits)
+            tie = c["n"] > 0 and round(c["mean"], digits) == round(best, digits)
+            line[m] = _cell(c["mean"], c["std"], c["n"], n_max, len(means) > 1 and tie, digits)
         out.append(line)
     return format_table(out, [*shown_keys, *methods])
 
 
-def non_primary_table(rows: Sequence[dict], *, row_keys: Sequence[str] = ("features", "reducer",
-                      "benchmark", "method")) -> list[dict]:
-    """Non-primary analysis per (features, reducer, benchmark, method), mean ± std over seeds.
+def non_primary_table(rows: Sequence[dict]) -> list[dict]:
+    """Non-primary analysis per (features, benchmark, pipeline), mean ± std over seeds.
 
     Columns: the naming level, then for rank 2 the ancestor rate and its chance level, for
     rank 3 the same, and over ranks 2..R ("any").
     """
     rows = [r for r in rows if r.get("np_naming") is not None]
+    names = pipeline_labels(rows)
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        groups.setdefault(tuple(r.get(k) for k in row_keys), []).append(r)
+        key = (r.get("features"), r.get("benchmark"), names[(r["method"], r.get("reducer"))])
+        groups.setdefault(key, []).append(r)
+    row_keys = ("features", "benchmark", "method")
     cols = [c for c in ("np_r1_ancestor", "np_r1_same", "np_r2_ancestor", "np_r2_chance_ancestor",
                         "np_r2_same", "np_r2_chance_same", "np_r3_ancestor",
                         "np_r3_chance_ancestor", "np_any_ancestor", "np_any_chance_ancestor",
@@ -135,8 +155,8 @@ def format_non_primary(rows: Sequence[dict], *, digits: int = 3, brief: bool = T
     table = non_primary_table(rows)
     if not table:
         return "(no non-primary analysis in these rows)"
-    keys = ("features", "reducer", "benchmark", "method")
-    shown_keys = [k for k in keys if len({t[k] for t in table}) > 1] or ["method"]
+    keys = ("features", "benchmark", "method")
+    shown_keys = [k for k in keys if k != "features" or len({t[k] for t in table}) > 1]
     cols = [c for c in _NP_HEADERS if c in table[0]]
     if brief:
         cols = [c for c in cols if c in ("np_r2_ancestor", "np_r2_chance_ancestor",

@@ -19,7 +19,8 @@ from deepclust.deepcluster.evaluate import (
 )
 from deepclust.deepcluster.models import NETWORKS, DeepClusterNet, SobelFilter, build_network
 from deepclust.deepcluster.sampling import UniformLabelSampler, uniform_label_indices
-from deepclust.deepcluster.train import DeepCluster, DeepClusterV2, ProjectionHead, features_of
+from deepclust.deepcluster.train import DeepCluster, features_of
+from deepclust.deepcluster.v2 import DeepClusterV2, ProjectionHead
 
 __all__ = [
     "NETWORKS",
