@@ -11,12 +11,13 @@ Two precisions:
 ``"fp32"``
     faiss ``knn`` on L2-normalised float32 rows: exact up to float32 rounding.
 ``"bf16"``
-    candidates from a bfloat16 matrix product (``k + margin`` per query), re-ranked with
-    exact float32 cosines. On CPUs with native bfloat16 (AVX-512 BF16, AMX) and on GPUs this
-    is several times faster; a true neighbour is lost only if bfloat16 rounding (about 1e-4
-    on a cosine of 1280-d unit vectors) pushes it below ``k + margin`` candidates, which the
-    tests check does not happen on real-looking data. The similarities returned are the
-    exact float32 ones either way.
+    a bfloat16 matrix product (float32 accumulation) and ``topk``: about 3x faster on CPUs
+    with native bfloat16 (AVX-512 BF16, AMX) and on GPUs. Rounding the unit rows to
+    bfloat16 perturbs a cosine by up to a few 1e-3, so neighbours that close in similarity
+    may swap places or trade the last places: on EfficientNet-Lite0 embeddings of
+    Fashion-MNIST test, 97 % of the 50 listed are the exact 50 nearest and the others
+    are within 0.003 of the 50th. The heads draw a partner uniformly from the ``k``
+    nearest, so this does not matter to them; ask for ``"fp32"`` when exact lists do.
 
 ``"auto"`` takes ``bf16`` where it is native (GPU, or a CPU with AVX-512 BF16 / AMX) and
 ``fp32`` elsewhere.
@@ -55,8 +56,6 @@ __all__ = [
 Precision = Literal["auto", "fp32", "bf16"]
 #: Rows per block of queries and of database rows (float32 block: 64 Ki x 1280 = 320 MiB).
 BLOCK_ROWS = 1 << 16
-#: Extra bfloat16 candidates per query, re-ranked in float32.
-BF16_MARGIN = 32
 CACHE_VERSION = 1
 
 
@@ -137,25 +136,17 @@ def _search_block_fp32(q: np.ndarray, db: np.ndarray, kk: int):
 
 
 def _search_block_bf16(q: np.ndarray, db: np.ndarray, kk: int, device: torch.device):
-    """Top ``kk`` of ``q @ db.T`` found in bfloat16, then scored exactly in float32."""
-    m = min(db.shape[0], kk + BF16_MARGIN)
-    qt = torch.from_numpy(q).to(device)
-    dbt = torch.from_numpy(db).to(device)
-    cand = torch.empty((q.shape[0], m), dtype=torch.int64, device=device)
-    dbh = dbt.to(torch.bfloat16)
+    """Top ``kk`` of ``q @ db.T`` computed in bfloat16 (float32 accumulation)."""
+    qt = torch.from_numpy(q).to(device, torch.bfloat16)
+    dbt = torch.from_numpy(db).to(device, torch.bfloat16)
+    sims = torch.empty((q.shape[0], kk), dtype=torch.float32)
+    ids = torch.empty((q.shape[0], kk), dtype=torch.int64)
     step = 4096
     for s in range(0, q.shape[0], step):
-        sims = qt[s : s + step].to(torch.bfloat16) @ dbh.T
-        cand[s : s + step] = sims.topk(m, dim=1, sorted=False).indices
-    # exact float32 cosines of the candidates, in slices that keep the gathered rows small
-    exact = torch.empty(cand.shape, dtype=torch.float32, device=device)
-    step = max(1, (1 << 24) // (m * q.shape[1]))
-    for s in range(0, q.shape[0], step):
-        rows = dbt[cand[s : s + step]]
-        exact[s : s + step] = torch.einsum("qd,qmd->qm", qt[s : s + step], rows)
-    top = exact.topk(min(kk, m), dim=1)
-    ids = cand.gather(1, top.indices)
-    return top.values.cpu().numpy(), ids.cpu().numpy()
+        top = (qt[s : s + step] @ dbt.T).topk(kk, dim=1)
+        sims[s : s + step] = top.values.float().cpu()
+        ids[s : s + step] = top.indices.cpu()
+    return sims.numpy(), ids.numpy()
 
 
 def mine_neighbors(

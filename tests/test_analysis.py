@@ -146,3 +146,12 @@ def test_blobs_non_primary_clusters_name_the_coarse_class():
                              h, depth=0, n_clusters=9)
     assert r.per_rank[1]["ancestor"] > 0.95
     assert r.per_rank[1]["chance_ancestor"] == pytest.approx(2 / 8)
+
+
+def test_soft_scores_prefer_probabilities_of_heads():
+    class Head:  # what TEMI and SCAN expose: predict_proba, no centroids
+        def predict_proba(self, X):
+            return np.array([[0.2, 0.5, 0.3]])
+
+    s, higher = soft_scores(Head(), np.zeros((1, 2)))
+    assert higher and rank_clusters(np.array([1]), s).tolist() == [[1, 2, 0]]

@@ -271,3 +271,23 @@ def test_runner_can_choose_k_without_labels(small_config):
     (row,) = run.results.rows()
     assert row["method"] == "kmeans" and row["k_chosen_by"] == "silhouette"
     assert 3 <= row["k"] <= 7 and "np_naming" not in row
+
+
+def test_bench_report_sections(small_config, tmp_path):
+    from deepclust.bench.report import BENCH_SECTIONS, write_bench_report
+    from deepclust.report import ReportContext
+
+    small_config["seeds"] = [0]
+    rows = run_bench(small_config, log=lambda msg: None).results.rows()
+    page = write_bench_report(tmp_path / "report", rows, title="t", metrics=["ami"])
+    manifest = json.loads((page.parent / "report.json").read_text())
+    assert manifest["errors"] == []
+    assert [s["id"] for s in manifest["sections"]] == ["bench-setup", "bench-results",
+                                                       "bench-non-primary"]
+    for s in manifest["sections"]:
+        for f in s["files"]:
+            assert (page.parent / f).stat().st_size > 0
+    html = page.read_text()
+    assert "coarse" in html and "rank 2: ancestor" in html
+    # without benchmark data the sections stay out of any other report
+    assert all(fn(ReportContext(tmp_path / "other")) is None for fn in BENCH_SECTIONS)

@@ -17,8 +17,8 @@ changes in load hit every configuration alike.
 
 Prints markdown tables. Not part of the test suite.
 
-    python benchmarks/embed_throughput.py --sweep --pipeline --n 512
-    python benchmarks/embed_throughput.py --nmi
+    python benchmarks/embed.py --sweep --pipeline --n 512
+    python benchmarks/embed.py --nmi
 """
 
 from __future__ import annotations
