@@ -179,8 +179,9 @@ class NonPrimaryResult:
         for ranks >= 2.
     any_rank : dict
         Ranks 2..R together: ``ancestor`` (rate of images with at least one non-primary
-        cluster naming a true ancestor), ``chance_ancestor``, and the same for
-        ``ancestor_or_same``.
+        cluster naming a true ancestor), ``chance_ancestor``, the same for
+        ``ancestor_or_same``, and ``possible_ancestor``: the share of images for which some
+        other cluster names an ancestor at all (the ceiling of every ancestor rate).
     """
 
     naming: str
@@ -257,7 +258,6 @@ def non_primary_analysis(
 
     Examples
     --------
-    >>> from deepclust.data.hierarchy import builtin_hierarchy
     >>> h = Hierarchy({"a1": "A", "a2": "A", "b1": "B"})
     >>> ranked = np.array([[0, 1], [1, 0], [2, 0]])     # image, its cluster, its runner-up
     >>> r = non_primary_analysis(ranked, np.array([0, 1, 2]), ["a1", "a2", "b1"], h, depth=0)
@@ -328,6 +328,8 @@ def non_primary_analysis(
 
         any_rank = {
             "ranks": f"2-{n_ranks}",
+            # the ceiling: images with at least one other cluster named after an ancestor
+            "possible_ancestor": float(np.mean(good_anc > 0)),
             "ancestor": float(np.mean((non_primary == anc_i).any(axis=1))),
             "chance_ancestor": float(np.mean(1.0 - p_none(good_anc))),
             "ancestor_or_same": float(np.mean(((non_primary == anc_i)

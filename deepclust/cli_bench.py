@@ -10,7 +10,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """``deepclust bench CONFIG.yaml``: run the pending tasks, append rows, print tables."""
     from deepclust.bench.config import load_config
     from deepclust.bench.runner import BenchRun, plan_tasks
-    from deepclust.bench.tables import format_non_primary, format_pivot
+    from deepclust.bench.tables import format_delta, format_non_primary, format_pivot
 
     cfg = load_config(args.config)
     run = BenchRun(cfg, args.out)
@@ -45,6 +45,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     for metric in metrics:
         print(f"\n{metric.upper()} (mean ± std over seeds; * best mean of the row)")
         print(format_pivot(rows, metric))
+    paired = "ami" if "ami" in metrics else metrics[0]
+    print(f"\n{paired.upper()} difference to the k-means baseline, paired by seed "
+          "(mean ± std of the differences)")
+    print(format_delta(rows, paired))
     if cfg.non_primary is not None:
         print("\nNon-primary clusters: share of images whose rank-r cluster names a true "
               "ancestor (or the same class), beside chance (a random other cluster)")

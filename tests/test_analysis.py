@@ -45,6 +45,7 @@ def test_hand_built_case_rates_and_chance():
     assert r.any_rank["ancestor"] == pytest.approx(3 / 7)
     # hypergeometric chance: 2 draws of 3 others, one good for images 0-2: 2/3
     assert r.any_rank["chance_ancestor"] == pytest.approx((2 / 3) * 3 / 7)
+    assert r.any_rank["possible_ancestor"] == pytest.approx(3 / 7)  # a1, a1, a2 images
     flat = r.flat()
     assert flat["np_r2_ancestor"] == rank2["ancestor"] and flat["np_naming"] == "depth=0"
 

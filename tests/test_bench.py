@@ -21,7 +21,7 @@ from deepclust.bench import (
 )
 from deepclust.bench.config import parse_config
 from deepclust.bench.runner import BenchRun, plan_tasks
-from deepclust.bench.tables import format_pivot, pivot
+from deepclust.bench.tables import format_delta, format_pivot, pivot
 from deepclust.data.hierarchy import builtin_hierarchy
 from deepclust.errors import InputError
 
@@ -171,6 +171,9 @@ def test_pivot_mean_std_and_best_mark():
     assert table[0]["temi"]["std"] == pytest.approx(math.sqrt(0.02))  # ddof=1
     text = format_pivot(rows, "acc")
     assert "0.800 ± 0.141 *" in text and "0.550 ± 0.071" in text
+    # paired by seed: differences 0.2 and 0.3
+    delta = format_delta(rows, "acc")
+    assert "temi - kmeans" in delta and "+0.250 ± 0.071" in delta
 
 
 # ----------------------------------------------------------------------------- runner

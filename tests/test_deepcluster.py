@@ -155,6 +155,26 @@ def test_random_resized_crop_boxes_and_flip():
     np.testing.assert_allclose(flipped[1], img[1], atol=1e-4)
 
 
+def test_image_folders_are_decoded_to_squares_and_bad_files_left_out(tmp_path):
+    from PIL import Image
+
+    from deepclust.deepcluster import load_training_images
+
+    rng = np.random.default_rng(0)
+    for k, (w, h) in enumerate([(40, 20), (16, 30), (25, 25), (64, 48)]):
+        (tmp_path / f"c{k % 2}").mkdir(exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(
+            tmp_path / f"c{k % 2}" / f"{k}.png")
+    (tmp_path / "c0" / "broken.png").write_bytes(b"not an image")
+    images = load_training_images(tmp_path, side=16)
+    assert tuple(images.pixels.shape) == (4, 3, 16, 16) and images.pixels.dtype == torch.uint8
+    assert images.labels.tolist() == [0, 0, 1, 1] and len(images.failed) == 1
+    assert images.failed[0]["id"] == "c0/broken.png"
+    dc = DeepCluster("small", epochs=1, input_size=12, resize_size=16,
+                     **{**V1, "n_clusters": 2, "pca_dim": 2}).fit(images)
+    assert dc.labels_.shape == (4,) and dc.preprocessing_.output_size == (12, 12)
+
+
 # ----------------------------------------------------------------------------- training
 
 

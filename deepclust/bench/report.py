@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deepclust.bench.tables import mean_std, non_primary_table, pivot
+from deepclust.bench.tables import format_delta, mean_std, non_primary_table, pivot
 from deepclust.report.core import ReportContext, Section, render_report
 from deepclust.report.template import render
 
@@ -147,9 +147,15 @@ def bench_results_section(ctx: ReportContext) -> Section | None:
                              img=fig.img(f"{metric} per benchmark and method")))
     if not blocks:
         return None
+    paired = "ami" if "ami" in metrics else metrics[0]
     html = render("""{% for b in blocks %}{{ b }}{% endfor %}
 <p class="note">Mean ± sample standard deviation over seeds; the best mean of a row is bold.
-The first method column is the k-means baseline.</p>""", blocks=blocks)
+The first method column is the k-means baseline.</p>
+<h3>{{ name }}: difference to the k-means baseline, paired by seed</h3>
+<pre>{{ delta }}</pre>
+<p class="note">Mean ± std of the per-seed differences: pairing removes what a seed's runs
+share (for random benchmarks, the subset itself).</p>""", blocks=blocks,
+                  name=_METRIC_NAMES.get(paired, paired), delta=format_delta(b["rows"], paired))
     return Section("bench-results", "Results (mean ± std over seeds)", html, files)
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from deepclust.tables import format_table
 
-__all__ = ["format_non_primary", "format_pivot", "mean_std", "non_primary_table", "pipeline_labels",
+__all__ = ["format_delta", "format_non_primary", "format_pivot", "mean_std", "non_primary_table", "pipeline_labels",
            "pivot"]
 
 
@@ -109,6 +109,40 @@ def format_pivot(rows: Sequence[dict], metric: str, *, digits: int = 3,
             line[m] = _cell(c["mean"], c["std"], c["n"], n_max, len(means) > 1 and tie, digits)
         out.append(line)
     return format_table(out, [*shown_keys, *methods])
+
+
+def format_delta(rows: Sequence[dict], metric: str, *, digits: int = 3,
+                 row_keys: Sequence[str] = ("features", "benchmark")) -> str:
+    """Each pipeline minus the k-means baseline, paired by seed: mean ± std of the differences.
+
+    Pairing removes what the seeds share (for random benchmarks, the subset itself), so the
+    spread shown is that of the difference, not of the scores.
+    """
+    rows = [r for r in rows if r.get(metric) is not None]
+    names = pipeline_labels(rows)
+    base_cols = _ordered([names[(r["method"], r.get("reducer"))] for r in rows if r.get("baseline")])
+    if not base_cols:
+        return "(no baseline rows)"
+    base = base_cols[0]
+    cols = [c for c in _ordered([names[(r["method"], r.get("reducer"))] for r in rows])
+            if c != base]
+    values: dict[tuple, dict[str, dict[int, float]]] = {}
+    for r in rows:
+        key = tuple(r.get(k) for k in row_keys)
+        values.setdefault(key, {}).setdefault(names[(r["method"], r.get("reducer"))],
+                                              {})[r.get("seed")] = r[metric]
+    out = []
+    shown = [k for i, k in enumerate(row_keys[:-1])
+             if len({key[i] for key in values}) > 1] + [row_keys[-1]]
+    for key, by_col in values.items():
+        line: dict[str, Any] = {k: key[row_keys.index(k)] for k in shown}
+        b = by_col.get(base, {})
+        for c in cols:
+            diffs = [v - b[s] for s, v in by_col.get(c, {}).items() if s in b]
+            mean, std, n = mean_std(diffs)
+            line[f"{c} - {base}"] = "-" if n == 0 else f"{mean:+.{digits}f} ± {std:.{digits}f}"
+        out.append(line)
+    return format_table(out, [*shown, *(f"{c} - {base}" for c in cols)])
 
 
 def non_primary_table(rows: Sequence[dict]) -> list[dict]:

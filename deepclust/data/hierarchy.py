@@ -34,7 +34,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -507,15 +507,3 @@ def load_hierarchy(spec: str | os.PathLike | Mapping | Hierarchy) -> Hierarchy:
                                 f"({', '.join(BUILTIN_HIERARCHIES)})")
     return load_parent_map(p)
 
-
-def label_set_matrix(hierarchy: Hierarchy, class_names: Iterable[str],
-                     node_index: Mapping[str, int]) -> np.ndarray:
-    """Boolean ``(C, len(node_index))``: row c marks class c and its ancestors."""
-    names = list(class_names)
-    out = np.zeros((len(names), len(node_index)), dtype=bool)
-    for i, s in enumerate(hierarchy.label_sets(names)):
-        for node in s:
-            j = node_index.get(node)
-            if j is not None:
-                out[i, j] = True
-    return out

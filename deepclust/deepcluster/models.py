@@ -9,15 +9,18 @@ DeepCluster, the projection head and prototypes of DeepCluster-v2) live in
 :mod:`deepclust.deepcluster.train`, apart from the network, so the network alone is what is
 saved and exported.
 
-=============  ======  =====  ==========  ================================================
-name           input   Sobel  features    what
-=============  ======  =====  ==========  ================================================
-``alexnet``    224     yes    4096        AlexNet with batch norm (DeepCluster's)
-``vgg16``      224     yes    4096        VGG-16 with batch norm (DeepCluster's)
-``resnet18``   224     no     512         ResNet-18 (He et al. 2016)
-``resnet50``   224     no     2048        ResNet-50 (DeepCluster-v2 / SwAV's network)
-``small``      28-32   no     256         3 conv stages + 2 FC layers, for 28-32 px images
-=============  ======  =====  ==========  ================================================
+=============  ======  =====  =====  ======  ==============================================
+name           input   Sobel  embed  trunk   what
+=============  ======  =====  =====  ======  ==============================================
+``alexnet``    224     yes    4096   9216    AlexNet with batch norm (DeepCluster's)
+``vgg16``      224     yes    4096   25088   VGG-16 with batch norm (DeepCluster's)
+``resnet18``   224     no     512    512     ResNet-18 (He et al. 2016), pooled
+``resnet50``   224     no     2048   2048    ResNet-50 (DeepCluster-v2 / SwAV's), pooled
+``small``      28-32   no     256    2048    3 conv stages + 2 FC layers, 28-32 px images
+=============  ======  =====  =====  ======  ==============================================
+
+``embed`` is what DeepCluster clusters, ``trunk`` the convolutional features (flattened),
+which the paper's linear probes use and the exported encoder gives by default.
 
 Each name is also registered with :func:`deepclust.encoders.checkpoint.register_architecture`
 as ``deepcluster-<name>``, so a trained network loads back as ``checkpoint:<folder>``.
@@ -27,7 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -231,8 +234,8 @@ def small_convnet(sobel: bool = False, input_size: int = 28,
 
     One ``conv3x3-BN-ReLU`` and a 2x2 max-pool per width (28 px: 28 -> 14 -> 7 -> 4), then
     ``[Dropout]-FC-ReLU-[Dropout]-FC`` like AlexNet's classifier, ``hidden`` wide; the
-    features are the last FC's output. The default (32, 64, 128) trains at about 1 500
-    images/s on one CPU core with bfloat16 (docs/deepcluster.md).
+    features are the last FC's output. The default (32, 64, 128) trains at 1 000-1 500
+    images/s on one busy CPU core with bfloat16 (docs/deepcluster.md).
     """
     layers: list[nn.Module] = []
     c = _in_channels(sobel)
@@ -388,7 +391,6 @@ class NetworkSpec:
     sobel: bool
     crop_scale: tuple[float, float] = (0.08, 1.0)
     description: str = ""
-    defaults: dict[str, Any] = field(default_factory=dict)
 
 
 NETWORKS: dict[str, NetworkSpec] = {

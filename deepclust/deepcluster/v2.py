@@ -208,15 +208,18 @@ class DeepClusterV2(_DeepClusterBase):
             self._small_augment = Augmentation(self.small_crop_size, self.mean_, self.std_,
                                                scale=tuple(self.small_crop_scale),
                                                ratio=tuple(self.crop_ratio), flip=self.flip)
-        self.memory_ = None
+        self.memory_ = None  # held by rank 0 only
+        self._memory_ready = False
         self.assignments_ = None
         self.labels_ = None
         if tensors is not None:
             self.projection_.load_state_dict(
                 {k[5:]: v for k, v in tensors.items() if k.startswith("head.")})
             load_optimizer_tensors(self.optimizer_, self._named, tensors)
-            if "memory" in tensors and ddp.info().is_main:
-                self.memory_ = tensors["memory"].clone()
+            if "memory" in tensors:
+                self._memory_ready = True
+                if ddp.info().is_main:
+                    self.memory_ = tensors["memory"].clone()
             if "assignments" in tensors:
                 self.assignments_ = tensors["assignments"].numpy().astype(np.int64)
                 self.labels_ = self.assignments_[0]
@@ -266,8 +269,9 @@ class DeepClusterV2(_DeepClusterBase):
         di = ddp.info()
         seconds: dict[str, float] = {}
         t0 = time.perf_counter()
-        if self.memory_ is None:
+        if not self._memory_ready:
             self.memory_ = self._fill_memory(images, epoch)
+            self._memory_ready = True
         seconds["memory"] = time.perf_counter() - t0
 
         # spherical k-means on the memory bank, one clustering per head
