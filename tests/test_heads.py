@@ -23,15 +23,18 @@ from deepclust.cluster.heads.objectives import (
     TEMIObjective,
     update_prior,
 )
-from deepclust.cluster.heads.training import PairSampler, cosine_schedule, ema_update_
+from deepclust.cluster.heads.training import (
+    PairSampler,
+    auto_teacher_momentum,
+    cosine_schedule,
+    ema_update_,
+)
 from deepclust.errors import InputError
 from deepclust.metrics import cluster_acc
 
 # small heads, fp32 on the CPU: fast and deterministic
 SMALL = dict(n_heads=3, hidden_dim=32, bottleneck_dim=16, n_neighbors=5, batch_size=64,
              n_steps=40, base_lr=2e-3, precision="fp32", device="cpu", cache_neighbors=False)
-# a 40-step run needs a teacher that follows within a few steps
-TEMI_SMALL = dict(SMALL, teacher_momentum=0.9)
 
 
 @pytest.fixture(scope="module")
@@ -133,6 +136,12 @@ def test_schedules_and_sampler():
     assert torch.equal(sampler.batch(7)[1], PairSampler(nb, 10, 0).batch(7)[1])  # stateless
 
 
+def test_teacher_momentum_follows_the_budget():
+    assert auto_teacher_momentum(40) == pytest.approx(0.9)  # a short run: a quick teacher
+    assert auto_teacher_momentum(1000) == pytest.approx(0.95)
+    assert auto_teacher_momentum(10**6) == pytest.approx(0.996)  # TEMI's, for long runs
+
+
 def test_head_bank_select_copies_heads():
     torch.manual_seed(0)
     bank = HeadBank(6, 3, n_heads=4, hidden_dim=8, bottleneck_dim=4)
@@ -146,7 +155,7 @@ def test_head_bank_select_copies_heads():
 
 def test_temi_clusters_blobs_and_predicts_unseen_points(blobs):
     X, y = blobs
-    model = TEMI(n_clusters=4, random_state=0, **TEMI_SMALL).fit(X[:600])
+    model = TEMI(n_clusters=4, random_state=0, **SMALL).fit(X[:600])
     assert cluster_acc(y[:600], model.labels_) > 0.95
     pred = model.predict(X[600:])  # points never seen in training
     assert cluster_acc(y[600:], pred) > 0.95
@@ -158,7 +167,7 @@ def test_temi_clusters_blobs_and_predicts_unseen_points(blobs):
 
 def test_head_selection_is_the_lowest_recent_training_loss(blobs):
     X, _ = blobs
-    model = TEMI(n_clusters=4, random_state=1, **TEMI_SMALL).fit(X)
+    model = TEMI(n_clusters=4, random_state=1, **SMALL).fit(X)
     window = max(1, model.n_steps_ // 10)
     recent = model.loss_history_[-window:].mean(axis=0)
     np.testing.assert_allclose(model.head_losses_, recent, rtol=1e-6)
@@ -178,22 +187,22 @@ def test_scan_and_self_labelling(blobs):
 
 def test_estimator_contract(blobs):
     X, _ = blobs
-    model = make_clusterer("temi", n_clusters=4, random_state=0, **TEMI_SMALL)
+    model = make_clusterer("temi", n_clusters=4, random_state=0, **SMALL)
     assert clone(model).get_params() == model.get_params()
     with pytest.raises(InputError, match="not fitted"):
         model.predict(X)
     with pytest.raises(InputError, match="n_clusters"):
-        TEMI(n_clusters=0, **TEMI_SMALL).fit(X)
+        TEMI(n_clusters=0, **SMALL).fit(X)
     fitted = model.fit(X)
     with pytest.raises(InputError, match="features"):
         fitted.predict(X[:, :5])
-    again = make_clusterer("temi", n_clusters=4, random_state=0, **TEMI_SMALL).fit(X)
+    again = make_clusterer("temi", n_clusters=4, random_state=0, **SMALL).fit(X)
     assert np.array_equal(again.labels_, fitted.labels_)  # random_state makes it repeatable
 
 
 def test_resume_after_interruption_gives_the_uninterrupted_result(blobs, tmp_path, monkeypatch):
     X, _ = blobs
-    params = dict(TEMI_SMALL, n_steps=20, checkpoint_every=5, random_state=0)
+    params = dict(SMALL, n_steps=20, checkpoint_every=5, random_state=0)
     straight = TEMI(n_clusters=4, **params).fit(X)
 
     original = training_mod.HeadTrainer.train_step
@@ -226,7 +235,7 @@ def test_cli_cluster_with_temi(blobs, tmp_path):
     argv = ["cluster", str(tmp_path / "X.npy"), "--labels", str(tmp_path / "y.npy"),
             "--method", "temi", "--k", "4", "--out", str(tmp_path / "out"), "--no-label-free",
             "--json"]
-    for key, value in TEMI_SMALL.items():
+    for key, value in SMALL.items():
         argv += ["--param", f"{key}={value}"]
     assert main(argv) == 0
     labels = np.load(tmp_path / "out" / "labels.npy")

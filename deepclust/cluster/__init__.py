@@ -11,15 +11,15 @@ from deepclust.cluster.base import (
     make_clusterer,
     register,
 )
-from deepclust.cluster.kmeans import KMeans  # noqa: F401  (registers "kmeans")
 from deepclust.cluster.classic import (  # noqa: F401  (registers the classic methods)
-    Agglomerative,
-    AffinityPropagation,
-    GaussianMixture,
     HDBSCAN,
+    AffinityPropagation,
+    Agglomerative,
+    GaussianMixture,
     Spectral,
 )
 from deepclust.cluster.heads import SCAN, TEMI  # noqa: F401  (registers "temi" and "scan")
+from deepclust.cluster.kmeans import KMeans  # noqa: F401  (registers "kmeans")
 
 __all__ = [
     "BaseClusterer",

@@ -22,7 +22,12 @@ from deepclust.cluster.base import BaseClusterer
 from deepclust.cluster.heads import _ddp
 from deepclust.cluster.heads.checkpoint import load_checkpoint, save_checkpoint
 from deepclust.cluster.heads.modules import HeadBank
-from deepclust.cluster.heads.training import HeadTrainer, TrainConfig, default_n_steps
+from deepclust.cluster.heads.training import (
+    HeadTrainer,
+    TrainConfig,
+    auto_teacher_momentum,
+    default_n_steps,
+)
 from deepclust.errors import InputError
 
 __all__ = ["HeadClusterer", "resolve_device", "resolve_precision"]
@@ -139,9 +144,12 @@ class HeadClusterer(BaseClusterer):
         base = _positive_float(self.base_lr, "base_lr")
         return base * batch / LR_REFERENCE_BATCH
 
-    def _momentum(self) -> tuple[float, float]:
+    def _momentum(self, n_steps: int) -> tuple[float, float]:
         """Teacher EMA momentum at the start and at the end of training."""
-        start = float(getattr(self, "teacher_momentum", 0.996))
+        start = getattr(self, "teacher_momentum", "auto")
+        start = auto_teacher_momentum(n_steps) if start == "auto" else float(start)
+        if not 0.0 <= start < 1.0:
+            raise InputError(f"teacher_momentum must be 'auto' or in [0, 1), got {start!r}")
         end = getattr(self, "teacher_momentum_final", None)
         return start, start if end is None else float(end)
 
@@ -203,7 +211,8 @@ class HeadClusterer(BaseClusterer):
             n_steps=n_steps, batch_size=batch, lr=self._lr(batch),
             weight_decay=float(self.weight_decay), warmup_steps=self._warmup(n_steps),
             final_lr_ratio=float(self.final_lr_ratio),
-            teacher_momentum=self._momentum()[0], teacher_momentum_final=self._momentum()[1],
+            teacher_momentum=self._momentum(n_steps)[0],
+            teacher_momentum_final=self._momentum(n_steps)[1],
             seed=seed, bf16=precision == "bf16",
             checkpoint_every=int(self.checkpoint_every or 0) if self.checkpoint_dir else 0,
         )

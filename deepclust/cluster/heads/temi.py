@@ -41,8 +41,11 @@ class TEMI(HeadClusterer):
         Exponent of TEMI's PMI (0.6).
     student_temp, teacher_temp : float
         Softmax temperatures of the cosine logits (0.1 and 0.1).
-    teacher_momentum : float
-        EMA momentum of the teacher at the start of training.
+    teacher_momentum : float or "auto"
+        EMA momentum of the teacher (at the start of training, if it changes). "auto":
+        ``1 - 1 / clip(n_steps / 50, 10, 250)``, so the teacher averages the student over
+        a fiftieth of the budget (0.95 for 1 000 steps; TEMI's 0.996 from 12 500 steps on);
+        see :func:`~deepclust.cluster.heads.training.auto_teacher_momentum`.
     teacher_momentum_final : float or None
         Momentum at the end (cosine schedule from ``teacher_momentum``); None keeps it
         constant.
@@ -116,7 +119,7 @@ class TEMI(HeadClusterer):
         beta: float = 0.6,
         student_temp: float = 0.1,
         teacher_temp: float = 0.1,
-        teacher_momentum: float = 0.996,
+        teacher_momentum: float | str = "auto",
         teacher_momentum_final: float | None = None,
         prior_momentum: float = 0.9,
         batch_size: int = 1024,
