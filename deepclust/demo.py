@@ -1,7 +1,7 @@
 """``deepclust demo``: the zero-shot recipe on a built-in dataset, several ways, ranked.
 
 Every pipeline is scored with the labels (ACC/NMI/AMI/ARI) and with the label-free proxy
-(silhouette in one shared UMAP space), so the table also shows how well the proxy would
+(silhouette in one UMAP space per feature set, shared by that set's pipelines), so the table also shows how well the proxy would
 have picked the best pipeline without labels.
 """
 
@@ -164,7 +164,8 @@ def run_demo(dataset: str = "fashion-mnist", out: str | None = None, as_json: bo
         headers={"umap_silhouette": "UMAP-sil", "proxy_rank": "by proxy", "seconds": "fit s"},
         floatfmt=".3f"))
     print("\nRanked by AMI (uses labels). 'UMAP-sil' is the label-free proxy, measured in one "
-          "shared UMAP space; its rank is 'by proxy'.")
+          "UMAP space per feature set (comparable within a set, only roughly across sets); "
+          "its rank is 'by proxy'.")
     if rho is not None:
         print(f"Spearman correlation of proxy and AMI across pipelines: {rho:.2f}; "
               f"without labels the proxy would pick: {proxy_order[0]['pipeline']} "
