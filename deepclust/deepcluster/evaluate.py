@@ -124,6 +124,7 @@ def plot_nmi_curves(history, path: str | os.PathLike, *, title: str = "DeepClust
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     if isinstance(history, (str, os.PathLike)):
         history = read_history(history)
@@ -134,6 +135,7 @@ def plot_nmi_curves(history, path: str | os.PathLike, *, title: str = "DeepClust
         pts = [(e, r.get(key)) for e, r in zip(epochs, history, strict=True) if r.get(key) is not None]
         if pts:
             ax.plot(*zip(*pts, strict=True), style, label=label, markersize=3)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("NMI")
     ax.set_ylim(0, 1)
