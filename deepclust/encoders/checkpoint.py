@@ -209,6 +209,19 @@ def _checkpoint_dir(path: str | os.PathLike) -> Path:
     return p
 
 
+#: Architectures registered by modules that ``import deepclust`` does not load: the module is
+#: imported on first use of a checkpoint that names one (prefix -> module).
+ARCHITECTURE_MODULES = {"deepcluster-": "deepclust.deepcluster.models"}
+
+
+def _import_architecture_module(architecture: str) -> None:
+    import importlib
+
+    for prefix, module in ARCHITECTURE_MODULES.items():
+        if architecture.startswith(prefix) and architecture not in ARCHITECTURES:
+            importlib.import_module(module)
+
+
 def read_checkpoint_config(path: str | os.PathLike) -> dict:
     """The validated ``config.json`` of a checkpoint directory."""
     p = _checkpoint_dir(path)
@@ -226,6 +239,7 @@ def read_checkpoint_config(path: str | os.PathLike) -> dict:
     missing = [k for k in ("architecture", "dim", "transform") if k not in config]
     if missing:
         raise InputError(f"{p / CONFIG_FILE} lacks {', '.join(missing)}")
+    _import_architecture_module(config["architecture"])
     if config["architecture"] not in ARCHITECTURES:
         raise InputError(
             f"{p} uses architecture {config['architecture']!r}, which this deepclust does not "
