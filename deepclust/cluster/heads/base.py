@@ -207,12 +207,12 @@ class HeadClusterer(BaseClusterer):
         student = HeadBank(d, k, n_heads, int(self.hidden_dim), int(self.bottleneck_dim),
                            generator=gen).to(device)
         objective = self._objective(n_heads, k, device)
+        momentum = self._momentum(n_steps)
         config = TrainConfig(
             n_steps=n_steps, batch_size=batch, lr=self._lr(batch),
             weight_decay=float(self.weight_decay), warmup_steps=self._warmup(n_steps),
             final_lr_ratio=float(self.final_lr_ratio),
-            teacher_momentum=self._momentum(n_steps)[0],
-            teacher_momentum_final=self._momentum(n_steps)[1],
+            teacher_momentum=momentum[0], teacher_momentum_final=momentum[1],
             seed=seed, bf16=precision == "bf16",
             checkpoint_every=int(self.checkpoint_every or 0) if self.checkpoint_dir else 0,
         )

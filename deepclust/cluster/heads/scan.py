@@ -8,6 +8,8 @@ Images without Labels", ECCV 2020, on frozen embeddings: the clustering step
 
 from __future__ import annotations
 
+import time
+
 import torch
 
 from deepclust.cluster.base import register
@@ -75,9 +77,9 @@ class SCAN(HeadClusterer):
         self_label: bool = False,
         self_label_threshold: float = 0.99,
         self_label_steps: int | str = "auto",
-        batch_size: int = 1024,
+        batch_size: int = 256,
         n_steps: int | str = "auto",
-        base_lr: float = 1e-4,
+        base_lr: float = 1e-3,
         final_lr_ratio: float = 1.0,
         weight_decay: float = 1e-4,
         warmup_steps: int | str = "auto",
@@ -143,7 +145,9 @@ class SCAN(HeadClusterer):
                     "self_label_threshold": self.self_label_threshold, "steps": steps,
                     "head": self.head_} if context["identity"] else {}
         saver = self._resume(trainer, identity, phase="selflabel")
+        t = time.perf_counter()
         trainer.run(checkpoint=saver, verbose=bool(self.verbose))
+        context["timings"]["self_label_s"] = time.perf_counter() - t
         self._selected = trainer.student.eval()
         self.self_label_stats_ = {
             "n_steps": trainer.step,

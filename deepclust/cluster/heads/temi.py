@@ -43,8 +43,8 @@ class TEMI(HeadClusterer):
         Softmax temperatures of the cosine logits (0.1 and 0.1).
     teacher_momentum : float or "auto"
         EMA momentum of the teacher (at the start of training, if it changes). "auto":
-        ``1 - 1 / clip(n_steps / 50, 10, 250)``, so the teacher averages the student over
-        a fiftieth of the budget (0.95 for 1 000 steps; TEMI's 0.996 from 12 500 steps on);
+        ``1 - 1 / clip(n_steps / 100, 10, 250)``: the teacher averages the student over a
+        hundredth of the budget (0.9 for 1 000 steps; TEMI's 0.996 from 25 000 steps on);
         see :func:`~deepclust.cluster.heads.training.auto_teacher_momentum`.
     teacher_momentum_final : float or None
         Momentum at the end (cosine schedule from ``teacher_momentum``); None keeps it
@@ -122,9 +122,9 @@ class TEMI(HeadClusterer):
         teacher_momentum: float | str = "auto",
         teacher_momentum_final: float | None = None,
         prior_momentum: float = 0.9,
-        batch_size: int = 1024,
+        batch_size: int = 256,
         n_steps: int | str = "auto",
-        base_lr: float = 1e-4,
+        base_lr: float = 1e-3,
         final_lr_ratio: float = 1.0,
         weight_decay: float = 1e-4,
         warmup_steps: int | str = "auto",

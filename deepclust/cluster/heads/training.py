@@ -63,7 +63,7 @@ class TrainConfig:
         return asdict(self)
 
 
-def default_n_steps(n_samples: int, batch_size: int, *, steps: int = 2000,
+def default_n_steps(n_samples: int, batch_size: int, *, steps: int = 1000,
                     min_epochs: float = 0.0) -> int:
     """The step budget: ``steps`` whatever ``n_samples``; see docs/heads.md.
 
@@ -76,12 +76,13 @@ def default_n_steps(n_samples: int, batch_size: int, *, steps: int = 2000,
 def auto_teacher_momentum(n_steps: int) -> float:
     """The teacher's EMA momentum for a budget of ``n_steps``: ``1 - 1 / horizon``.
 
-    The teacher averages the student over about ``horizon = n_steps / 50`` steps (at least
-    10, at most 250 -- TEMI's 0.996 -- for long runs). TEMI's fixed 0.996 averages over 250
-    steps, a quarter of a 1 000-step run: the teacher then lags the student for most of the
-    run, which is why the published recipe under-trains small data (docs/heads.md).
+    The teacher averages the student over about ``horizon = n_steps / 100`` steps (at least
+    10, at most 250 -- TEMI's 0.996 -- for runs of 25 000 steps and more). TEMI's fixed
+    0.996 averages over 250 steps, a quarter of a 1 000-step run: the teacher then lags the
+    student for most of the run, which is why the published recipe under-trains small data
+    (docs/heads.md).
     """
-    horizon = min(250.0, max(10.0, n_steps / 50.0))
+    horizon = min(250.0, max(10.0, n_steps / 100.0))
     return 1.0 - 1.0 / horizon
 
 
