@@ -75,6 +75,9 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeat", type=int, default=1, help="runs of deepclust and faiss")
     parser.add_argument("--skip-sklearn", action="store_true", help="leave scikit-learn out")
+    parser.add_argument("--precision", nargs="+", default=["bf16", "fp32"],
+                        choices=["auto", "bf16", "fp32"],
+                        help="deepclust assignment precisions to time")
     args = parser.parse_args(argv)
     n, d, k, iters = args.n, args.d, args.k, args.iters
 
@@ -92,11 +95,17 @@ def main(argv=None) -> None:
     iterations: dict[str, int] = {}
 
     # deepclust and faiss alternate, best of --repeat each: the machine may be shared
-    times["deepclust"] = times["faiss"] = times["faiss+labels"] = float("inf")
+    names = [f"deepclust-{p}" for p in args.precision]
+    for name in [*names, "faiss", "faiss+labels"]:
+        times[name] = float("inf")
+    fits = {}
     for _ in range(args.repeat):
-        km = KMeans(n_clusters=k, init=C, n_init=1, max_iter=iters, tol=0)
-        t, _ = timed(lambda km=km: km.fit(X))
-        times["deepclust"] = min(times["deepclust"], t)
+        for name, precision in zip(names, args.precision, strict=True):
+            km = KMeans(n_clusters=k, init=C, n_init=1, max_iter=iters, tol=0,
+                        precision=precision)
+            t, _ = timed(lambda km=km: km.fit(X))
+            times[name] = min(times[name], t)
+            fits[name] = km
         fk = faiss.Kmeans(
             d, k, niter=iters, seed=args.seed, max_points_per_centroid=n, min_points_per_centroid=1
         )
@@ -104,8 +113,9 @@ def main(argv=None) -> None:
         t_search, _ = timed(lambda fk=fk: fk.index.search(X, 1))
         times["faiss"] = min(times["faiss"], t_train)
         times["faiss+labels"] = min(times["faiss+labels"], t_train + t_search)
-    objectives["deepclust"] = objective(X, km.cluster_centers_)
-    iterations["deepclust"] = km.n_iter_
+    for name, km in fits.items():
+        objectives[name] = objective(X, km.cluster_centers_)
+        iterations[name] = km.n_iter_
     objectives["faiss"] = objectives["faiss+labels"] = objective(X, fk.centroids)
     iterations["faiss"] = iterations["faiss+labels"] = iters
 
@@ -126,6 +136,15 @@ def main(argv=None) -> None:
             f"{t / times['faiss+labels']:>11.3f}{objectives[name]:>16.6e}"
             f"{objectives[name] / ref_o:>10.5f}"
         )
+    for name, km in fits.items():
+        searched = km.stats_["rows_searched"]
+        print(f"{name}: rows searched per pass (pruned by bounds): "
+              + " ".join(f"{s / n:.2f}" for s in searched))
+    if len(fits) > 1:
+        a, b = (fits[name] for name in names[:2])
+        same = np.mean(a.labels_ == b.labels_)
+        print(f"{names[0]} vs {names[1]}: {100 * same:.4f} % of final labels equal, "
+              f"max |centroid difference| {np.abs(a.cluster_centers_ - b.cluster_centers_).max():.2e}")
     print(f"load avg at the end: {os.getloadavg()[0]:.2f}")
 
 

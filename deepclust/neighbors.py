@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -48,15 +49,27 @@ from deepclust.runinfo import write_json, write_npy
 __all__ = [
     "Neighbors",
     "array_fingerprint",
+    "default_nlist",
     "mine_neighbors",
     "neighbors_for",
+    "resolve_knn_method",
     "resolve_knn_precision",
 ]
 
 Precision = Literal["auto", "fp32", "bf16"]
+Method = Literal["auto", "exact", "ivf"]
 #: Rows per block of queries and of database rows (float32 block: 64 Ki x 1280 = 320 MiB).
 BLOCK_ROWS = 1 << 16
-CACHE_VERSION = 1
+#: ``method="auto"`` searches exactly up to this many rows, approximately (IVF) above.
+EXACT_MAX_ROWS = 250_000
+#: Recall@k that ``nprobe`` is calibrated for when not given.
+TARGET_RECALL = 0.95
+#: Queries whose exact neighbours calibrate ``nprobe`` (the recall estimate's sample).
+CALIBRATION_QUERIES = 1000
+#: IVF coarse centroids are trained on this many rows per list (faiss asks for >= 30).
+TRAIN_ROWS_PER_LIST = 32
+#: Version 2 added ``method`` (version-1 tables are all exact and are still read).
+CACHE_VERSION = 2
 
 
 @dataclass
@@ -87,6 +100,59 @@ class Neighbors:
         return Neighbors(self.indices[:, :k], self.similarities[:, :k], dict(self.info))
 
 
+# ----------------------------------------------------------------------------- inputs
+
+
+class _RowBlocks:
+    """Rows of an array or of a store's shards, read a range at a time.
+
+    A store is never concatenated: :meth:`read` and :meth:`take` touch only the shards
+    (memory maps) that hold the rows asked for, in their stored dtype (float16 included).
+    """
+
+    def __init__(self, parts: list[np.ndarray]):
+        self.parts = parts
+        self.d = int(parts[0].shape[1])
+        self.offsets = np.cumsum([0] + [p.shape[0] for p in parts])
+        self.n = int(self.offsets[-1])
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``[start, stop)``; a view when they lie in one part."""
+        stop = min(stop, self.n)
+        first = int(np.searchsorted(self.offsets, start, side="right")) - 1
+        last = int(np.searchsorted(self.offsets, stop, side="left")) - 1
+        if first >= last:
+            o = self.offsets[first]
+            return self.parts[first][start - o : stop - o]
+        return np.concatenate([
+            self.parts[p][max(start, self.offsets[p]) - self.offsets[p]
+                          : min(stop, self.offsets[p + 1]) - self.offsets[p]]
+            for p in range(first, last + 1)
+        ])
+
+    def take(self, idx: np.ndarray) -> np.ndarray:
+        """Rows ``idx`` (sorted)."""
+        which = np.searchsorted(self.offsets, idx, side="right") - 1
+        cuts = np.searchsorted(which, np.arange(len(self.parts) + 1))
+        return np.concatenate([
+            self.parts[p][idx[cuts[p] : cuts[p + 1]] - self.offsets[p]]
+            for p in range(len(self.parts)) if cuts[p + 1] > cuts[p]
+        ])
+
+
+def _row_blocks(X) -> _RowBlocks:
+    from deepclust.store import EmbeddingStore
+
+    if isinstance(X, EmbeddingStore):
+        shards = [s for s in X.iter_shards() if s.shape[0] > 0]
+        if not shards:
+            raise InputError(f"{X.path} holds no rows; there are no neighbours to find")
+        return _RowBlocks(shards)
+    if not isinstance(X, np.ndarray) or X.ndim != 2 or X.dtype.kind != "f" or not X.size:
+        X = check_features(X)
+    return _RowBlocks([X])
+
+
 # ----------------------------------------------------------------------------- mining
 
 
@@ -110,6 +176,20 @@ def resolve_knn_precision(precision: str, device: torch.device) -> str:
     return "fp32"
 
 
+def resolve_knn_method(method: str, n_rows: int) -> str:
+    """``"auto"`` → ``"exact"`` up to :data:`EXACT_MAX_ROWS` rows, ``"ivf"`` above."""
+    if method not in ("auto", "exact", "ivf"):
+        raise InputError(f"method must be 'auto', 'exact' or 'ivf', got {method!r}")
+    if method != "auto":
+        return method
+    return "exact" if n_rows <= EXACT_MAX_ROWS else "ivf"
+
+
+def default_nlist(n_rows: int) -> int:
+    """IVF lists for ``n_rows`` rows: ``round(4 sqrt(n))``, so a list holds ``sqrt(n) / 4``."""
+    return max(1, min(n_rows, round(4 * math.sqrt(n_rows))))
+
+
 def _unit_rows(block: np.ndarray) -> np.ndarray:
     """float32 copy of ``block`` with unit rows (zero rows stay zero)."""
     out = np.array(block, dtype=np.float32, copy=True, order="C")
@@ -118,11 +198,15 @@ def _unit_rows(block: np.ndarray) -> np.ndarray:
     return out
 
 
-def _drop_self(ids: np.ndarray, sims: np.ndarray, start: int, k: int):
-    """Remove each query's own row from its ``k + 1`` results (the last one if absent)."""
+def _drop_self(ids: np.ndarray, sims: np.ndarray, own, k: int):
+    """Remove each query's own row from its ``k + 1`` results (the last one if absent).
+
+    ``own`` is the first query's row (the queries are consecutive rows) or an array of
+    each query's row.
+    """
     n = ids.shape[0]
-    own = np.arange(start, start + n)[:, None]
-    is_self = ids == own
+    own = np.arange(own, own + n) if np.isscalar(own) else np.asarray(own)
+    is_self = ids == own[:, None]
     # a row without itself among the results (duplicates tie with it) drops its last result
     missing = ~is_self.any(axis=1)
     is_self[missing, -1] = True
@@ -149,12 +233,104 @@ def _search_block_bf16(q: np.ndarray, db: np.ndarray, kk: int, device: torch.dev
     return sims.numpy(), ids.numpy()
 
 
+def _exact_search(q: np.ndarray, rows: _RowBlocks, kk: int, *, precision: str,
+                  device: torch.device, block_rows: int, db_full: np.ndarray | None = None):
+    """Top ``kk`` rows of ``rows`` by cosine for unit queries ``q``, one database block at a
+    time, merged in a heap. Returns ``(sims, ids)``, most similar first."""
+    heap = faiss.ResultHeap(q.shape[0], kk, keep_max=True)
+    for ds in range(0, rows.n, block_rows):
+        db = db_full if db_full is not None else _unit_rows(rows.read(ds, ds + block_rows))
+        kb = min(kk, db.shape[0])
+        if precision == "fp32":
+            sims, ids = _search_block_fp32(q, db, kb)
+        else:
+            sims, ids = _search_block_bf16(q, db, kb, device)
+        ids = ids.astype(np.int64) + ds
+        if kb < kk:  # a short last block: pad with empty results
+            sims = np.pad(sims, ((0, 0), (0, kk - kb)), constant_values=-np.inf)
+            ids = np.pad(ids, ((0, 0), (0, kk - kb)), constant_values=-1)
+        heap.add_result(np.ascontiguousarray(sims, dtype=np.float32), np.ascontiguousarray(ids))
+    heap.finalize()
+    return heap.D, heap.I
+
+
+def _build_ivf(rows: _RowBlocks, nlist: int, *, block_rows: int, verbose: bool):
+    """An ``IndexIVFFlat`` (inner product) over the unit rows, trained on a sample and
+    filled a block at a time. Deterministic: fixed sample and k-means seeds."""
+    n, d = rows.n, rows.d
+    quantizer = faiss.IndexFlatIP(d)
+    index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+    index.cp.niter = 10
+    index.cp.spherical = True  # unit centroids: the inner product ranks the lists by cosine
+    index.cp.seed = 1234
+    index.cp.min_points_per_centroid = 1  # small inputs: no faiss warning, fewer rows per list
+    index.cp.max_points_per_centroid = 1 << 30  # the sample below is the training set
+    m = min(n, TRAIN_ROWS_PER_LIST * nlist)
+    sample = np.sort(np.random.default_rng(0).choice(n, m, replace=False)) if m < n \
+        else np.arange(n)
+    index.train(_unit_rows(rows.take(sample)))
+    for s in range(0, n, block_rows):
+        index.add(_unit_rows(rows.read(s, s + block_rows)))
+        if verbose:
+            print(f"  ivf index: {min(s + block_rows, n)}/{n} rows added", flush=True)
+    return index, quantizer, m
+
+
+def _recall(found: np.ndarray, truth: np.ndarray) -> float:
+    """Mean fraction of each row's true neighbours that were found."""
+    hits = (found[:, :, None] == truth[:, None, :]).any(axis=2).sum(axis=1)
+    return float(hits.mean() / truth.shape[1])
+
+
+def _calibrate_nprobe(index, rows: _RowBlocks, k: int, target: float, *, block_rows: int):
+    """The smallest ``nprobe`` (doubling, then bisecting) whose recall@k on a sample of
+    queries, against their exact fp32 neighbours, reaches ``target``."""
+    n, nlist = rows.n, index.nlist
+    s = min(n, CALIBRATION_QUERIES)
+    qidx = np.sort(np.random.default_rng(1).choice(n, s, replace=False))
+    q = _unit_rows(rows.take(qidx))
+    sims, ids = _exact_search(q, rows, k + 1, precision="fp32", device=torch.device("cpu"),
+                              block_rows=block_rows)
+    truth, _ = _drop_self(ids, sims, qidx, k)
+
+    def recall_at(nprobe: int) -> float:
+        index.nprobe = nprobe
+        d, i = index.search(q, k + 1)
+        found, _ = _drop_self(i, d, qidx, k)
+        return _recall(found, truth)
+
+    tried = {}
+    lo, hi = 0, 1  # recall(lo) < target (lo = 0: nothing probed) ...
+    while True:
+        tried[hi] = recall_at(hi)
+        if tried[hi] >= target or hi == nlist:
+            break
+        lo, hi = hi, min(2 * hi, nlist)
+    while hi - lo > 1:  # ... and recall(hi) >= target, or hi = nlist
+        mid = (lo + hi) // 2
+        tried[mid] = recall_at(mid)
+        lo, hi = (lo, mid) if tried[mid] >= target else (mid, hi)
+    return hi, tried[hi], s
+
+
+def _check_k(k, n: int) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise InputError(f"k must be a positive integer, got {k!r}")
+    if k > n - 1:
+        raise InputError(f"k={k} neighbours asked but X has only {n} rows (at most {n - 1})")
+    return int(k)
+
+
 def mine_neighbors(
     X,
     k: int = 50,
     *,
+    method: Method = "auto",
     precision: Precision = "auto",
     device: str | torch.device = "auto",
+    target_recall: float = TARGET_RECALL,
+    nlist: int | None = None,
+    nprobe: int | None = None,
     block_rows: int = BLOCK_ROWS,
     verbose: bool = False,
 ) -> Neighbors:
@@ -162,15 +338,25 @@ def mine_neighbors(
 
     Parameters
     ----------
-    X : array-like of shape (n_samples, n_features)
-        Rows to search (a memory map is read block by block).
+    X : array-like of shape (n_samples, n_features) or EmbeddingStore
+        Rows to search (memory maps and store shards are read block by block).
     k : int
         Neighbours per row; at most ``n_samples - 1``.
+    method : {"auto", "exact", "ivf"}
+        ``"exact"``: every pair, block by block; ``"ivf"``: a faiss inverted-file index
+        (approximate); ``"auto"``: exact up to :data:`EXACT_MAX_ROWS` rows. See the module
+        docstring.
     precision : {"auto", "fp32", "bf16"}
-        See the module docstring.
+        Arithmetic of the exact search (see the module docstring); ``ivf`` is float32.
     device : "auto", "cpu", "cuda" or torch.device
-        Where the ``bf16`` search runs (``"auto"``: CUDA when available). ``fp32`` always
-        runs in faiss on the CPU.
+        Where the ``bf16`` search runs (``"auto"``: CUDA when available). ``fp32`` and
+        ``ivf`` always run in faiss on the CPU.
+    target_recall : float
+        ``ivf`` only: ``nprobe`` is the smallest that reaches this recall@k on
+        :data:`CALIBRATION_QUERIES` sample rows against their exact neighbours.
+    nlist, nprobe : int, optional
+        ``ivf`` only: lists of the index (default :func:`default_nlist`) and lists searched
+        per query (default: calibrated for ``target_recall``).
     block_rows : int
         Rows per query block and per database block.
     verbose : bool
@@ -180,7 +366,8 @@ def mine_neighbors(
     -------
     Neighbors
         ``indices`` (int32 when ``n_samples < 2**31``) and float32 ``similarities``, most
-        similar first.
+        similar first; ``info`` records the method and its parameters (for ``ivf`` also
+        ``recall_estimate``, the calibration sample's recall@k).
 
     Examples
     --------
@@ -190,47 +377,62 @@ def mine_neighbors(
     [1, 0, 3, 2]
     """
     t0 = time.perf_counter()
-    if not isinstance(X, np.ndarray) or X.ndim != 2 or X.dtype.kind != "f":
-        X = check_features(X)
-    n = X.shape[0]
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise InputError(f"k must be a positive integer, got {k!r}")
-    if k > n - 1:
-        raise InputError(f"k={k} neighbours asked but X has only {n} rows (at most {n - 1})")
+    rows = _row_blocks(X)
+    n = rows.n
+    k = _check_k(k, n)
+    how = resolve_knn_method(method, n)
     dev = _resolve_device(device)
-    prec = resolve_knn_precision(precision, dev)
+    prec = resolve_knn_precision(precision, dev) if how == "exact" else "fp32"
     block_rows = max(1, int(block_rows))
     kk = k + 1
     idx_dtype = np.int32 if n < 2**31 else np.int64
     out_ids = np.empty((n, k), dtype=idx_dtype)
     out_sims = np.empty((n, k), dtype=np.float32)
-    single_db = n <= block_rows
-    db_full = _unit_rows(X) if single_db else None
+    info = {"k": k, "n": n, "metric": "cosine", "method": how, "precision": prec}
+    if how == "ivf":
+        if not (isinstance(target_recall, (float, int)) and 0 < target_recall <= 1):
+            raise InputError(f"target_recall must be in (0, 1], got {target_recall!r}")
+        lists = default_nlist(n) if nlist is None else int(nlist)
+        if not 1 <= lists <= n:
+            raise InputError(f"nlist must be between 1 and the number of rows {n}, got {nlist!r}")
+        index, _quantizer, train_rows = _build_ivf(rows, lists, block_rows=block_rows,
+                                                   verbose=verbose)
+        if nprobe is None:
+            probe, recall, n_cal = _calibrate_nprobe(index, rows, k, float(target_recall),
+                                                     block_rows=block_rows)
+            info.update(target_recall=float(target_recall), recall_estimate=recall,
+                        calibration_queries=n_cal)
+        elif not 1 <= int(nprobe) <= lists:
+            raise InputError(f"nprobe must be between 1 and nlist={lists}, got {nprobe!r}")
+        else:
+            probe = int(nprobe)
+        index.nprobe = probe
+        info.update(nlist=lists, nprobe=probe, train_rows=train_rows)
+        dev = torch.device("cpu")
+    single_db = how == "exact" and n <= block_rows
+    db_full = _unit_rows(rows.read(0, n)) if single_db else None
+    n_fallback = 0
     for qs in range(0, n, block_rows):
-        q = db_full[qs : qs + block_rows] if single_db else _unit_rows(X[qs : qs + block_rows])
-        heap = faiss.ResultHeap(q.shape[0], kk, keep_max=True)
-        for ds in range(0, n, block_rows):
-            db = db_full if single_db else _unit_rows(X[ds : ds + block_rows])
-            kb = min(kk, db.shape[0])
-            if prec == "fp32":
-                sims, ids = _search_block_fp32(q, db, kb)
-            else:
-                sims, ids = _search_block_bf16(q, db, kb, dev)
-            ids = ids.astype(np.int64) + ds
-            if kb < kk:  # a short last block: pad with empty results
-                sims = np.pad(sims, ((0, 0), (0, kk - kb)), constant_values=-np.inf)
-                ids = np.pad(ids, ((0, 0), (0, kk - kb)), constant_values=-1)
-            heap.add_result(np.ascontiguousarray(sims, dtype=np.float32),
-                            np.ascontiguousarray(ids))
-        heap.finalize()
-        ids, sims = _drop_self(heap.I, heap.D, qs, k)
+        q = db_full[qs : qs + block_rows] if single_db else _unit_rows(rows.read(qs, qs + block_rows))
+        if how == "exact":
+            sims, ids = _exact_search(q, rows, kk, precision=prec, device=dev,
+                                      block_rows=block_rows, db_full=db_full)
+        else:
+            sims, ids = index.search(q, kk)
+            short = np.flatnonzero((ids < 0).any(axis=1))
+            if short.size:  # the probed lists held fewer than k + 1 rows: search those exactly
+                sims[short], ids[short] = _exact_search(
+                    q[short], rows, kk, precision="fp32", device=dev, block_rows=block_rows)
+                n_fallback += int(short.size)
+        ids, sims = _drop_self(ids, sims, qs, k)
         out_ids[qs : qs + len(q)] = ids
         out_sims[qs : qs + len(q)] = sims
         if verbose:
-            print(f"  neighbours: {min(qs + block_rows, n)}/{n} rows, "
+            print(f"  neighbours ({how}): {min(qs + block_rows, n)}/{n} rows, "
                   f"{time.perf_counter() - t0:.1f} s", flush=True)
-    info = {"k": k, "n": n, "metric": "cosine", "precision": prec, "device": str(dev),
-            "seconds": time.perf_counter() - t0}
+    if how == "ivf":
+        info["exact_fallback_rows"] = n_fallback
+    info.update(device=str(dev), seconds=time.perf_counter() - t0)
     return Neighbors(out_ids, out_sims, info)
 
 
@@ -266,35 +468,71 @@ def _store_fingerprint(meta: dict) -> str:
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
-def _load_cached(folder: Path, fingerprint: str, k: int, n: int) -> Neighbors | None:
-    """The smallest cached table in ``folder`` for ``fingerprint`` with at least ``k``."""
+def _load_cached(folder: Path, fingerprint: str, k: int, n: int, request: dict) -> Neighbors | None:
+    """The best cached table in ``folder`` for ``fingerprint`` that may serve ``request``
+    (see :func:`_serving_rank`): the most exact, then the smallest with at least ``k``."""
     best = None
-    for meta_path in folder.glob("knn-cosine-k*.json"):
+    for meta_path in folder.glob("knn-cosine-*.json"):
         try:
             meta = json.loads(meta_path.read_text())
         except (OSError, json.JSONDecodeError):
             continue
-        if (meta.get("version") != CACHE_VERSION or meta.get("fingerprint") != fingerprint
+        if (meta.get("version") not in (1, CACHE_VERSION) or meta.get("fingerprint") != fingerprint
                 or meta.get("n") != n or int(meta.get("k", 0)) < k):
             continue
-        if best is None or meta["k"] < best[1]["k"]:
-            best = (meta_path, meta)
+        rank = _serving_rank(meta, request)
+        if rank is not None and (best is None or (rank, meta["k"]) < best[0]):
+            best = ((rank, meta["k"]), meta_path, meta)
     if best is None:
         return None
-    stem = best[0].with_suffix("")
+    _, meta_path, meta = best
+    stem = meta_path.with_suffix("")
     try:
         ids = np.load(f"{stem}-indices.npy", mmap_mode="r")
         sims = np.load(f"{stem}-similarities.npy", mmap_mode="r")
     except (OSError, ValueError):
         return None
-    if ids.shape != (n, best[1]["k"]) or sims.shape != ids.shape:
+    if ids.shape != (n, meta["k"]) or sims.shape != ids.shape:
         return None
-    info = dict(best[1], cache=str(stem), cached=True)
+    info = dict(meta, method=meta.get("method", "exact"), cache=str(stem), cached=True)
     return Neighbors(np.asarray(ids[:, :k]), np.asarray(sims[:, :k]), info)
 
 
+def _serving_rank(meta: dict, request: dict) -> int | None:
+    """How exact a cached table is (0: exact fp32, 1: exact bf16, 2: ivf), or None when it
+    must not serve ``request`` (the resolved ``method`` and ``precision``, and ``ivf``'s
+    ``target_recall`` or explicit ``nlist`` / ``nprobe``).
+
+    A table serves any request at most as exact as itself: an exact fp32 table serves
+    everything; an exact bf16 table serves bf16 and ivf requests; an ivf table serves only
+    ivf requests (``method="ivf"``, or ``"auto"`` above :data:`EXACT_MAX_ROWS`) whose
+    target recall it reached, or whose explicit ``nlist`` / ``nprobe`` it was mined with.
+    """
+    method = meta.get("method", "exact")  # version-1 tables are all exact
+    if method == "exact":
+        rank = 0 if meta.get("precision") == "fp32" else 1
+        wanted = 0 if request["method"] == "exact" and request["precision"] == "fp32" else \
+            1 if request["method"] == "exact" else 2
+        return rank if rank <= wanted else None
+    if method != "ivf" or request["method"] != "ivf":
+        return None
+    for key in ("nlist", "nprobe"):
+        if request.get(key) is not None and meta.get(key) != request[key]:
+            return None
+    if request.get("nprobe") is None:
+        reached = meta.get("recall_estimate")
+        if reached is None or reached < request["target_recall"]:
+            return None
+    return 2
+
+
+def _table_name(info: dict) -> str:
+    tag = "ivf" if info["method"] == "ivf" else f"exact-{info['precision']}"
+    return f"knn-cosine-{tag}-k{info['k']}"
+
+
 def _save_cached(folder: Path, fingerprint: str, table: Neighbors) -> str | None:
-    stem = folder / f"knn-cosine-k{table.k}"
+    stem = folder / _table_name(table.info)
     try:
         write_npy(f"{stem}-indices.npy", table.indices)
         write_npy(f"{stem}-similarities.npy", table.similarities)
@@ -310,8 +548,12 @@ def neighbors_for(
     k: int = 50,
     *,
     cache: bool | str | os.PathLike = True,
+    method: Method = "auto",
     precision: Precision = "auto",
     device: str | torch.device = "auto",
+    target_recall: float = TARGET_RECALL,
+    nlist: int | None = None,
+    nprobe: int | None = None,
     verbose: bool = False,
 ) -> Neighbors:
     """The neighbour table of an array or an embedding store, from the cache when possible.
@@ -319,15 +561,17 @@ def neighbors_for(
     Parameters
     ----------
     data : array-like, EmbeddingStore or path of a store directory
-        The rows.
+        The rows (a store is read shard by shard, never concatenated).
     k : int
         Neighbours per row.
     cache : bool or path
         True: a store's table lives in ``STORE/neighbors/`` (falling back to the deepclust
         cache when the store is read-only), an array's in ``cache_dir()/neighbors/``; a
         path: that folder; False: always mine.
-    precision, device, verbose
-        As in :func:`mine_neighbors`.
+    method, precision, device, target_recall, nlist, nprobe, verbose
+        As in :func:`mine_neighbors`. A cached table serves only requests at most as exact
+        as itself: an approximate (ivf) table never serves ``method="exact"``, nor
+        ``"auto"`` at or below :data:`EXACT_MAX_ROWS` rows, where auto means exact.
 
     Returns
     -------
@@ -340,25 +584,32 @@ def neighbors_for(
     if isinstance(data, (str, os.PathLike)):
         data = open_store(data)
     if isinstance(data, EmbeddingStore):
-        X = data.X
+        X = data
+        n = len(data)
         fingerprint = "store-" + _store_fingerprint(data.meta)
         default_folder = data.path / "neighbors"
     else:
         X = check_features(data)
+        n = X.shape[0]
         fingerprint = None  # computed only if the cache is used
         default_folder = None
+    mine = dict(method=method, precision=precision, device=device, target_recall=target_recall,
+                nlist=nlist, nprobe=nprobe, verbose=verbose)
     if cache is False:
-        return mine_neighbors(X, k, precision=precision, device=device, verbose=verbose)
+        return mine_neighbors(X, k, **mine)
     if fingerprint is None:
         fingerprint = "array-" + array_fingerprint(X)
     folders = ([Path(cache)] if not isinstance(cache, bool)
                else [f for f in (default_folder, cache_dir() / "neighbors" / fingerprint) if f])
-    n = X.shape[0]
+    how = resolve_knn_method(method, n)
+    request = {"method": how, "target_recall": float(target_recall), "nlist": nlist,
+               "nprobe": nprobe,
+               "precision": resolve_knn_precision(precision, _resolve_device(device))}
     for folder in folders:
-        found = _load_cached(folder, fingerprint, k, n) if folder.is_dir() else None
+        found = _load_cached(folder, fingerprint, k, n, request) if folder.is_dir() else None
         if found is not None:
             return found
-    table = mine_neighbors(X, k, precision=precision, device=device, verbose=verbose)
+    table = mine_neighbors(X, k, **mine)
     for folder in folders:
         saved = _save_cached(folder, fingerprint, table)
         if saved is not None:

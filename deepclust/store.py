@@ -429,6 +429,77 @@ class EmbeddingStore:
         return FeatureSet(X, self.labels, self.ids, self.class_names, source)
 
 
+def write_array_store(path: str | os.PathLike, blocks, *, n: int, dim: int,
+                      dtype: str = "float16", shard_size: int = 1 << 20,
+                      labels: np.ndarray | None = None, name: str = "array",
+                      overwrite: bool = False) -> EmbeddingStore:
+    """Write rows that are already embeddings into a store (to cluster them out of core).
+
+    Parameters
+    ----------
+    path : path
+        The store directory to create.
+    blocks : ndarray of shape (n, dim), or an iterable of (rows, dim) arrays
+        The rows in order; an iterable is consumed block by block, so the data never has
+        to fit in memory.
+    n, dim : int
+        Rows in all and features per row.
+    dtype : {"float16", "float32"}
+    shard_size : int
+        Rows per shard file.
+    labels : ndarray of shape (n,), optional
+        Integer labels to store with the rows (-1 when absent).
+    name : str
+        Recorded as the store's encoder and source.
+    """
+    if dtype not in STORE_DTYPES:
+        raise InputError(f"dtype must be one of {STORE_DTYPES}, got {dtype!r}")
+    if isinstance(blocks, np.ndarray):
+        if blocks.ndim != 2 or blocks.shape != (n, dim):
+            raise InputError(f"the rows have shape {blocks.shape}, expected ({n}, {dim})")
+        array = blocks
+        blocks = (array[a: a + shard_size] for a in range(0, n, shard_size))
+    n_shards = -(-n // shard_size)
+    writer = StoreWriter(path)
+    missing, complete = writer.prepare({
+        "format": FORMAT, "format_version": FORMAT_VERSION, "encoder": name,
+        "encoder_config": {"name": name}, "dim": int(dim), "dtype": dtype, "precision": dtype,
+        "source": name, "source_fingerprint": f"{name}:{n}x{dim}", "n_items": int(n),
+        "shard_size": int(shard_size), "n_shards": n_shards, "class_names": None,
+    }, overwrite=overwrite)
+    try:
+        if not complete:
+            buf: list[np.ndarray] = []
+            held = at = k = 0
+            for block in blocks:
+                block = np.asarray(block)
+                if block.ndim != 2 or block.shape[1] != dim:
+                    raise InputError(f"a block has shape {block.shape}; expected (rows, {dim})")
+                buf.append(block)
+                held += len(block)
+                while held >= shard_size or (held and at + held >= n):
+                    rows = np.concatenate(buf) if len(buf) > 1 else buf[0]
+                    take = min(shard_size, held)
+                    shard, rest = rows[:take], rows[take:]
+                    buf, held = ([rest], len(rest)) if len(rest) else ([], 0)
+                    if k in missing:
+                        items = np.arange(at, at + take)
+                        lab = (labels[items] if labels is not None else np.full(take, -1))
+                        writer.write_shard(k, np.ascontiguousarray(shard, dtype=dtype), {
+                            "item": items.tolist(), "id": [str(i) for i in items],
+                            "label": np.asarray(lab, dtype=np.int64).tolist(),
+                            "path": [""] * take, "row": list(range(take)),
+                            "error": [""] * take})
+                    at += take
+                    k += 1
+            if at != n:
+                raise InputError(f"the blocks held {at} rows, but n={n} was given")
+            writer.finalize()
+    finally:
+        writer.release()
+    return open_store(path)
+
+
 def open_store(path: str | os.PathLike) -> EmbeddingStore:
     """Open a finished embedding store for reading.
 

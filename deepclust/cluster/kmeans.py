@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
 from numbers import Integral, Real
 
 import faiss
 import numpy as np
 import scipy.sparse as sp
+import torch
 from sklearn.exceptions import ConvergenceWarning
 from threadpoolctl import threadpool_limits
 
@@ -354,29 +353,22 @@ def random_init(X: np.ndarray, n_clusters: int, random_state=None) -> np.ndarray
 # ----------------------------------------------------------------------------- the loop
 
 
-def _accumulate_in_threads(
-    pool: ThreadPoolExecutor | None,
-    X: np.ndarray,
-    labels: np.ndarray,
-    partials: list[tuple[np.ndarray, np.ndarray]],
-) -> None:
-    """:func:`accumulate_cluster_sums` of one block, split in ``len(partials)`` row ranges
-    that are summed at once, each into its own ``(sums, counts)`` buffer."""
-    if pool is None:
-        accumulate_cluster_sums(X, labels, *partials[0])
-        return
-    n = X.shape[0]
-    step = -(-n // len(partials))
-    futures = [
-        pool.submit(accumulate_cluster_sums, X[i : i + step], labels[i : i + step], *buffers)
-        for i, buffers in zip(range(0, n, step), partials, strict=False)
-    ]
-    for future in futures:
-        future.result()
+def _add_rows(X: np.ndarray, labels: np.ndarray, old: np.ndarray, sums: np.ndarray,
+              counts: np.ndarray) -> None:
+    """Move rows between clusters in the running sums: add each row of ``X`` to its new
+    cluster ``labels`` and take it out of ``old`` (where ``old >= 0``)."""
+    accumulate_cluster_sums(X, labels, sums, counts)
+    had = old >= 0
+    if had.any():
+        neg_sums = np.zeros_like(sums)
+        neg_counts = np.zeros_like(counts)
+        accumulate_cluster_sums(X[had], old[had], neg_sums, neg_counts)
+        sums -= neg_sums
+        counts -= neg_counts
 
 
 def _lloyd(
-    X: np.ndarray,
+    source,
     centroids: np.ndarray,
     *,
     max_iter: int,
@@ -384,78 +376,121 @@ def _lloyd(
     spherical: bool,
     rng: np.random.Generator,
     verbose: bool,
+    precision: str = "fp32",
+    device=None,
+    center: np.ndarray | None = None,
+    comm=None,
 ) -> dict:
-    """Lloyd iterations from ``centroids``; one pass over ``X`` per iteration.
+    """Lloyd iterations from ``centroids``; one pass over ``source`` per iteration.
 
-    Each pass assigns every block and, in the same pass, accumulates the sums for the
-    next centroids; the assignment at the start of the next pass doubles as the check for
+    Exact Lloyd, pruned with Hamerly's bounds (G. Hamerly, "Making k-means even faster",
+    SDM 2010): each row keeps an upper bound on the distance to its centroid and a lower
+    bound on the distance to every other one; after an update the bounds move by how far
+    the centroids moved, and only rows whose bounds cross are searched again. The labels
+    are those of plain Lloyd (the bounds are rigorous, float32 rounding included).
+
+    The per-cluster float64 sums and counts are kept up to date as rows change cluster,
+    and the objective of each assignment comes from them:
+    ``sum |x|^2 - 2 sum_j <c_j, S_j> + sum_j n_j |c_j|^2``. Each pass assigns every block
+    and the assignment at the start of the next pass doubles as the check for
     convergence, so the returned labels always belong to the returned centroids.
+    ``comm`` (a :class:`_Comm`) sums what every process found when running under
+    ``torchrun``; ``source`` is then this process's share of the rows.
     """
-    n, d = X.shape
+    from deepclust.cluster.assign import CentroidSearch
+
+    comm = comm or _Comm()
+    device = device if device is not None else torch.device("cpu")
+    n, d = source.n, source.d
     k = centroids.shape[0]
     C = np.ascontiguousarray(centroids, dtype=np.float32)
-    # faiss assigns on all cores; the update then runs on as many threads, each summing
-    # its share of a block into its own buffer (scipy and numpy release the GIL)
-    n_workers = int(min(faiss.omp_get_max_threads(), max(1, _PARTIAL_BYTES // (8 * k * d))))
-    partials = [
-        (np.zeros((k, d), dtype=np.float64), np.zeros(k, dtype=np.int64)) for _ in range(n_workers)
-    ]
-    labels = np.empty(n, dtype=np.int64)
-    prev_labels = np.empty(n, dtype=np.int64)
+    labels = np.full(n, -1, dtype=np.int64)
+    upper = np.empty(n, dtype=np.float64)
+    lower = np.empty(n, dtype=np.float64)
+    sums = np.zeros((k, d), dtype=np.float64)
+    counts = np.zeros(k, dtype=np.int64)
+    sq_norms = 0.0
     prev_obj = None
     history: list[float] = []
+    searched: list[int] = []
     n_iter = n_reseeded = reseeded = 0
     converged = False
-    with ThreadPoolExecutor(n_workers) if n_workers > 1 else nullcontext() as pool:
-        for it in range(max_iter + 1):
-            t0 = time.perf_counter()
-            update = it < max_iter
-            for sums, counts in partials:
-                sums.fill(0)
-                counts.fill(0)
-            obj = 0.0
-            for start in range(0, n, BLOCK_ROWS):
-                block = X[start : start + BLOCK_ROWS]
-                lab, scores = nearest_centroids(block, C, spherical=spherical)
-                labels[start : start + block.shape[0]] = lab
-                obj += block_objective(scores, spherical=spherical)
-                if update:
-                    _accumulate_in_threads(pool, block, lab, partials)
-            history.append(obj)
-            if prev_obj is not None:
-                n_changed = int(np.count_nonzero(labels != prev_labels))
-                if verbose:
-                    print(
-                        f"  iteration {it:3d}  objective {obj:.6g}  changed {n_changed}  "
-                        f"({time.perf_counter() - t0:.2f} s)"
-                    )
-                # unchanged labels: the update would return the same centroids. A re-seed can
-                # raise the objective a little, so the tol test skips the pass after one.
-                small_gain = tol > 0 and not reseeded and prev_obj - obj <= tol * prev_obj
-                if n_changed == 0 or small_gain:
-                    converged = True
-                    break
-            elif verbose:
-                print(
-                    f"  iteration {it:3d}  objective {obj:.6g}  ({time.perf_counter() - t0:.2f} s)"
-                )
-            if not update:
+    moved = None  # how far each centroid moved in the last update
+    for it in range(max_iter + 1):
+        t0 = time.perf_counter()
+        update = it < max_iter
+        search = CentroidSearch(C, spherical=spherical, precision=precision, device=device,
+                                center=center)
+        n_changed = n_searched = 0
+        first = moved is None
+        if not first:
+            order = np.argsort(moved)
+            top, runner_up = order[-1], (order[-2] if k > 1 else order[-1])
+        for off, block in source.blocks(BLOCK_ROWS):
+            if spherical:
+                block = _l2_normalise(block)
+            sl = slice(off, off + block.shape[0])
+            if first:
+                sq_norms += float(np.einsum("ij,ij->", block, block, dtype=np.float64))
+                rows = np.arange(block.shape[0])
+            else:
+                lab = labels[sl]
+                up = upper[sl] + moved[lab]
+                low = lower[sl] - np.where(lab == top, moved[runner_up], moved[top])
+                rows = np.flatnonzero(up > low)
+                if rows.size:  # tighten the upper bound before searching
+                    up[rows] = search._up(search.exact_distances(block[rows], lab[rows]))
+                    rows = rows[up[rows] > low[rows]]
+                upper[sl] = up
+                lower[sl] = low
+            if rows.size == 0:
+                continue
+            sub = block if rows.size == block.shape[0] else np.ascontiguousarray(block[rows])
+            new, near, second = search.search(sub)
+            at = off + rows
+            old = labels[at]
+            changed = np.flatnonzero(new != old)
+            if changed.size:
+                _add_rows(sub[changed], new[changed], old[changed], sums, counts)
+            labels[at] = new
+            upper[at] = near
+            lower[at] = second
+            n_changed += int(changed.size)
+            n_searched += int(rows.size)
+        if first:
+            sq_norms = comm.sum_float(sq_norms)
+        g_sums, g_counts = comm.sum_arrays(sums, counts)
+        n_changed = comm.sum_int(n_changed)
+        searched.append(comm.sum_int(n_searched))
+        C64 = C.astype(np.float64)
+        obj = (sq_norms - 2.0 * float(np.einsum("ij,ij->", C64, g_sums))
+               + float(g_counts @ np.einsum("ij,ij->i", C64, C64)))
+        obj = max(obj, 0.0) / (2.0 if spherical else 1.0)
+        history.append(obj)
+        if verbose:
+            print(f"  iteration {it:3d}  objective {obj:.6g}  changed {n_changed}  searched "
+                  f"{searched[-1]}  ({time.perf_counter() - t0:.2f} s)")
+        if prev_obj is not None:
+            # unchanged labels: the update would return the same centroids. A re-seed can
+            # raise the objective a little, so the tol test skips the pass after one.
+            small_gain = tol > 0 and not reseeded and prev_obj - obj <= tol * prev_obj
+            if n_changed == 0 or small_gain:
+                converged = True
                 break
-            sums, counts = partials[0]
-            for more_sums, more_counts in partials[1:]:
-                sums += more_sums
-                counts += more_counts
-            new = centroids_from_sums(sums, counts, C, spherical=spherical)
-            reseeded = reseed_empty_clusters(new, counts, rng)
-            if reseeded and spherical:
-                new /= np.linalg.norm(new, axis=1, keepdims=True)
-            n_reseeded += reseeded
-            C = new.astype(np.float32)
-            n_iter += 1
-            labels, prev_labels = prev_labels, labels
-            prev_obj = obj
-            if verbose and reseeded:
-                print(f"  re-seeded {reseeded} empty cluster(s)")
+        if not update:
+            break
+        new_C = centroids_from_sums(g_sums, g_counts, C, spherical=spherical)
+        reseeded = reseed_empty_clusters(new_C, g_counts.copy(), rng)
+        if reseeded and spherical:
+            new_C /= np.linalg.norm(new_C, axis=1, keepdims=True)
+        n_reseeded += reseeded
+        new_C = new_C.astype(np.float32)
+        moved = np.linalg.norm(new_C.astype(np.float64) - C64, axis=1) * (1.0 + 1e-6)
+        C = new_C
+        n_iter += 1
+        prev_obj = obj
+        if verbose and reseeded:
+            print(f"  re-seeded {reseeded} empty cluster(s)")
     return {
         "centroids": C,
         "labels": labels,
@@ -464,7 +499,44 @@ def _lloyd(
         "n_reseeded": n_reseeded,
         "converged": converged,
         "objective_history": history,
+        "rows_searched": searched,
     }
+
+
+class _Comm:
+    """Sums across the processes of a ``torchrun`` group (identity in one process)."""
+
+    def __init__(self):
+        from deepclust import distributed
+
+        self.info = distributed.info()
+
+    def _reduce(self, t: torch.Tensor) -> torch.Tensor:
+        if self.info.distributed:
+            import torch.distributed as dist
+
+            dev = torch.device("cuda") if self.info.backend == "nccl" else torch.device("cpu")
+            t = t.to(dev)
+            dist.all_reduce(t)
+            t = t.cpu()
+        return t
+
+    def sum_float(self, x: float) -> float:
+        return float(self._reduce(torch.tensor([x], dtype=torch.float64))[0])
+
+    def sum_int(self, x: int) -> int:
+        return int(self._reduce(torch.tensor([x], dtype=torch.int64))[0])
+
+    def sum_arrays(self, sums: np.ndarray, counts: np.ndarray):
+        if not self.info.distributed:
+            return sums, counts
+        return (self._reduce(torch.from_numpy(sums.copy())).numpy(),
+                self._reduce(torch.from_numpy(counts.copy())).numpy())
+
+    def sum_array(self, a: np.ndarray) -> np.ndarray:
+        if not self.info.distributed:
+            return a
+        return self._reduce(torch.from_numpy(np.ascontiguousarray(a))).numpy()
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -585,6 +657,8 @@ class KMeans(BaseClusterer):
         max_iter: int = 100,
         tol: float = 1e-4,
         spherical: bool = False,
+        precision: str = "auto",
+        device="auto",
         random_state=None,
         verbose: bool = False,
     ):
@@ -594,6 +668,8 @@ class KMeans(BaseClusterer):
         self.max_iter = max_iter
         self.tol = tol
         self.spherical = spherical
+        self.precision = precision
+        self.device = device
         self.random_state = random_state
         self.verbose = verbose
 
@@ -643,65 +719,94 @@ class KMeans(BaseClusterer):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
-            Rows to cluster; converted to float32.
+        X : array-like of shape (n_samples, n_features), FeatureSet, EmbeddingStore or path
+            Rows to cluster. Arrays are converted to float32; a store (or its directory)
+            is streamed block by block and never loaded whole, so it may be larger than
+            memory. Under ``torchrun`` each process reads its own share of the rows.
         y : ignored
 
         Returns
         -------
         self
         """
+        from deepclust import distributed
+        from deepclust.cluster.assign import resolve_device, resolve_precision
+        from deepclust.cluster.rows import ArrayRows, as_row_source
+
         t_start = time.perf_counter()
-        X = self._prepare(X)
-        n, d = X.shape
+        source = as_row_source(X)
+        if isinstance(source, ArrayRows) and not isinstance(source.X, np.memmap) \
+                and source.X.dtype == np.float32:
+            source = ArrayRows(self._prepare(source.X))  # unit rows once, for spherical
+        elif self.spherical:
+            source.unit = True
+        n, d = source.n_total, source.d
         k = self._validate_k(n)
         init, n_init = self._check_params(d)
         rng = check_random_state(self.random_state)
+        device = resolve_device(self.device)
+        precision = resolve_precision(self.precision, device, k)
         self.n_features_in_ = d
+        self.precision_ = precision
+        self.device_ = device
 
-        degenerate = _fewer_distinct_rows(X, k)
+        degenerate = self._check_distinct(source, k)
         if degenerate is not None:
             self._fit_degenerate(*degenerate, k, time.perf_counter() - t_start)
             return self
 
+        di = distributed.info()
+        comm = _Comm()
+        local = source.part(di.rank, di.world_size) if di.distributed else source
         best = None
         inertias = []
         init_seconds = 0.0
         for run in range(n_init):
             t0 = time.perf_counter()
-            if init is not None:
-                C = _l2_normalise(init, name="init") if self.spherical else init
-            elif self.init == "k-means++":
-                C = _plus_plus(X, k, rng)
-            else:
-                C = random_init(X, k, rng)
+            C, center = self._initial_centroids(source, init, k, rng, comm)
+            if di.distributed:  # every process computed them; take rank 0's bits
+                C = distributed.broadcast_object(C)
             init_seconds += time.perf_counter() - t0
             if self.verbose:
-                print(f"KMeans run {run + 1}/{n_init}: init {time.perf_counter() - t0:.2f} s")
+                print(f"KMeans run {run + 1}/{n_init}: init {time.perf_counter() - t0:.2f} s, "
+                      f"{precision} assignment on {device}")
             result = _lloyd(
-                X,
+                local,
                 C,
                 max_iter=int(self.max_iter),
                 tol=float(self.tol),
                 spherical=bool(self.spherical),
                 rng=rng,
-                verbose=bool(self.verbose),
+                verbose=bool(self.verbose) and di.is_main,
+                precision=precision,
+                device=device,
+                center=center,
+                comm=comm,
             )
             inertias.append(result["inertia"])
             if best is None or result["inertia"] < best["inertia"]:
                 best = result
 
+        labels = best["labels"]
+        if di.distributed:  # every process gets every row's label
+            full = np.zeros(n, dtype=np.int64)
+            full[local.start: local.start + local.n] = labels
+            labels = comm.sum_array(full)
         self.cluster_centers_ = best["centroids"]
-        self.labels_ = best["labels"]
+        self.labels_ = labels
         self.inertia_ = float(best["inertia"])
         self.n_iter_ = int(best["n_iter"])
         self.n_reseeded_ = int(best["n_reseeded"])
         self.stats_ = {
             "inertia_per_init": inertias,
             "objective_history": best["objective_history"],
+            "rows_searched": best["rows_searched"],
             "converged": best["converged"],
             "init_seconds": init_seconds,
             "fit_seconds": time.perf_counter() - t_start,
+            "precision": precision,
+            "device": str(device),
+            "world_size": di.world_size,
         }
         sizes = np.bincount(self.labels_, minlength=k)
         self._nonempty = None if sizes.all() else np.flatnonzero(sizes)
@@ -713,6 +818,60 @@ class KMeans(BaseClusterer):
                 stacklevel=2,
             )
         return self
+
+    def _initial_centroids(self, source, init, k: int, rng, comm):
+        """Initial centroids and the centre for the bf16 product, from a sample of rows.
+
+        The sample is drawn exactly as :func:`kmeans_plus_plus_init` draws it, so an
+        array and a store holding the same rows give the same centroids.
+        """
+        n = source.n_total
+        if init is not None:
+            C = _l2_normalise(init, name="init") if self.spherical else init
+            m = min(n, 10_000)
+            rows = np.sort(check_random_state(0).choice(n, m, replace=False))
+            return C, self._take(source, rows, comm).mean(axis=0, dtype=np.float64)
+        if self.init == "k-means++":
+            m = default_plus_plus_samples(n, k)
+            rows = np.sort(rng.choice(n, m, replace=False)) if m < n else np.arange(n)
+            S = self._take(source, rows, comm)
+            C = _plus_plus(S, k, rng, max_samples=S.shape[0])
+        else:
+            rows = np.sort(rng.choice(n, k, replace=False))
+            S = self._take(source, rows, comm)
+            C = S.copy()
+        return C, S.mean(axis=0, dtype=np.float64)
+
+    @staticmethod
+    def _take(source, rows: np.ndarray, comm) -> np.ndarray:
+        """Rows ``rows`` of the whole data on every process (each reads its own range)."""
+        if not comm.info.distributed:
+            return source.take(rows)
+        part = source.part(comm.info.rank, comm.info.world_size)
+        mine = (rows >= part.start) & (rows < part.start + part.n)
+        out = np.zeros((rows.shape[0], source.d), dtype=np.float32)
+        out[mine] = source.take(rows[mine])
+        return comm.sum_array(out)
+
+    def _check_distinct(self, source, k: int):
+        """``_fewer_distinct_rows`` for any source: a large store is only loaded whole if a
+        spread-out sample already shows too few distinct rows."""
+        from deepclust.cluster.rows import ArrayRows
+
+        if isinstance(source, ArrayRows) and source.X.dtype == np.float32 \
+                and not isinstance(source.X, np.memmap):
+            return _fewer_distinct_rows(source.X, k)
+        n = source.n_total
+        if k == 1:
+            return None
+        sample = source.take(np.unique(np.linspace(0, n - 1, min(n, 4 * k)).astype(np.int64)))
+        if np.unique(sample, axis=0).shape[0] >= k:
+            return None
+        if n * source.d > 1 << 28:
+            raise InputError(f"a sample of {sample.shape[0]} rows has fewer than n_clusters={k} "
+                             "distinct rows and the data is too large to check them all: "
+                             "ask for fewer clusters")
+        return _fewer_distinct_rows(source.take(np.arange(n)), k)
 
     def _fit_degenerate(self, uniq: np.ndarray, inverse: np.ndarray, k: int, seconds: float):
         m = uniq.shape[0]
@@ -740,21 +899,31 @@ class KMeans(BaseClusterer):
     # -- using the fit
 
     def _assign(self, X) -> tuple[np.ndarray, np.ndarray]:
+        from deepclust.cluster.assign import CentroidSearch
+        from deepclust.cluster.rows import ArrayRows, as_row_source
+
         self._check_fitted()
-        X = self._prepare(X)
-        if X.shape[1] != self.n_features_in_:
+        source = as_row_source(X)
+        if source.d != self.n_features_in_:
             raise InputError(
-                f"X has {X.shape[1]} features but this KMeans was fitted with {self.n_features_in_}"
+                f"X has {source.d} features but this KMeans was fitted with {self.n_features_in_}"
             )
+        if self.spherical and not (isinstance(source, ArrayRows) and source.X.dtype == np.float32):
+            source.unit = True
         C = self.cluster_centers_
         keep = getattr(self, "_nonempty", None)
         if keep is not None:
             C = np.ascontiguousarray(C[keep])
-        labels = np.empty(X.shape[0], dtype=np.int64)
-        scores = np.empty(X.shape[0], dtype=np.float32)
-        for start in range(0, X.shape[0], BLOCK_ROWS):
-            sl = slice(start, start + BLOCK_ROWS)
-            labels[sl], scores[sl] = nearest_centroids(X[sl], C, spherical=self.spherical)
+        search = CentroidSearch(C, spherical=self.spherical,
+                                precision=getattr(self, "precision_", "fp32"),
+                                device=getattr(self, "device_", torch.device("cpu")))
+        labels = np.empty(source.n, dtype=np.int64)
+        scores = np.empty(source.n, dtype=np.float32)
+        for start, block in source.blocks(BLOCK_ROWS):
+            if self.spherical and not source.unit:
+                block = _l2_normalise(block)
+            sl = slice(start, start + block.shape[0])
+            labels[sl], scores[sl] = search(block)
         if keep is not None:
             labels = keep[labels]
         return labels, scores

@@ -1,0 +1,207 @@
+"""Rows to cluster, read block by block: an array in memory or a store larger than memory.
+
+k-means needs two things of its data: every row once per iteration, in blocks, and a few
+chosen rows (the k-means++ sample). :class:`RowSource` gives both, for
+
+- :class:`ArrayRows`: an ``(n, d)`` array (or a memory map) in memory,
+- :class:`StoreRows`: an :class:`~deepclust.store.EmbeddingStore`, read shard by shard from
+  its memory maps, so a store of any size is clustered with memory for one block.
+
+Both hand out float32 blocks (float16 shards are widened one block at a time) and cut the
+rows into the same blocks -- ``[i * block_rows, (i + 1) * block_rows)`` of the global row
+order, whatever the shard boundaries -- so the same data clusters to the same result from
+either. :meth:`RowSource.part` restricts a source to a contiguous range of rows: a process
+of a ``torchrun`` group reads only its own range.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import numpy as np
+
+from deepclust.errors import InputError
+
+__all__ = ["ArrayRows", "RowSource", "StoreRows", "as_row_source"]
+
+
+class RowSource:
+    """Rows ``[start, stop)`` of some data, read as float32 blocks.
+
+    Subclasses implement :meth:`_read` (rows ``[a, b)`` of the whole data, any float dtype)
+    and set ``n_total`` and ``d``.
+    """
+
+    n_total: int
+    d: int
+    start: int = 0
+    stop: int | None = None
+    description: str = "array"
+    #: False until one full pass has found every value finite (then blocks are not checked)
+    checked: bool = False
+    #: Hand out rows scaled to unit length (cosine k-means)
+    unit: bool = False
+
+    # -- the range
+
+    @property
+    def n(self) -> int:
+        """Rows in this source (its range)."""
+        return (self.n_total if self.stop is None else self.stop) - self.start
+
+    def part(self, rank: int, world_size: int) -> RowSource:
+        """The contiguous share of rank ``rank`` of ``world_size`` (whole blocks of the
+        global order, so every process cuts the same blocks)."""
+        import copy
+
+        from deepclust.cluster.kmeans import BLOCK_ROWS
+
+        n_blocks = -(-self.n_total // BLOCK_ROWS)
+        lo_block = n_blocks * rank // world_size
+        hi_block = n_blocks * (rank + 1) // world_size
+        out = copy.copy(self)
+        out.start = min(self.n_total, lo_block * BLOCK_ROWS)
+        out.stop = min(self.n_total, hi_block * BLOCK_ROWS)
+        return out
+
+    # -- reading
+
+    def _read(self, a: int, b: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def blocks(self, block_rows: int) -> Iterator[tuple[int, np.ndarray]]:
+        """``(offset, block)`` for consecutive float32 blocks of this range; ``offset`` is
+        the block's first row relative to ``start``. Block edges fall on multiples of
+        ``block_rows`` of the global row order."""
+        stop = self.n_total if self.stop is None else self.stop
+        a = self.start
+        check = not self.checked
+        while a < stop:
+            b = min(stop, (a // block_rows + 1) * block_rows)
+            block = _float32(self._read(a, b), check=check, first_row=a)
+            yield a - self.start, (_unit(block, a) if self.unit else block)
+            a = b
+        self.checked = True
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """float32 copies of the (sorted, global) ``rows``."""
+        raise NotImplementedError
+
+    def mean(self) -> np.ndarray:
+        """Column means of this range, accumulated in float64."""
+        total = np.zeros(self.d, dtype=np.float64)
+        from deepclust.cluster.kmeans import BLOCK_ROWS
+
+        for _, block in self.blocks(BLOCK_ROWS):
+            total += block.sum(axis=0, dtype=np.float64)
+        return total / max(1, self.n)
+
+
+def _float32(block: np.ndarray, *, check: bool, first_row: int = 0,
+             row_ids: np.ndarray | None = None) -> np.ndarray:
+    out = np.ascontiguousarray(block, dtype=np.float32)
+    if check and not np.isfinite(out).all():
+        bad = np.flatnonzero(~np.isfinite(out).all(axis=1))[:5]
+        where = f"rows {(row_ids[bad] if row_ids is not None else bad + first_row).tolist()}"
+        raise InputError(f"the data has NaN or infinite values ({where} ...); remove or "
+                         "repair those rows before clustering")
+    return out
+
+
+def _unit(block: np.ndarray, first_row: int | None) -> np.ndarray:
+    norms = np.linalg.norm(block, axis=1)
+    zero = np.flatnonzero(norms == 0)
+    if zero.size:
+        where = (f"rows {(zero[:5] + first_row).tolist()}" if first_row is not None
+                 else "some sampled rows")
+        raise InputError(f"the data has all-zero rows ({where} ...); cosine (spherical) "
+                         "k-means needs a direction for every row: drop them or use "
+                         "spherical=False")
+    return block / norms[:, None].astype(np.float32)
+
+
+class ArrayRows(RowSource):
+    """An ``(n, d)`` float array (a memory map is read block by block)."""
+
+    def __init__(self, X: np.ndarray):
+        self.X = X
+        self.n_total, self.d = X.shape
+        self.checked = not isinstance(X, np.memmap) and X.dtype == np.float32
+        self.description = f"array {X.shape[0]} x {X.shape[1]} {X.dtype}"
+
+    def _read(self, a: int, b: int) -> np.ndarray:
+        return self.X[a:b]
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        out = _float32(self.X[rows], check=not self.checked, row_ids=np.asarray(rows))
+        return _unit(out, None) if self.unit else out
+
+
+class StoreRows(RowSource):
+    """The rows of an :class:`~deepclust.store.EmbeddingStore`, shard by shard."""
+
+    def __init__(self, store):
+        self.store = store
+        self.n_total, self.d = len(store), int(store.dim)
+        self.description = f"store {store.path} ({self.n_total} x {self.d} {store.dtype})"
+        sizes = [int(np.load(_shard_path(store, k), mmap_mode="r").shape[0])
+                 for k in range(store.n_shards)]
+        self._offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        if self._offsets[-1] != self.n_total:
+            raise InputError(f"{store.path}: the shards hold {self._offsets[-1]} rows but "
+                             f"meta.json says {self.n_total}; the store is damaged")
+
+    def _read(self, a: int, b: int) -> np.ndarray:
+        first = int(np.searchsorted(self._offsets, a, side="right")) - 1
+        last = int(np.searchsorted(self._offsets, b, side="left"))
+        parts = []
+        for k in range(first, last):
+            lo = max(a, self._offsets[k]) - self._offsets[k]
+            hi = min(b, self._offsets[k + 1]) - self._offsets[k]
+            if hi > lo:
+                parts.append(self.store.shard(k)[lo:hi])
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.empty((rows.shape[0], self.d), dtype=np.float32)
+        shard_of = np.searchsorted(self._offsets, rows, side="right") - 1
+        for k in np.unique(shard_of):
+            sel = np.flatnonzero(shard_of == k)
+            out[sel] = self.store.shard(int(k))[rows[sel] - self._offsets[k]]
+        out = _float32(out, check=not self.checked, row_ids=rows)
+        return _unit(out, None) if self.unit else out
+
+
+def _shard_path(store, k: int):
+    from deepclust.store import SHARDS, shard_stem
+
+    return store.path / SHARDS / f"{shard_stem(k)}.npy"
+
+
+def as_row_source(X, *, name: str = "X") -> RowSource:
+    """A :class:`RowSource` for an array, a FeatureSet, an EmbeddingStore or a store path.
+
+    Arrays must be 2-D and numeric; stores are never loaded whole.
+    """
+    from deepclust._validation import check_features
+    from deepclust.data.features import FeatureSet
+    from deepclust.store import EmbeddingStore, open_store
+
+    if isinstance(X, RowSource):
+        return X
+    if isinstance(X, (str, os.PathLike)):
+        X = open_store(X)
+    if isinstance(X, EmbeddingStore):
+        if len(X) == 0:
+            raise InputError(f"{name}: the store {X.path} has no rows")
+        return StoreRows(X)
+    if isinstance(X, FeatureSet):
+        X = X.X
+    if isinstance(X, np.memmap) or (isinstance(X, np.ndarray) and X.dtype == np.float16
+                                    and X.ndim == 2):
+        if X.ndim != 2 or X.shape[0] == 0:
+            raise InputError(f"{name} must be a non-empty 2-D array, got shape {X.shape}")
+        return ArrayRows(X)
+    return ArrayRows(check_features(X, name=name, dtype=np.float32))
