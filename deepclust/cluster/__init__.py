@@ -19,10 +19,12 @@ from deepclust.cluster.classic import (  # noqa: F401  (registers the classic me
     Spectral,
 )
 from deepclust.cluster.heads import SCAN, TEMI  # noqa: F401  (registers "temi" and "scan")
+from deepclust.cluster.hierarchical import HierarchicalKMeans  # noqa: F401  (registers "hkmeans")
 from deepclust.cluster.kmeans import KMeans  # noqa: F401  (registers "kmeans")
 
 __all__ = [
     "BaseClusterer",
+    "HierarchicalKMeans",
     "KMeans",
     "Agglomerative",
     "AffinityPropagation",

@@ -148,20 +148,47 @@ class StoreRows(RowSource):
         sizes = [int(np.load(_shard_path(store, k), mmap_mode="r").shape[0])
                  for k in range(store.n_shards)]
         self._offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        self._headers: dict[int, tuple[int, int]] = {}
         if self._offsets[-1] != self.n_total:
             raise InputError(f"{store.path}: the shards hold {self._offsets[-1]} rows but "
                              f"meta.json says {self.n_total}; the store is damaged")
 
     def _read(self, a: int, b: int) -> np.ndarray:
+        """Rows ``[a, b)`` read into a fresh buffer.
+
+        Plain reads, not the memory map: pages of a map stay resident in this process
+        (and count in its RSS) until the map is closed, so streaming a 15 GB store
+        through maps would hold it all; read pages are the kernel's cache, not ours.
+        """
         first = int(np.searchsorted(self._offsets, a, side="right")) - 1
         last = int(np.searchsorted(self._offsets, b, side="left"))
-        parts = []
+        out = np.empty((b - a, self.d), dtype=self.store.dtype)
+        at = 0
         for k in range(first, last):
             lo = max(a, self._offsets[k]) - self._offsets[k]
             hi = min(b, self._offsets[k + 1]) - self._offsets[k]
-            if hi > lo:
-                parts.append(self.store.shard(k)[lo:hi])
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+            if hi <= lo:
+                continue
+            header, row_bytes = self._layout(k)
+            view = out[at: at + hi - lo]
+            with open(_shard_path(self.store, k), "rb") as f:
+                f.seek(header + lo * row_bytes)
+                if f.readinto(memoryview(view).cast("B")) != view.nbytes:
+                    raise InputError(f"{self.store.path}: shard {k} is shorter than its header "
+                                     "says; the store is damaged")
+            at += hi - lo
+        return out
+
+    def _layout(self, k: int) -> tuple[int, int]:
+        """Byte offset of shard ``k``'s rows in its .npy file, and bytes per row."""
+        if k not in self._headers:
+            m = np.load(_shard_path(self.store, k), mmap_mode="r")
+            if not m.flags.c_contiguous or m.dtype != np.dtype(self.store.dtype):
+                raise InputError(f"{self.store.path}: shard {k} is not a C-ordered "
+                                 f"{self.store.dtype} array; the store is damaged")
+            self._headers[k] = (int(m.offset), int(m.strides[0]))
+            del m
+        return self._headers[k]
 
     def take(self, rows: np.ndarray) -> np.ndarray:
         rows = np.asarray(rows, dtype=np.int64)
