@@ -69,8 +69,17 @@ def cmd_cluster(args) -> int:
     fs = load_features(args.input, labels_path=args.labels, label_column=args.label_column)
     load_s = time.perf_counter() - t0
     k = _parse_k(args.k)
+    params = _parse_params(args.param)
+    for name in ("precision", "device"):
+        value = getattr(args, name, None)
+        if value is not None:
+            from deepclust.cluster import get_clusterer_class
+
+            if name not in get_clusterer_class(args.method)._get_param_names():
+                raise InputError(f"--{name} is not a setting of method {args.method!r}")
+            params[name] = value
     result = run_clustering(
-        fs.X, fs.y, method=args.method, k=k, reducer=args.reduce, params=_parse_params(args.param),
+        fs.X, fs.y, method=args.method, k=k, reducer=args.reduce, params=params,
         random_state=args.seed, k_values=parse_k_range(args.k_range), criterion=args.criterion,
         label_free=not args.no_label_free, noise=args.noise, progress=not args.json,
     )
@@ -236,6 +245,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--param", action="append", metavar="KEY=VALUE",
                    help="clusterer parameter, repeatable (e.g. --param n_init=10)")
     p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--precision", default=None, choices=["auto", "bf16", "fp32"],
+                   help="k-means assignment: bf16 product with a float32 re-check, or fp32 "
+                        "(default auto: bf16 where the hardware has it)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default auto)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--labels", default=None, help="true labels file (.npy or text), optional")
     p.add_argument("--label-column", default=None, help="label column of a .parquet/.csv input")

@@ -1,12 +1,59 @@
-"""Nearest neighbours by cosine similarity, mined exhaustively in blocks, and cached.
+"""Nearest neighbours by cosine similarity: exact in blocks, or approximate (IVF), cached.
 
-:func:`mine_neighbors` finds the ``k`` most cosine-similar rows of every row of ``X`` (itself
-excluded). It never holds more than one block of queries against one block of the database:
-each block pair is searched exactly (faiss on the CPU, a matrix product on a GPU) and the
-per-query top-``k`` lists are merged in a ``faiss.ResultHeap``, so it runs on millions of
-rows in bounded memory.
+:func:`mine_neighbors` finds the ``k`` most cosine-similar rows of every row of ``X``
+(itself excluded), from an array, a memory map or an embedding store (read shard by shard,
+float16 blocks widened one at a time, never concatenated).
 
-Two precisions:
+Methods
+-------
+``"exact"``
+    Every query block against every database block, searched exactly (faiss on the CPU, a
+    matrix product on a GPU); the per-query top-``k`` lists are merged in a
+    ``faiss.ResultHeap``, so it runs on millions of rows in bounded memory. Its cost is
+    ``n^2 d`` multiply-adds.
+``"ivf"``
+    A faiss ``IndexIVFFlat`` on the unit rows (inner product): ``nlist = round(4 sqrt(n))``
+    lists, trained (spherical k-means, 10 iterations) on ``32 nlist`` sampled rows, filled
+    a block at a time, then searched a block of queries at a time. ``nprobe`` is the
+    smallest (doubling, then bisecting) whose recall@k on 1 000 sample rows against their
+    exact fp32 neighbours reaches ``target_recall`` (0.95); that recall is recorded as
+    ``info["recall_estimate"]``. Rows whose probed lists held fewer than ``k + 1`` rows are
+    searched exactly. The index holds the rows in float32 (``4 n d`` bytes: 5 GB for
+    1M x 1280). Chosen over HNSW because it is filled a block at a time from a store,
+    trains on a sample, and its one knob (``nprobe``) can be calibrated to a measured recall.
+``"auto"``
+    ``"exact"`` up to :data:`EXACT_MAX_ROWS` = 250 000 rows, ``"ivf"`` above -- except when
+    the exact search runs in bfloat16 on a GPU, where it stays exact (1M x 1280 is 2.6e15
+    flop, seconds at a GPU's hundreds of TFLOP/s; an estimate, not measured here).
+
+Measured on the shared 2-core CPU (AMD EPYC with AVX-512 BF16, busy with other jobs: times
+varied by up to 3x between runs, the ratios much less),
+``nice -n 10 python benchmarks/neighbors.py --n N --queries Q [--fmnist]``, k = 50:
+
+===========================  ==========  ==========  =====================================
+rows                         exact fp32  exact bf16  ivf (nlist, nprobe), recall@50
+===========================  ==========  ==========  =====================================
+synthetic 200 000 x 128      287 s       131 s       16 s (1789, 3), 0.982 (10 000 queries)
+synthetic 50 000 x 128       21 s        8 s         3.6 s (894, 3), 0.963 (5 000 queries)
+Fashion-MNIST train          106 s       41 s        43 s (980, 21), 0.954 (all rows)
+60 000 x 1280 (EffNet-Lite0)
+===========================  ==========  ==========  =====================================
+
+(synthetic: ``make_data`` of ``benchmarks/kmeans.py``, 1 000 components; the synthetic exact
+times are scaled from Q queries against all rows -- the cost is linear in queries -- and
+the Fashion-MNIST bf16 time from a tenth of the rows. Of the ivf time at 200 000 x 128,
+about 40 % built the index, 20 % calibrated ``nprobe``, 40 % searched.) The calibration
+estimate was within 0.005 of the recall measured on the benchmark's queries.
+
+Why 250 000: real embeddings need more probes than the synthetic mixture, and at 60 000 x
+1280 the index was no faster than the exact bfloat16 search. The exact cost grows as
+``n^2`` and the index's as about ``n^1.5`` (``sqrt(n)`` rows per list), so from these
+numbers at 250 000 x 1280 the exact search takes about 12 min in bfloat16 and 31 min in
+float32 on this machine, the index about 6 min: from there on the approximation is at least
+twice as fast as the best exact search and grows faster still; below it, exact answers cost
+little enough to keep.
+
+Precisions of the exact search:
 
 ``"fp32"``
     faiss ``knn`` on L2-normalised float32 rows: exact up to float32 rounding.
@@ -17,14 +64,23 @@ Two precisions:
     may swap places or trade the last places: on EfficientNet-Lite0 embeddings of
     Fashion-MNIST test, 97 % of the 50 listed are the exact 50 nearest and the others
     are within 0.003 of the 50th. The heads draw a partner uniformly from the ``k``
-    nearest, so this does not matter to them; ask for ``"fp32"`` when exact lists do.
+    nearest, so this does not matter to them (nor does the 0.95 recall of ``ivf``); ask
+    for ``method="exact", precision="fp32"`` when exact lists do.
 
 ``"auto"`` takes ``bf16`` where it is native (GPU, or a CPU with AVX-512 BF16 / AMX) and
 ``fp32`` elsewhere.
 
 :func:`neighbors_for` adds the cache: a store's table lives in the store directory
 (``STORE/neighbors/``), an array's in ``cache_dir()/neighbors/`` under a fingerprint of its
-contents; a table with more neighbours than asked serves smaller ``k`` too.
+contents; a table with more neighbours than asked serves smaller ``k`` too. Each table
+records its method and parameters, and serves only requests at most as exact as itself
+(the request's ``"auto"`` resolved first, by the same rule as mining): an exact float32
+table serves every request, an exact bfloat16 table every request but exact float32, and an
+ivf table only ivf requests -- ``method="ivf"``, or ``"auto"`` above
+:data:`EXACT_MAX_ROWS` -- whose ``target_recall`` its calibration reached (or whose explicit
+``nlist`` / ``nprobe`` it was mined with). So a caller who asked for exact neighbours never
+gets approximate ones, and one who let ``"auto"`` choose gets what auto would have mined or
+better. Among the tables that may serve, the most exact is taken, then the smallest ``k``.
 """
 
 from __future__ import annotations
@@ -103,54 +159,12 @@ class Neighbors:
 # ----------------------------------------------------------------------------- inputs
 
 
-class _RowBlocks:
-    """Rows of an array or of a store's shards, read a range at a time.
+def _row_source(X):
+    """The rows as a :class:`~deepclust.cluster.rows.RowSource`: float32 blocks of an
+    array, a memory map or a store's shards (read a block at a time, never concatenated)."""
+    from deepclust.cluster.rows import as_row_source
 
-    A store is never concatenated: :meth:`read` and :meth:`take` touch only the shards
-    (memory maps) that hold the rows asked for, in their stored dtype (float16 included).
-    """
-
-    def __init__(self, parts: list[np.ndarray]):
-        self.parts = parts
-        self.d = int(parts[0].shape[1])
-        self.offsets = np.cumsum([0] + [p.shape[0] for p in parts])
-        self.n = int(self.offsets[-1])
-
-    def read(self, start: int, stop: int) -> np.ndarray:
-        """Rows ``[start, stop)``; a view when they lie in one part."""
-        stop = min(stop, self.n)
-        first = int(np.searchsorted(self.offsets, start, side="right")) - 1
-        last = int(np.searchsorted(self.offsets, stop, side="left")) - 1
-        if first >= last:
-            o = self.offsets[first]
-            return self.parts[first][start - o : stop - o]
-        return np.concatenate([
-            self.parts[p][max(start, self.offsets[p]) - self.offsets[p]
-                          : min(stop, self.offsets[p + 1]) - self.offsets[p]]
-            for p in range(first, last + 1)
-        ])
-
-    def take(self, idx: np.ndarray) -> np.ndarray:
-        """Rows ``idx`` (sorted)."""
-        which = np.searchsorted(self.offsets, idx, side="right") - 1
-        cuts = np.searchsorted(which, np.arange(len(self.parts) + 1))
-        return np.concatenate([
-            self.parts[p][idx[cuts[p] : cuts[p + 1]] - self.offsets[p]]
-            for p in range(len(self.parts)) if cuts[p + 1] > cuts[p]
-        ])
-
-
-def _row_blocks(X) -> _RowBlocks:
-    from deepclust.store import EmbeddingStore
-
-    if isinstance(X, EmbeddingStore):
-        shards = [s for s in X.iter_shards() if s.shape[0] > 0]
-        if not shards:
-            raise InputError(f"{X.path} holds no rows; there are no neighbours to find")
-        return _RowBlocks(shards)
-    if not isinstance(X, np.ndarray) or X.ndim != 2 or X.dtype.kind != "f" or not X.size:
-        X = check_features(X)
-    return _RowBlocks([X])
+    return as_row_source(X)
 
 
 # ----------------------------------------------------------------------------- mining
@@ -176,13 +190,20 @@ def resolve_knn_precision(precision: str, device: torch.device) -> str:
     return "fp32"
 
 
-def resolve_knn_method(method: str, n_rows: int) -> str:
-    """``"auto"`` → ``"exact"`` up to :data:`EXACT_MAX_ROWS` rows, ``"ivf"`` above."""
+def resolve_knn_method(method: str, n_rows: int, device: torch.device | None = None,
+                       precision: str = "auto") -> str:
+    """``"auto"`` → ``"exact"`` up to :data:`EXACT_MAX_ROWS` rows or when the exact search
+    runs in bfloat16 on a GPU, else ``"ivf"``."""
     if method not in ("auto", "exact", "ivf"):
         raise InputError(f"method must be 'auto', 'exact' or 'ivf', got {method!r}")
     if method != "auto":
         return method
-    return "exact" if n_rows <= EXACT_MAX_ROWS else "ivf"
+    if n_rows <= EXACT_MAX_ROWS:
+        return "exact"
+    if device is not None and device.type == "cuda" and \
+            resolve_knn_precision(precision, device) == "bf16":
+        return "exact"
+    return "ivf"
 
 
 def default_nlist(n_rows: int) -> int:
@@ -233,13 +254,14 @@ def _search_block_bf16(q: np.ndarray, db: np.ndarray, kk: int, device: torch.dev
     return sims.numpy(), ids.numpy()
 
 
-def _exact_search(q: np.ndarray, rows: _RowBlocks, kk: int, *, precision: str,
-                  device: torch.device, block_rows: int, db_full: np.ndarray | None = None):
-    """Top ``kk`` rows of ``rows`` by cosine for unit queries ``q``, one database block at a
-    time, merged in a heap. Returns ``(sims, ids)``, most similar first."""
+def _exact_search(q: np.ndarray, rows, kk: int, *, precision: str, device: torch.device,
+                  block_rows: int, db_full: np.ndarray | None = None):
+    """Top ``kk`` rows of ``rows`` (a RowSource) by cosine for unit queries ``q``, one
+    database block at a time, merged in a heap. Returns ``(sims, ids)``, most similar first."""
     heap = faiss.ResultHeap(q.shape[0], kk, keep_max=True)
-    for ds in range(0, rows.n, block_rows):
-        db = db_full if db_full is not None else _unit_rows(rows.read(ds, ds + block_rows))
+    blocks = [(0, db_full)] if db_full is not None else \
+        ((ds, _unit_rows(b)) for ds, b in rows.blocks(block_rows))
+    for ds, db in blocks:
         kb = min(kk, db.shape[0])
         if precision == "fp32":
             sims, ids = _search_block_fp32(q, db, kb)
@@ -254,7 +276,7 @@ def _exact_search(q: np.ndarray, rows: _RowBlocks, kk: int, *, precision: str,
     return heap.D, heap.I
 
 
-def _build_ivf(rows: _RowBlocks, nlist: int, *, block_rows: int, verbose: bool):
+def _build_ivf(rows, nlist: int, *, block_rows: int, verbose: bool):
     """An ``IndexIVFFlat`` (inner product) over the unit rows, trained on a sample and
     filled a block at a time. Deterministic: fixed sample and k-means seeds."""
     n, d = rows.n, rows.d
@@ -269,10 +291,10 @@ def _build_ivf(rows: _RowBlocks, nlist: int, *, block_rows: int, verbose: bool):
     sample = np.sort(np.random.default_rng(0).choice(n, m, replace=False)) if m < n \
         else np.arange(n)
     index.train(_unit_rows(rows.take(sample)))
-    for s in range(0, n, block_rows):
-        index.add(_unit_rows(rows.read(s, s + block_rows)))
+    for s, block in rows.blocks(block_rows):
+        index.add(_unit_rows(block))
         if verbose:
-            print(f"  ivf index: {min(s + block_rows, n)}/{n} rows added", flush=True)
+            print(f"  ivf index: {s + len(block)}/{n} rows added", flush=True)
     return index, quantizer, m
 
 
@@ -282,7 +304,7 @@ def _recall(found: np.ndarray, truth: np.ndarray) -> float:
     return float(hits.mean() / truth.shape[1])
 
 
-def _calibrate_nprobe(index, rows: _RowBlocks, k: int, target: float, *, block_rows: int):
+def _calibrate_nprobe(index, rows, k: int, target: float, *, block_rows: int):
     """The smallest ``nprobe`` (doubling, then bisecting) whose recall@k on a sample of
     queries, against their exact fp32 neighbours, reaches ``target``."""
     n, nlist = rows.n, index.nlist
@@ -338,7 +360,7 @@ def mine_neighbors(
 
     Parameters
     ----------
-    X : array-like of shape (n_samples, n_features) or EmbeddingStore
+    X : array-like of shape (n_samples, n_features), EmbeddingStore or store path
         Rows to search (memory maps and store shards are read block by block).
     k : int
         Neighbours per row; at most ``n_samples - 1``.
@@ -377,11 +399,11 @@ def mine_neighbors(
     [1, 0, 3, 2]
     """
     t0 = time.perf_counter()
-    rows = _row_blocks(X)
+    rows = _row_source(X)
     n = rows.n
     k = _check_k(k, n)
-    how = resolve_knn_method(method, n)
     dev = _resolve_device(device)
+    how = resolve_knn_method(method, n, dev, precision)
     prec = resolve_knn_precision(precision, dev) if how == "exact" else "fp32"
     block_rows = max(1, int(block_rows))
     kk = k + 1
@@ -410,10 +432,11 @@ def mine_neighbors(
         info.update(nlist=lists, nprobe=probe, train_rows=train_rows)
         dev = torch.device("cpu")
     single_db = how == "exact" and n <= block_rows
-    db_full = _unit_rows(rows.read(0, n)) if single_db else None
+    db_full = _unit_rows(next(rows.blocks(block_rows))[1]) if single_db else None
     n_fallback = 0
-    for qs in range(0, n, block_rows):
-        q = db_full[qs : qs + block_rows] if single_db else _unit_rows(rows.read(qs, qs + block_rows))
+    queries = [(0, db_full)] if single_db else \
+        ((qs, _unit_rows(b)) for qs, b in rows.blocks(block_rows))
+    for qs, q in queries:
         if how == "exact":
             sims, ids = _exact_search(q, rows, kk, precision=prec, device=dev,
                                       block_rows=block_rows, db_full=db_full)
@@ -601,10 +624,10 @@ def neighbors_for(
         fingerprint = "array-" + array_fingerprint(X)
     folders = ([Path(cache)] if not isinstance(cache, bool)
                else [f for f in (default_folder, cache_dir() / "neighbors" / fingerprint) if f])
-    how = resolve_knn_method(method, n)
-    request = {"method": how, "target_recall": float(target_recall), "nlist": nlist,
-               "nprobe": nprobe,
-               "precision": resolve_knn_precision(precision, _resolve_device(device))}
+    dev = _resolve_device(device)
+    request = {"method": resolve_knn_method(method, n, dev, precision),
+               "precision": resolve_knn_precision(precision, dev),
+               "target_recall": float(target_recall), "nlist": nlist, "nprobe": nprobe}
     for folder in folders:
         found = _load_cached(folder, fingerprint, k, n, request) if folder.is_dir() else None
         if found is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from deepclust.errors import InputError
 from deepclust.neighbors import mine_neighbors, neighbors_for
@@ -98,3 +99,147 @@ def test_store_table_is_cached_inside_the_store(clustered, tmp_path):
     second = neighbors_for(tmp_path / "store", 6, precision="fp32")  # by path
     assert second.info["cached"] is True
     assert np.array_equal(second.indices, _brute_force(clustered, 6)[0])
+
+
+# ----------------------------------------------------------------------------- approximate
+
+
+def _recall(found: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.mean([len(set(a) & set(b)) / truth.shape[1]
+                          for a, b in zip(found, truth, strict=True)]))
+
+
+@pytest.fixture(scope="module")
+def larger():
+    # 40 directions, 4000 rows: enough rows per IVF list for probing to be selective
+    rng = np.random.default_rng(1)
+    centres = rng.standard_normal((40, 32))
+    X = centres[rng.integers(40, size=4000)] + 0.6 * rng.standard_normal((4000, 32))
+    return X.astype(np.float32)
+
+
+def test_ivf_recall_and_never_itself(larger):
+    truth, _ = _brute_force(larger, 10)
+    nb = mine_neighbors(larger, 10, method="ivf")
+    info = nb.info
+    assert info["method"] == "ivf" and info["nlist"] == round(4 * np.sqrt(4000))
+    assert info["nprobe"] < info["nlist"]  # an actual approximation, not a full scan
+    assert info["recall_estimate"] >= 0.95
+    assert _recall(nb.indices, truth) >= 0.9
+    assert not np.any(nb.indices == np.arange(4000)[:, None])
+    assert nb.indices.min() >= 0 and nb.indices.max() < 4000
+    assert np.all(np.diff(nb.similarities, axis=1) <= 1e-6)
+    # the similarities are the true cosines of the rows returned
+    U = larger / np.linalg.norm(larger, axis=1, keepdims=True)
+    np.testing.assert_allclose(nb.similarities[:, 0],
+                               np.einsum("ij,ij->i", U, U[nb.indices[:, 0]]), atol=1e-5)
+
+
+def test_ivf_with_fixed_parameters_and_tiny_lists(clustered):
+    # one probe of lists holding about 7 rows: many rows find fewer than k + 1 candidates
+    # and are searched exactly, so the table is still complete
+    nb = mine_neighbors(clustered, 10, method="ivf", nlist=120, nprobe=1)
+    assert nb.info["nprobe"] == 1 and nb.info["nlist"] == 120
+    assert "recall_estimate" not in nb.info
+    assert nb.info["exact_fallback_rows"] > 0
+    assert nb.indices.min() >= 0
+    assert not np.any(nb.indices == np.arange(900)[:, None])
+    with pytest.raises(InputError, match="nprobe must be between 1 and nlist=120"):
+        mine_neighbors(clustered, 10, method="ivf", nlist=120, nprobe=500)
+    with pytest.raises(InputError, match="method must be"):
+        mine_neighbors(clustered, 10, method="hnsw")
+
+
+def test_auto_is_exact_below_the_threshold_and_ivf_above(clustered, monkeypatch):
+    import deepclust.neighbors as nbm
+
+    assert mine_neighbors(clustered, 5, precision="fp32").info["method"] == "exact"
+    monkeypatch.setattr(nbm, "EXACT_MAX_ROWS", 500)
+    assert mine_neighbors(clustered, 5, precision="fp32").info["method"] == "ivf"
+    assert nbm.resolve_knn_method("auto", 900, torch.device("cuda"), "auto") == "exact"
+
+
+def test_cache_never_serves_an_approximate_table_to_an_exact_request(clustered, tmp_path,
+                                                                      monkeypatch):
+    import deepclust.neighbors as nbm
+
+    folder = tmp_path / "nb"
+    ivf = neighbors_for(clustered, 8, cache=folder, method="ivf")
+    assert ivf.info["cached"] is False and ivf.info["method"] == "ivf"
+    again = neighbors_for(clustered, 5, cache=folder, method="ivf")
+    assert again.info["cached"] is True and again.info["method"] == "ivf"
+    assert np.array_equal(again.indices, ivf.indices[:, :5])
+    # the table was calibrated for 0.95: it does not serve a stricter target
+    assert neighbors_for(clustered, 5, cache=folder, method="ivf",
+                         target_recall=0.999).info["cached"] is False
+    # exact (explicitly, or auto at this size) is mined, not served from the ivf table
+    exact = neighbors_for(clustered, 8, cache=folder, method="auto", precision="fp32")
+    assert exact.info["cached"] is False and exact.info["method"] == "exact"
+    assert np.array_equal(exact.indices, _brute_force(clustered, 8)[0])
+    # above the threshold auto accepts approximate tables; the exact one is preferred
+    monkeypatch.setattr(nbm, "EXACT_MAX_ROWS", 500)
+    served = neighbors_for(clustered, 8, cache=folder, method="auto", precision="fp32")
+    assert served.info["cached"] is True and served.info["method"] == "exact"
+    names = sorted(p.name for p in folder.glob("*.json"))
+    assert "knn-cosine-exact-fp32-k8.json" in names and "knn-cosine-ivf-k8.json" in names
+
+
+def test_cache_keeps_bf16_from_an_fp32_request(clustered, tmp_path):
+    folder = tmp_path / "nb"
+    bf16 = neighbors_for(clustered, 6, cache=folder, method="exact", precision="bf16",
+                         device="cpu")
+    assert bf16.info["precision"] == "bf16"
+    assert neighbors_for(clustered, 6, cache=folder, method="exact", precision="bf16",
+                         device="cpu").info["cached"] is True
+    fp32 = neighbors_for(clustered, 6, cache=folder, method="exact", precision="fp32")
+    assert fp32.info["cached"] is False and fp32.info["precision"] == "fp32"
+    # an ivf request takes an exact table
+    assert neighbors_for(clustered, 6, cache=folder, method="ivf").info["method"] == "exact"
+
+
+def test_version_1_tables_are_read_as_exact(clustered, tmp_path):
+    import json
+
+    folder = tmp_path / "nb"
+    table = neighbors_for(clustered, 4, cache=folder, method="exact", precision="fp32")
+    stem = folder / "knn-cosine-exact-fp32-k4"
+    old = folder / "knn-cosine-k4"  # the version-1 name and metadata, without "method"
+    for suffix in ("-indices.npy", "-similarities.npy"):
+        (folder / f"{stem.name}{suffix}").rename(folder / f"{old.name}{suffix}")
+    meta = json.loads((folder / f"{stem.name}.json").read_text())
+    meta.pop("method")
+    meta["version"] = 1
+    (folder / f"{stem.name}.json").unlink()
+    (folder / f"{old.name}.json").write_text(json.dumps(meta))
+    found = neighbors_for(clustered, 4, cache=folder, method="exact", precision="fp32")
+    assert found.info["cached"] is True and found.info["method"] == "exact"
+    assert np.array_equal(found.indices, table.indices)
+
+
+def test_a_float16_store_is_searched_shard_by_shard(clustered, tmp_path, monkeypatch):
+    from deepclust.store import FORMAT, FORMAT_VERSION, EmbeddingStore, StoreWriter, open_store
+
+    n, size = len(clustered), 250  # 4 shards, the last short
+    writer = StoreWriter(tmp_path / "s")
+    writer.prepare({"format": FORMAT, "format_version": FORMAT_VERSION, "encoder": "test",
+                    "encoder_config": {}, "dim": 48, "dtype": "float16", "precision": "fp32",
+                    "source": "test", "source_fingerprint": "f16", "n_items": n,
+                    "shard_size": size, "n_shards": 4, "class_names": None})
+    for k in range(4):
+        items = list(range(k * size, min(n, (k + 1) * size)))
+        writer.write_shard(k, clustered[items].astype(np.float16), {
+            "item": items, "id": [str(i) for i in items], "label": [0] * len(items),
+            "path": [""] * len(items), "row": list(range(len(items))),
+            "error": [""] * len(items)})
+    writer.finalize()
+    writer.release()
+    store = open_store(tmp_path / "s")
+    monkeypatch.setattr(EmbeddingStore, "X", property(lambda self: pytest.fail("store.X read")))
+    widened = clustered.astype(np.float16).astype(np.float32)
+    truth, _ = _brute_force(widened, 6)
+    # query and database blocks of 97 rows cross the shard boundaries
+    nb = mine_neighbors(store, 6, method="exact", precision="fp32", block_rows=97)
+    assert np.array_equal(nb.indices, truth)
+    approx = neighbors_for(store, 6, method="ivf")
+    assert approx.info["cache"].startswith(str(tmp_path / "s" / "neighbors"))
+    assert _recall(approx.indices, truth) >= 0.9

@@ -21,11 +21,13 @@ from deepclust.cluster.classic import (  # noqa: F401  (registers the classic me
 from deepclust.cluster.heads import SCAN, TEMI  # noqa: F401  (registers "temi" and "scan")
 from deepclust.cluster.hierarchical import HierarchicalKMeans  # noqa: F401  (registers "hkmeans")
 from deepclust.cluster.kmeans import KMeans  # noqa: F401  (registers "kmeans")
+from deepclust.cluster.minibatch import MiniBatchKMeans  # noqa: F401  (registers "minibatch-kmeans")
 
 __all__ = [
     "BaseClusterer",
     "HierarchicalKMeans",
     "KMeans",
+    "MiniBatchKMeans",
     "Agglomerative",
     "AffinityPropagation",
     "GaussianMixture",
