@@ -44,6 +44,11 @@ def test_bf16_assignment_equals_fp32_and_brute_force(mixture):
         # the bounds are bounds: nearest >= true distance, second <= every other distance
         assert np.all(nearest >= np.sqrt(order[:, 0]) - 1e-9)
         assert np.all(second <= np.sqrt(order[:, 1]) + 1e-9)
+    # the exact fallback used on GPUs, run here on the CPU
+    search = CentroidSearch(C, spherical=False, precision="bf16", device=torch.device("cpu"))
+    labels, second = search._search_fp64(mixture)
+    assert np.array_equal(labels[clear], exact[clear])
+    assert np.all(second <= np.sqrt(order[:, 1]) + 1e-9)
 
 
 def test_pruned_lloyd_equals_plain_lloyd(mixture):

@@ -167,8 +167,8 @@ class CentroidSearch:
         else:
             labels, second, unsure = self._search_torch(X)
             if unsure.size:  # rows whose fast ranking is not certain: exact search
-                labels[unsure], second[unsure] = self._search_faiss(
-                    np.ascontiguousarray(X[unsure]))
+                exact = self._search_faiss if self.device.type == "cpu" else self._search_fp64
+                labels[unsure], second[unsure] = exact(np.ascontiguousarray(X[unsure]))
         return labels, self._up(self.exact_distances(X, labels)), second
 
     # -- helpers
@@ -184,6 +184,20 @@ class CentroidSearch:
         slack = 3.0 * self.gamma * (xn2 + float(np.einsum("ij,ij->i", self.C, self.C).max()))
         second = np.sqrt(np.maximum(D[:, 1].astype(np.float64) - slack, 0.0))
         return ids[:, 0].astype(np.int64), second
+
+    def _search_fp64(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """float64 search of the two nearest on the device (the GPU fallback: a few rows)."""
+        C = self.Ct.double()
+        cn2 = (C * C).sum(1)
+        labels = np.empty(X.shape[0], dtype=np.int64)
+        second = np.empty(X.shape[0], dtype=np.float64)
+        for a in range(0, X.shape[0], 1 << 14):
+            x = torch.from_numpy(X[a: a + (1 << 14)]).to(self.device).double()
+            d2 = torch.addmm(cn2, x, C.T, alpha=-2.0) + (x * x).sum(1, keepdim=True)
+            v, i = torch.topk(d2, 2, dim=1, largest=False, sorted=True)
+            labels[a: a + len(x)] = i[:, 0].cpu().numpy()
+            second[a: a + len(x)] = (v[:, 1] * (1 - 1e-12)).clamp_min(0).sqrt().cpu().numpy()
+        return labels, second
 
     def _search_torch(self, X: np.ndarray):
         """Two best by the fast product; rows not certain of their best are returned in

@@ -43,10 +43,10 @@ __all__ = [
 
 #: Rows per block of the Lloyd pass (assignment and accumulation are fused per block).
 BLOCK_ROWS = 1 << 16
+#: Centroids that moved most, checked against every row directly in a pruned pass.
+FAST_CENTROIDS = 32
 #: Rows per sparse product in the update; small enough that a float64 copy stays in cache.
 _UPDATE_CHUNK = 4096
-#: Most memory for the per-thread float64 sums of the update (one (k, d) buffer each).
-_PARTIAL_BYTES = 256 << 20
 #: Relative size of the perturbation that splits a centroid (the value faiss uses).
 RESEED_EPS = 1.0 / 1024
 
@@ -424,8 +424,17 @@ def _lloyd(
         n_changed = n_searched = 0
         first = moved is None
         if not first:
+            # the fastest-moving centroids are checked against every row directly, so
+            # one far jump (a re-seeded cluster, a small cluster) does not loosen the
+            # lower bound of every row; the others move the bound by their largest step
             order = np.argsort(moved)
-            top, runner_up = order[-1], (order[-2] if k > 1 else order[-1])
+            n_fast = min(k - 1, FAST_CENTROIDS)
+            fast = np.sort(order[k - n_fast:]) if n_fast else order[:0]
+            rest = order[: k - n_fast]
+            top = rest[-1]
+            runner_up = rest[-2] if rest.size > 1 else rest[-1]
+            fast_C = C[fast]
+            fast_n2 = np.einsum("ij,ij->i", fast_C, fast_C, dtype=np.float64)
         for off, block in source.blocks(BLOCK_ROWS):
             if spherical:
                 block = _l2_normalise(block)
@@ -437,6 +446,9 @@ def _lloyd(
                 lab = labels[sl]
                 up = upper[sl] + moved[lab]
                 low = lower[sl] - np.where(lab == top, moved[runner_up], moved[top])
+                if fast.size:
+                    low = np.minimum(low, _fast_lower_bound(block, fast, fast_C, fast_n2,
+                                                            lab, search.gamma))
                 rows = np.flatnonzero(up > low)
                 if rows.size:  # tighten the upper bound before searching
                     up[rows] = search._up(search.exact_distances(block[rows], lab[rows]))
@@ -501,6 +513,17 @@ def _lloyd(
         "objective_history": history,
         "rows_searched": searched,
     }
+
+
+def _fast_lower_bound(X: np.ndarray, fast: np.ndarray, fast_C: np.ndarray,
+                      fast_n2: np.ndarray, labels: np.ndarray, gamma: float) -> np.ndarray:
+    """Per row, a lower bound on the distance to the centroids ``fast`` other than its own
+    (float32 product, loosened by its worst-case rounding)."""
+    x_n2 = np.einsum("ij,ij->i", X, X, dtype=np.float64)
+    d2 = x_n2[:, None] + fast_n2[None, :] - 2.0 * (X @ fast_C.T)
+    d2 -= 3.0 * gamma * (x_n2[:, None] + fast_n2[None, :])
+    d2[labels[:, None] == fast[None, :]] = np.inf  # a row's own centroid is not "other"
+    return np.sqrt(np.maximum(d2.min(axis=1), 0.0))
 
 
 class _Comm:
