@@ -407,6 +407,7 @@ def _lloyd(
     labels = np.full(n, -1, dtype=np.int64)
     upper = np.empty(n, dtype=np.float64)
     lower = np.empty(n, dtype=np.float64)
+    row_n2 = np.empty(n, dtype=np.float32)  # |x|^2 of every row, for the fast bound
     sums = np.zeros((k, d), dtype=np.float64)
     counts = np.zeros(k, dtype=np.int64)
     sq_norms = 0.0
@@ -433,22 +434,25 @@ def _lloyd(
             rest = order[: k - n_fast]
             top = rest[-1]
             runner_up = rest[-2] if rest.size > 1 else rest[-1]
-            fast_C = C[fast]
-            fast_n2 = np.einsum("ij,ij->i", fast_C, fast_C, dtype=np.float64)
+            fast_C = np.ascontiguousarray(C[fast])
+            fast_n2 = np.einsum("ij,ij->i", fast_C, fast_C).astype(np.float32)
+            fast_pos = np.full(k, -1, dtype=np.int64)
+            fast_pos[fast] = np.arange(fast.size)
         for off, block in source.blocks(BLOCK_ROWS):
             if spherical:
                 block = _l2_normalise(block)
             sl = slice(off, off + block.shape[0])
             if first:
-                sq_norms += float(np.einsum("ij,ij->", block, block, dtype=np.float64))
+                row_n2[sl] = np.einsum("ij,ij->i", block, block)
+                sq_norms += float(row_n2[sl].sum(dtype=np.float64))
                 rows = np.arange(block.shape[0])
             else:
                 lab = labels[sl]
                 up = upper[sl] + moved[lab]
                 low = lower[sl] - np.where(lab == top, moved[runner_up], moved[top])
                 if fast.size:
-                    low = np.minimum(low, _fast_lower_bound(block, fast, fast_C, fast_n2,
-                                                            lab, search.gamma))
+                    low = np.minimum(low, _fast_lower_bound(block, row_n2[sl], fast_C, fast_n2,
+                                                            fast_pos[lab], search.gamma))
                 rows = np.flatnonzero(up > low)
                 if rows.size:  # tighten the upper bound before searching
                     up[rows] = search._up(search.exact_distances(block[rows], lab[rows]))
@@ -515,15 +519,20 @@ def _lloyd(
     }
 
 
-def _fast_lower_bound(X: np.ndarray, fast: np.ndarray, fast_C: np.ndarray,
-                      fast_n2: np.ndarray, labels: np.ndarray, gamma: float) -> np.ndarray:
-    """Per row, a lower bound on the distance to the centroids ``fast`` other than its own
-    (float32 product, loosened by its worst-case rounding)."""
-    x_n2 = np.einsum("ij,ij->i", X, X, dtype=np.float64)
-    d2 = x_n2[:, None] + fast_n2[None, :] - 2.0 * (X @ fast_C.T)
-    d2 -= 3.0 * gamma * (x_n2[:, None] + fast_n2[None, :])
-    d2[labels[:, None] == fast[None, :]] = np.inf  # a row's own centroid is not "other"
-    return np.sqrt(np.maximum(d2.min(axis=1), 0.0))
+def _fast_lower_bound(X: np.ndarray, x_n2: np.ndarray, fast_C: np.ndarray,
+                      fast_n2: np.ndarray, own: np.ndarray, gamma: float) -> np.ndarray:
+    """Per row, a lower bound on the distance to the fast-moving centroids other than its
+    own: a float32 product ``|x|^2 + |c|^2 - 2 <x, c>`` less its worst-case rounding
+    (``3 gamma (|x|^2 + |c|^2)``). ``own`` is each row's position in ``fast_C``, or -1."""
+    d2 = X @ fast_C.T
+    d2 *= -2.0
+    d2 += ((1.0 - 3.0 * gamma) * x_n2)[:, None]
+    d2 += ((1.0 - 3.0 * gamma) * fast_n2)[None, :]
+    mine = np.flatnonzero(own >= 0)
+    d2[mine, own[mine]] = np.inf  # a row's own centroid is not "other"
+    low = d2.min(axis=1)
+    np.maximum(low, 0.0, out=low)
+    return np.sqrt(low, dtype=np.float64)
 
 
 class _Comm:
