@@ -443,8 +443,9 @@ def _lloyd(
                 block = _l2_normalise(block)
             sl = slice(off, off + block.shape[0])
             if first:
-                row_n2[sl] = np.einsum("ij,ij->i", block, block)
-                sq_norms += float(row_n2[sl].sum(dtype=np.float64))
+                n2 = np.einsum("ij,ij->i", block, block, dtype=np.float64)
+                row_n2[sl] = n2
+                sq_norms += float(n2.sum())
                 rows = np.arange(block.shape[0])
             else:
                 lab = labels[sl]
