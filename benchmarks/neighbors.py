@@ -19,23 +19,10 @@ import time
 
 import numpy as np
 import torch
+from kmeans import make_data  # the same synthetic mixture as benchmarks/kmeans.py
 
 from deepclust.cluster.rows import as_row_source
 from deepclust.neighbors import _exact_search, _recall, _unit_rows, mine_neighbors
-
-
-def make_data(n: int, d: int, k: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    n_comp = 2 * k
-    spectrum = (1.0 / np.sqrt(1.0 + np.arange(d))).astype(np.float32)
-    centres = rng.standard_normal((n_comp, d), dtype=np.float32) * (4.0 * spectrum)
-    weights = rng.dirichlet(np.full(n_comp, 2.0))
-    comp = rng.choice(n_comp, size=n, p=weights)
-    spread = rng.uniform(0.5, 1.5, size=n_comp).astype(np.float32)
-    X = rng.standard_normal((n, d), dtype=np.float32)
-    X *= spread[comp, None] * spectrum
-    X += centres[comp]
-    return X
 
 
 def exact_sample(X, k, qidx, precision):

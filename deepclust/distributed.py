@@ -83,6 +83,29 @@ def default_device(di: DistInfo | None = None) -> torch.device:
     return torch.device("cpu")
 
 
+def resolve_device(device) -> torch.device:
+    """A ``device`` setting as a torch device.
+
+    ``"auto"`` (or None): this process's GPU when CUDA is available, else the CPU; a
+    string (``"cpu"``, ``"cuda"``, ``"cuda:1"``) or a torch device passes through, after a
+    check that CUDA exists when it is asked for.
+    """
+    from deepclust.errors import InputError
+
+    if isinstance(device, torch.device):
+        return device
+    if device in (None, "auto"):
+        return default_device()
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InputError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {device!r} asked but CUDA is not available here; use "
+                         "device='cpu' (or 'auto')")
+    return dev
+
+
 def barrier() -> None:
     """Wait for every process (no-op when not distributed)."""
     if info().distributed:

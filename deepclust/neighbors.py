@@ -99,6 +99,7 @@ import numpy as np
 import torch
 
 from deepclust._validation import check_features
+from deepclust.distributed import resolve_device
 from deepclust.errors import InputError
 from deepclust.runinfo import write_json, write_npy
 
@@ -402,7 +403,7 @@ def mine_neighbors(
     rows = _row_source(X)
     n = rows.n
     k = _check_k(k, n)
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     how = resolve_knn_method(method, n, dev, precision)
     prec = resolve_knn_precision(precision, dev) if how == "exact" else "fp32"
     block_rows = max(1, int(block_rows))
@@ -457,17 +458,6 @@ def mine_neighbors(
         info["exact_fallback_rows"] = n_fallback
     info.update(device=str(dev), seconds=time.perf_counter() - t0)
     return Neighbors(out_ids, out_sims, info)
-
-
-def _resolve_device(device) -> torch.device:
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError):
-        raise InputError(f"device must be 'auto', 'cpu' or 'cuda[:i]', got {device!r}") from None
 
 
 # ----------------------------------------------------------------------------- caching
@@ -624,7 +614,7 @@ def neighbors_for(
         fingerprint = "array-" + array_fingerprint(X)
     folders = ([Path(cache)] if not isinstance(cache, bool)
                else [f for f in (default_folder, cache_dir() / "neighbors" / fingerprint) if f])
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     request = {"method": resolve_knn_method(method, n, dev, precision),
                "precision": resolve_knn_precision(precision, dev),
                "target_recall": float(target_recall), "nlist": nlist, "nprobe": nprobe}

@@ -29,6 +29,7 @@ import faiss
 import numpy as np
 import torch
 
+from deepclust.distributed import resolve_device
 from deepclust.errors import InputError
 
 __all__ = ["CentroidSearch", "resolve_precision", "resolve_device"]
@@ -37,24 +38,6 @@ __all__ = ["CentroidSearch", "resolve_precision", "resolve_device"]
 SUB_ROWS = 8192
 #: Smallest k for which "auto" takes the bf16 path (below it the product is cheap anyway).
 BF16_MIN_CLUSTERS = 64
-
-
-def resolve_device(device) -> torch.device:
-    """``"auto"`` → CUDA when available, else the CPU; strings and devices pass through."""
-    if isinstance(device, torch.device):
-        return device
-    if device in (None, "auto"):
-        from deepclust import distributed
-
-        return distributed.default_device()
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise InputError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {device!r} asked but CUDA is not available here; use "
-                         "device='cpu' (or 'auto')")
-    return dev
 
 
 def resolve_precision(precision: str, device: torch.device, n_clusters: int) -> str:

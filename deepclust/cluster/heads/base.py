@@ -28,6 +28,7 @@ from deepclust.cluster.heads.training import (
     auto_teacher_momentum,
     default_n_steps,
 )
+from deepclust.distributed import resolve_device
 from deepclust.errors import InputError
 
 __all__ = ["HeadClusterer", "resolve_device", "resolve_precision"]
@@ -36,21 +37,6 @@ __all__ = ["HeadClusterer", "resolve_device", "resolve_precision"]
 PREDICT_ROWS = 1 << 14
 #: The base learning rate is for a batch of this many pairs (lr = base * batch / 256).
 LR_REFERENCE_BATCH = 256
-
-
-def resolve_device(device) -> torch.device:
-    """``"auto"``: this process's GPU when CUDA is available (see deepclust.distributed)."""
-    if isinstance(device, torch.device):
-        return device
-    if device in (None, "auto"):
-        return ddp.default_device()
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise InputError(f"device must be 'auto', 'cpu' or 'cuda[:i]', got {device!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError("device='cuda' but CUDA is not available here; use device='cpu'")
-    return dev
 
 
 def _cpu_has_native_bf16() -> bool:
