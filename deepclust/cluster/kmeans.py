@@ -399,7 +399,7 @@ def _lloyd(
     """
     from deepclust.cluster.assign import CentroidSearch
 
-    comm = comm or _Comm()
+    comm = comm or _Comm(None)
     device = device if device is not None else torch.device("cpu")
     n, d = source.n, source.d
     k = centroids.shape[0]
@@ -539,10 +539,10 @@ def _fast_lower_bound(X: np.ndarray, x_n2: np.ndarray, fast_C: np.ndarray,
 class _Comm:
     """Sums across the processes of a ``torchrun`` group (identity in one process)."""
 
-    def __init__(self):
+    def __init__(self, info=None):
         from deepclust import distributed
 
-        self.info = distributed.info()
+        self.info = info if info is not None else distributed.info()
 
     def _reduce(self, t: torch.Tensor) -> torch.Tensor:
         if self.info.distributed:
@@ -639,6 +639,17 @@ class KMeans(BaseClusterer):
         Cosine k-means: rows are L2-normalised, centroids are unit vectors (the normalised
         sum of their rows), the objective is ``sum(1 - cos)``, and ``predict`` uses cosine.
         All-zero rows are rejected.
+    precision : {"auto", "fp32", "bf16"}, default="auto"
+        Nearest-centroid search: faiss float32, or a bf16 product whose rankings are
+        certified against float32 (uncertain rows searched again in float32), so the labels
+        are the same. "auto": bf16 on GPUs, fp32 on CPUs (measured faster here; see
+        docs/scale.md).
+    device : "auto", "cpu", "cuda" or "cuda:N", default="auto"
+        Where the products run ("auto": this process's GPU when there is one).
+    distributed : "auto", bool, default="auto"
+        Under ``torchrun``, split the rows between the processes and all-reduce the
+        per-cluster sums. "auto" does so when ``X`` is a store (every process reads its
+        own share); True also for arrays, which must then be the same on every process.
     random_state : None, int or numpy Generator
         Seeds initialisation and re-seeding.
     verbose : bool, default=False
@@ -692,6 +703,7 @@ class KMeans(BaseClusterer):
         spherical: bool = False,
         precision: str = "auto",
         device="auto",
+        distributed="auto",
         random_state=None,
         verbose: bool = False,
     ):
@@ -703,6 +715,7 @@ class KMeans(BaseClusterer):
         self.spherical = spherical
         self.precision = precision
         self.device = device
+        self.distributed = distributed
         self.random_state = random_state
         self.verbose = verbose
 
@@ -764,7 +777,7 @@ class KMeans(BaseClusterer):
         """
         from deepclust import distributed
         from deepclust.cluster.assign import resolve_device, resolve_precision
-        from deepclust.cluster.rows import ArrayRows, as_row_source
+        from deepclust.cluster.rows import ArrayRows, StoreRows, as_row_source
 
         t_start = time.perf_counter()
         source = as_row_source(X)
@@ -789,7 +802,15 @@ class KMeans(BaseClusterer):
             return self
 
         di = distributed.info()
-        comm = _Comm()
+        if self.distributed not in ("auto", True, False):
+            raise InputError(f"distributed must be 'auto', True or False, got {self.distributed!r}")
+        # "auto": share the work only over data every process reads the same way (a store);
+        # arrays in memory may differ between processes, so each fits its own
+        shared = self.distributed is True or (self.distributed == "auto"
+                                              and isinstance(source, StoreRows))
+        if not shared:
+            di = distributed.DistInfo()
+        comm = _Comm(di)
         local = source.part(di.rank, di.world_size) if di.distributed else source
         best = None
         inertias = []
