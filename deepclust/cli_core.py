@@ -66,9 +66,11 @@ def cmd_cluster(args) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} exists and is not a directory")
+    k = _parse_k(args.k)
+    if _streams_store(args, k):
+        return _cluster_store_out_of_core(args, k, started, t0)
     fs = load_features(args.input, labels_path=args.labels, label_column=args.label_column)
     load_s = time.perf_counter() - t0
-    k = _parse_k(args.k)
     params = _parse_params(args.param)
     for name in ("precision", "device"):
         value = getattr(args, name, None)
@@ -129,6 +131,79 @@ def cmd_cluster(args) -> int:
         from deepclust.cli_report import print_written
 
         return print_written(page)
+    return 0
+
+
+#: Methods that fit a store block by block, never loading it (deepclust cluster STORE).
+OUT_OF_CORE_METHODS = ("kmeans", "minibatch-kmeans")
+
+
+def _streams_store(args, k) -> bool:
+    """True when ``deepclust cluster`` should fit the store without loading it: an embedding
+    store, a method that streams, a given k, no reduction and no outside labels."""
+    path = Path(args.input)
+    return (path.is_dir() and (path / "meta.json").is_file() and args.method in OUT_OF_CORE_METHODS
+            and isinstance(k, int) and not args.reduce and not args.labels
+            and not args.label_column and not getattr(args, "report", False))
+
+
+def _cluster_store_out_of_core(args, k: int, started: str, t0: float) -> int:
+    """``deepclust cluster STORE --method kmeans --k K``: streamed, any size of store.
+
+    Scores that use labels are computed when the store has them; the label-free proxy
+    (a UMAP space of all rows) is not, since it would need the rows in memory.
+    """
+    from deepclust.cluster import make_clusterer
+    from deepclust.metrics import evaluate
+    from deepclust.runinfo import environment, now_iso, write_json, write_npy
+    from deepclust.store import open_store
+
+    store = open_store(args.input)
+    out = Path(args.out)
+    params = _parse_params(args.param)
+    for name in ("precision", "device"):
+        if getattr(args, name, None) is not None:
+            params[name] = getattr(args, name)
+    est = make_clusterer(args.method, n_clusters=k, random_state=args.seed, **params)
+    t_fit = time.perf_counter()
+    est.fit(store)
+    fit_s = time.perf_counter() - t_fit
+    labels = est.labels_
+    y = store.labels
+    has_labels = bool((y >= 0).any())
+    metrics = evaluate(y, labels, noise=args.noise) if has_labels else None
+    write_npy(out / "labels.npy", labels)
+    run = {
+        "command": "cluster",
+        "argv": getattr(args, "argv", sys.argv[1:]),
+        "input": {"path": str(args.input), "source": f"store ({store.meta.get('encoder')})",
+                  "n_samples": len(store), "n_features": int(store.dim),
+                  "has_labels": has_labels, "out_of_core": True},
+        "seed": args.seed, "k": k, "noise": args.noise, "method": args.method,
+        "params": {key: (v if isinstance(v, (int, float, str, bool)) or v is None else str(v))
+                   for key, v in est.get_params().items()},
+        "n_clusters": int(len(np.unique(labels))),
+        "metrics": metrics,
+        "label_free": None,
+        "stats": {key: v for key, v in getattr(est, "stats_", {}).items()
+                  if isinstance(v, (int, float, str, bool, list))},
+        "timings": {"fit_s": fit_s, "total_s": time.perf_counter() - t0},
+        "environment": environment(),
+        "started": started,
+        "finished": now_iso(),
+    }
+    write_json(out / "run.json", run)
+    if args.json:
+        _print_json(run)
+        return 0
+    print(f"{args.input}: {len(store)} x {store.dim} {store.dtype} store, clustered block by "
+          f"block (not loaded); method {args.method}, k={k}")
+    print(f"\n{run['n_clusters']} clusters")
+    rows = _scores_rows(metrics, None)
+    if rows:
+        print(format_table(rows))
+    print("(no label-free proxy: it needs the rows in memory; load a sample to score it)")
+    print(f"\nwrote {out / 'labels.npy'} and {out / 'run.json'} ({run['timings']['total_s']:.1f} s)")
     return 0
 
 

@@ -160,3 +160,29 @@ def test_two_process_torchrun_equals_one_process(mixture, tmp_path):
         np.testing.assert_allclose(two[f"{precision}.centers"], one["centers"], rtol=1e-6,
                                    atol=1e-6)
         assert float(two[f"{precision}.inertia"]) == pytest.approx(one["inertia"], rel=1e-9)
+
+
+def test_cli_clusters_a_store_without_loading_it(mixture, tmp_path, monkeypatch, capsys):
+    import json
+
+    from deepclust.cli import main
+
+    truth = np.repeat(np.arange(9), 1000)
+    write_array_store(tmp_path / "s", mixture, n=len(mixture), dim=24, shard_size=4000,
+                      labels=truth)
+
+    def no_loading(self):
+        raise AssertionError("the store was loaded whole")
+
+    monkeypatch.setattr(EmbeddingStore, "X", property(no_loading))
+    code = main(["cluster", str(tmp_path / "s"), "--k", "9", "--out", str(tmp_path / "o"),
+                 "--precision", "fp32"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "not loaded" in printed and "nmi" in printed
+    run = json.loads((tmp_path / "o" / "run.json").read_text())
+    assert run["input"]["out_of_core"] and run["params"]["precision"] == "fp32"
+    labels = np.load(tmp_path / "o" / "labels.npy")
+    expected = KMeans(9, random_state=0, precision="fp32").fit(mixture).labels_
+    assert np.array_equal(labels, expected)
+    assert 0 <= run["metrics"]["nmi"] <= 1
