@@ -355,6 +355,11 @@ class EmbeddingStore:
     @property
     def labels(self) -> np.ndarray:
         """int64 labels, one per row (-1 where unknown)."""
+        if self._index is None:  # the label column alone: ids and paths of 20 M rows are GBs
+            import pyarrow.parquet as pq
+
+            return pq.read_table(self.path / INDEX, columns=["label"])["label"].to_numpy() \
+                .astype(np.int64)
         return self.index["label"].to_numpy().astype(np.int64)
 
     @property
