@@ -63,7 +63,9 @@ def to_json(obj: Any, **kw) -> str:
     return json.dumps(_jsonable(obj), **kw)
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: str | Path, write) -> None:
+    """Call ``write(file_object)`` on a temporary file next to ``path``, then rename it:
+    readers see the old file or the new one, never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -78,12 +80,17 @@ def _atomic_write(path: Path, write) -> None:
             os.unlink(tmp)
 
 
+def write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path``, atomically."""
+    atomic_write(path, lambda f: f.write(data))
+
+
 def write_json(path: str | Path, obj: Any) -> None:
     """Write ``obj`` as indented JSON, atomically."""
     data = (to_json(obj, indent=2) + "\n").encode()
-    _atomic_write(Path(path), lambda f: f.write(data))
+    atomic_write(Path(path), lambda f: f.write(data))
 
 
 def write_npy(path: str | Path, array: np.ndarray) -> None:
     """Write ``array`` as ``.npy``, atomically."""
-    _atomic_write(Path(path), lambda f: np.save(f, array, allow_pickle=False))
+    atomic_write(Path(path), lambda f: np.save(f, array, allow_pickle=False))

@@ -44,7 +44,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,6 +52,7 @@ from typing import Any
 import numpy as np
 
 from deepclust.errors import DataNotFoundError, InputError
+from deepclust.runinfo import atomic_write
 
 FORMAT = "deepclust-store"
 FORMAT_VERSION = 1
@@ -73,23 +73,9 @@ def shard_stem(k: int) -> str:
     return f"shard-{k:05d}"
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Call ``write(file_object)`` on a temporary file next to ``path``, then rename it."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _write_json(path: Path, obj: dict) -> None:
     data = (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode()
-    _atomic_write(path, lambda f: f.write(data))
+    atomic_write(path, lambda f: f.write(data))
 
 
 def _read_json(path: Path) -> dict:
@@ -228,13 +214,13 @@ class StoreWriter:
         import pyarrow.parquet as pq
 
         stem = shard_stem(k)
-        _atomic_write(self.shard_dir / f"{stem}.npy", lambda f: np.save(f, rows, allow_pickle=False))
+        atomic_write(self.shard_dir / f"{stem}.npy", lambda f: np.save(f, rows, allow_pickle=False))
         schema = pa.schema([
             ("item", pa.int64()), ("id", pa.string()), ("label", pa.int64()),
             ("path", pa.string()), ("row", pa.int64()), ("error", pa.string()),
         ])
         t = pa.table({name: table[name] for name in schema.names}, schema=schema)
-        _atomic_write(self.shard_dir / f"{stem}.parquet", lambda f: pq.write_table(t, f))
+        atomic_write(self.shard_dir / f"{stem}.parquet", lambda f: pq.write_table(t, f))
 
     def finalize(self, extra_labels: dict[str, tuple[np.ndarray, list[str] | None]] | None = None,
                  run: dict | None = None) -> dict:
@@ -270,8 +256,8 @@ class StoreWriter:
             extra_names[name] = names
         failed = table.filter(pc.invert(ok_mask)).select(["item", "id", "label", "path", "error"])
         failed = failed.rename_columns(["item", "id", "label", "path", "reason"])
-        _atomic_write(self.path / INDEX, lambda f: pq.write_table(index, f))
-        _atomic_write(self.path / FAILED, lambda f: pq.write_table(failed, f))
+        atomic_write(self.path / INDEX, lambda f: pq.write_table(index, f))
+        atomic_write(self.path / FAILED, lambda f: pq.write_table(failed, f))
         meta.update({
             "count": count,
             "n_failed": failed.num_rows,

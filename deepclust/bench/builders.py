@@ -132,7 +132,7 @@ class BenchmarkSubset:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        from deepclust.runinfo import _atomic_write, to_json
+        from deepclust.runinfo import atomic_write, to_json
 
         table = pa.table({"index": pa.array(self.indices, pa.int64()),
                           "fine_label": pa.array(self.fine_labels, pa.int64()),
@@ -142,7 +142,7 @@ class BenchmarkSubset:
                 "stats": self.stats(), "fingerprint": self.fingerprint()}
         table = table.replace_schema_metadata({MANIFEST_META_KEY: to_json(meta).encode()})
         p = Path(path)
-        _atomic_write(p, lambda f: pq.write_table(table, f))
+        atomic_write(p, lambda f: pq.write_table(table, f))
         return p
 
 

@@ -76,7 +76,7 @@ class ResultsFile:
     def extend(self, new_rows: Iterable[dict[str, Any]]) -> None:
         import pyarrow.parquet as pq
 
-        from deepclust.runinfo import _atomic_write
+        from deepclust.runinfo import atomic_write
 
         new_rows = list(new_rows)
         have = self.keys()
@@ -88,5 +88,5 @@ class ResultsFile:
             have.add(r["key"])
         rows = self.rows() + new_rows
         table = rows_to_table(rows)
-        _atomic_write(self.path, lambda f: pq.write_table(table, f))
+        atomic_write(self.path, lambda f: pq.write_table(table, f))
         self._rows = rows

@@ -46,6 +46,7 @@ from sklearn.exceptions import ConvergenceWarning
 from deepclust._validation import check_features, check_n_clusters, check_random_state
 from deepclust.cluster.base import BaseClusterer, register
 from deepclust.cluster.kmeans import BLOCK_ROWS, KMeans, nearest_centroids
+from deepclust.cluster.rows import unit_rows
 from deepclust.errors import InputError
 
 __all__ = [
@@ -314,18 +315,6 @@ def _record(info: dict, km: KMeans) -> None:
     """Keep the seeding time and iterations of one k-means in a level's statistics."""
     info["init_seconds"].append(float(getattr(km, "stats_", {}).get("init_seconds", 0.0)))
     info["n_iter"].append(int(km.n_iter_))
-
-
-def _unit_rows(X: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(X, axis=1)
-    zero = np.flatnonzero(norms == 0)
-    if zero.size:
-        shown = ", ".join(map(str, zero[:5])) + (" ..." if zero.size > 5 else "")
-        raise InputError(
-            f"X has {zero.size} all-zero row(s) (rows {shown}); spherical (cosine) k-means "
-            "needs a direction for every row: drop them or use spherical=False"
-        )
-    return np.ascontiguousarray(X / norms[:, None], dtype=np.float32)
 
 
 # ----------------------------------------------------------------------------- estimator
@@ -603,7 +592,7 @@ class HierarchicalKMeans(BaseClusterer):
         p = self._check_params(n)
         rng = check_random_state(self.random_state)
         if self.spherical:
-            X = _unit_rows(X)
+            X = unit_rows(X)
         points = X
         centroids, labels, levels, used_m = [], [], [], []
         for t, k in enumerate(p["sizes"]):
@@ -754,7 +743,7 @@ class HierarchicalKMeans(BaseClusterer):
                 f"{self.n_features_in_}"
             )
         if self.spherical:
-            X = _unit_rows(X)
+            X = unit_rows(X)
         C = self.centroids_[0]
         labels = np.empty(X.shape[0], dtype=np.int64)
         for start in range(0, X.shape[0], BLOCK_ROWS):

@@ -14,6 +14,7 @@ loop can later run over data that does not fit in memory:
 
 from __future__ import annotations
 
+import copy
 import time
 import warnings
 from numbers import Integral, Real
@@ -27,6 +28,7 @@ from threadpoolctl import threadpool_limits
 
 from deepclust._validation import check_features, check_n_clusters, check_random_state
 from deepclust.cluster.base import BaseClusterer, register
+from deepclust.cluster.rows import unit_rows
 from deepclust.errors import InputError
 
 __all__ = [
@@ -439,8 +441,6 @@ def _lloyd(
             fast_pos = np.full(k, -1, dtype=np.int64)
             fast_pos[fast] = np.arange(fast.size)
         for off, block in source.blocks(BLOCK_ROWS):
-            if spherical:
-                block = _l2_normalise(block)
             sl = slice(off, off + block.shape[0])
             if first:
                 n2 = np.einsum("ij,ij->i", block, block, dtype=np.float64)
@@ -561,45 +561,43 @@ class _Comm:
         return int(self._reduce(torch.tensor([x], dtype=torch.int64))[0])
 
     def sum_arrays(self, sums: np.ndarray, counts: np.ndarray):
-        if not self.info.distributed:
-            return sums, counts
-        return (self._reduce(torch.from_numpy(sums.copy())).numpy(),
-                self._reduce(torch.from_numpy(counts.copy())).numpy())
+        return self.sum_array(sums), self.sum_array(counts)
 
     def sum_array(self, a: np.ndarray) -> np.ndarray:
         if not self.info.distributed:
             return a
-        return self._reduce(torch.from_numpy(np.ascontiguousarray(a))).numpy()
+        # a copy: the reduction is in place and ``a`` (e.g. this process's sums) must stay
+        return self._reduce(torch.from_numpy(np.array(a, order="C", copy=True))).numpy()
 
 
 # ----------------------------------------------------------------------------- helpers
 
 
-def _l2_normalise(X: np.ndarray, *, name: str = "X") -> np.ndarray:
-    norms = np.linalg.norm(X, axis=1)
-    zero = np.flatnonzero(norms == 0)
-    if zero.size:
-        shown = ", ".join(map(str, zero[:5])) + (" ..." if zero.size > 5 else "")
-        raise InputError(
-            f"{name} has {zero.size} all-zero row(s) (rows {shown}); cosine (spherical) "
-            "k-means needs a direction for every row: drop them or use spherical=False"
-        )
-    return np.ascontiguousarray(X / norms[:, None], dtype=np.float32)
-
-
-def _fewer_distinct_rows(X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray] | None:
+def _fewer_distinct_rows(X, k: int, *, max_load: int | None = None
+                         ) -> tuple[np.ndarray, np.ndarray] | None:
     """``(unique_rows, inverse)`` if ``X`` has fewer than ``k`` distinct rows, else None.
 
-    A spread-out sample of ``min(n, 4k)`` rows usually proves there are enough distinct
-    rows; only when it does not is the full ``np.unique`` paid for.
+    ``X`` is an array or a :class:`~deepclust.cluster.rows.RowSource`. A spread-out sample
+    of ``min(n, 4k)`` rows usually proves there are enough distinct rows; only when it does
+    not are all rows read -- and refused when there are more than ``max_load`` values.
     """
-    n = X.shape[0]
+    from deepclust.cluster.rows import RowSource
+
+    if isinstance(X, RowSource):
+        n, d, take = X.n_total, X.d, X.take
+    else:
+        (n, d), take = X.shape, X.__getitem__
     if k == 1:
         return None
-    sample = X[np.unique(np.linspace(0, n - 1, min(n, 4 * k)).astype(np.int64))]
+    sample = take(np.unique(np.linspace(0, n - 1, min(n, 4 * k)).astype(np.int64)))
     if np.unique(sample, axis=0).shape[0] >= k:
         return None
-    uniq, inverse = np.unique(X, axis=0, return_inverse=True)
+    if max_load is not None and n * d > max_load:
+        raise InputError(f"a sample of {sample.shape[0]} rows has fewer than n_clusters={k} "
+                         "distinct rows and the data is too large to check them all: "
+                         "ask for fewer clusters")
+    uniq, inverse = np.unique(take(np.arange(n)) if isinstance(X, RowSource) else X, axis=0,
+                              return_inverse=True)
     if uniq.shape[0] >= k:
         return None
     return uniq, inverse.reshape(-1)
@@ -756,7 +754,7 @@ class KMeans(BaseClusterer):
     def _prepare(self, X, *, name: str = "X") -> np.ndarray:
         """X as float32 C-contiguous rows (unit rows when spherical)."""
         X = check_features(X, name=name, dtype=np.float32)
-        return _l2_normalise(X, name=name) if self.spherical else X
+        return unit_rows(X, name=name) if self.spherical else X
 
     # -- fitting
 
@@ -781,10 +779,12 @@ class KMeans(BaseClusterer):
 
         t_start = time.perf_counter()
         source = as_row_source(X)
-        if isinstance(source, ArrayRows) and not isinstance(source.X, np.memmap) \
-                and source.X.dtype == np.float32:
+        in_memory = (isinstance(source, ArrayRows) and source.X.dtype == np.float32
+                     and not isinstance(source.X, np.memmap))
+        if in_memory:
             source = ArrayRows(self._prepare(source.X))  # unit rows once, for spherical
         elif self.spherical:
+            source = copy.copy(source)  # rows made unit block by block; the caller's stays
             source.unit = True
         n, d = source.n_total, source.d
         k = self._validate_k(n)
@@ -796,7 +796,9 @@ class KMeans(BaseClusterer):
         self.precision_ = precision
         self.device_ = device
 
-        degenerate = self._check_distinct(source, k)
+        # a store is read whole only if a sample already shows too few distinct rows
+        degenerate = _fewer_distinct_rows(
+            source, k, max_load=None if in_memory else 1 << 28)
         if degenerate is not None:
             self._fit_degenerate(*degenerate, k, time.perf_counter() - t_start)
             return self
@@ -881,7 +883,7 @@ class KMeans(BaseClusterer):
         """
         n = source.n_total
         if init is not None:
-            C = _l2_normalise(init, name="init") if self.spherical else init
+            C = unit_rows(init, name="init") if self.spherical else init
             m = min(n, 10_000)
             rows = np.sort(check_random_state(0).choice(n, m, replace=False))
             return C, self._take(source, rows, comm).mean(axis=0, dtype=np.float64)
@@ -906,26 +908,6 @@ class KMeans(BaseClusterer):
         out = np.zeros((rows.shape[0], source.d), dtype=np.float32)
         out[mine] = source.take(rows[mine])
         return comm.sum_array(out)
-
-    def _check_distinct(self, source, k: int):
-        """``_fewer_distinct_rows`` for any source: a large store is only loaded whole if a
-        spread-out sample already shows too few distinct rows."""
-        from deepclust.cluster.rows import ArrayRows
-
-        if isinstance(source, ArrayRows) and source.X.dtype == np.float32 \
-                and not isinstance(source.X, np.memmap):
-            return _fewer_distinct_rows(source.X, k)
-        n = source.n_total
-        if k == 1:
-            return None
-        sample = source.take(np.unique(np.linspace(0, n - 1, min(n, 4 * k)).astype(np.int64)))
-        if np.unique(sample, axis=0).shape[0] >= k:
-            return None
-        if n * source.d > 1 << 28:
-            raise InputError(f"a sample of {sample.shape[0]} rows has fewer than n_clusters={k} "
-                             "distinct rows and the data is too large to check them all: "
-                             "ask for fewer clusters")
-        return _fewer_distinct_rows(source.take(np.arange(n)), k)
 
     def _fit_degenerate(self, uniq: np.ndarray, inverse: np.ndarray, k: int, seconds: float):
         m = uniq.shape[0]
@@ -954,7 +936,7 @@ class KMeans(BaseClusterer):
 
     def _assign(self, X) -> tuple[np.ndarray, np.ndarray]:
         from deepclust.cluster.assign import CentroidSearch
-        from deepclust.cluster.rows import ArrayRows, as_row_source
+        from deepclust.cluster.rows import as_row_source
 
         self._check_fitted()
         source = as_row_source(X)
@@ -962,7 +944,8 @@ class KMeans(BaseClusterer):
             raise InputError(
                 f"X has {source.d} features but this KMeans was fitted with {self.n_features_in_}"
             )
-        if self.spherical and not (isinstance(source, ArrayRows) and source.X.dtype == np.float32):
+        if self.spherical:
+            source = copy.copy(source)
             source.unit = True
         C = self.cluster_centers_
         keep = getattr(self, "_nonempty", None)
@@ -974,8 +957,6 @@ class KMeans(BaseClusterer):
         labels = np.empty(source.n, dtype=np.int64)
         scores = np.empty(source.n, dtype=np.float32)
         for start, block in source.blocks(BLOCK_ROWS):
-            if self.spherical and not source.unit:
-                block = _l2_normalise(block)
             sl = slice(start, start + block.shape[0])
             labels[sl], scores[sl] = search(block)
         if keep is not None:

@@ -23,7 +23,7 @@ import numpy as np
 
 from deepclust.errors import InputError
 
-__all__ = ["ArrayRows", "RowSource", "StoreRows", "as_row_source"]
+__all__ = ["ArrayRows", "RowSource", "StoreRows", "as_row_source", "unit_rows"]
 
 
 class RowSource:
@@ -80,22 +80,14 @@ class RowSource:
         while a < stop:
             b = min(stop, (a // block_rows + 1) * block_rows)
             block = _float32(self._read(a, b), check=check, first_row=a)
-            yield a - self.start, (_unit(block, a) if self.unit else block)
+            yield a - self.start, (unit_rows(block, row_ids=np.arange(a, b)) if self.unit
+                                   else block)
             a = b
         self.checked = True
 
     def take(self, rows: np.ndarray) -> np.ndarray:
         """float32 copies of the (sorted, global) ``rows``."""
         raise NotImplementedError
-
-    def mean(self) -> np.ndarray:
-        """Column means of this range, accumulated in float64."""
-        total = np.zeros(self.d, dtype=np.float64)
-        from deepclust.cluster.kmeans import BLOCK_ROWS
-
-        for _, block in self.blocks(BLOCK_ROWS):
-            total += block.sum(axis=0, dtype=np.float64)
-        return total / max(1, self.n)
 
 
 def _float32(block: np.ndarray, *, check: bool, first_row: int = 0,
@@ -109,16 +101,20 @@ def _float32(block: np.ndarray, *, check: bool, first_row: int = 0,
     return out
 
 
-def _unit(block: np.ndarray, first_row: int | None) -> np.ndarray:
-    norms = np.linalg.norm(block, axis=1)
+def unit_rows(X: np.ndarray, *, name: str = "X", row_ids: np.ndarray | None = None
+              ) -> np.ndarray:
+    """float32 copy of ``X`` with unit rows; all-zero rows are an error naming them (by
+    ``row_ids`` when given, else by position)."""
+    norms = np.linalg.norm(X, axis=1)
     zero = np.flatnonzero(norms == 0)
     if zero.size:
-        where = (f"rows {(zero[:5] + first_row).tolist()}" if first_row is not None
-                 else "some sampled rows")
-        raise InputError(f"the data has all-zero rows ({where} ...); cosine (spherical) "
-                         "k-means needs a direction for every row: drop them or use "
-                         "spherical=False")
-    return block / norms[:, None].astype(np.float32)
+        ids = zero if row_ids is None else np.asarray(row_ids)[zero]
+        shown = ", ".join(map(str, ids[:5])) + (" ..." if zero.size > 5 else "")
+        raise InputError(
+            f"{name} has {zero.size} all-zero rows (rows {shown}); cosine (spherical) "
+            "k-means needs a direction for every row: drop them or use spherical=False"
+        )
+    return np.ascontiguousarray(X / norms[:, None], dtype=np.float32)
 
 
 class ArrayRows(RowSource):
@@ -135,7 +131,7 @@ class ArrayRows(RowSource):
 
     def take(self, rows: np.ndarray) -> np.ndarray:
         out = _float32(self.X[rows], check=not self.checked, row_ids=np.asarray(rows))
-        return _unit(out, None) if self.unit else out
+        return unit_rows(out, row_ids=rows) if self.unit else out
 
 
 class StoreRows(RowSource):
@@ -198,7 +194,7 @@ class StoreRows(RowSource):
             sel = np.flatnonzero(shard_of == k)
             out[sel] = self.store.shard(int(k))[rows[sel] - self._offsets[k]]
         out = _float32(out, check=not self.checked, row_ids=rows)
-        return _unit(out, None) if self.unit else out
+        return unit_rows(out, row_ids=rows) if self.unit else out
 
 
 def _shard_path(store, k: int):

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ from safetensors.torch import load_file, save
 from deepclust.encoders.checkpoint import save_checkpoint
 from deepclust.encoders.transform import ImageTransform
 from deepclust.errors import InputError
-from deepclust.runinfo import write_json
+from deepclust.runinfo import write_bytes, write_json
 
 __all__ = [
     "STATE_FILE",
@@ -47,19 +46,6 @@ __all__ = [
 STATE_FILE = "checkpoint.json"
 FORMAT = "deepclust-deepcluster-checkpoint"
 FORMAT_VERSION = 1
-
-
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def save_training_state(folder: str | os.PathLike, tensors: dict[str, torch.Tensor],
@@ -81,7 +67,7 @@ def save_training_state(folder: str | os.PathLike, tensors: dict[str, torch.Tens
     folder.mkdir(parents=True, exist_ok=True)
     name = f"checkpoint-epoch{int(state['epoch']):04d}.safetensors"
     cpu = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    _atomic_bytes(folder / name, save(cpu, metadata={"format": FORMAT, "epoch": str(state["epoch"])}))
+    write_bytes(folder / name, save(cpu, metadata={"format": FORMAT, "epoch": str(state["epoch"])}))
     write_json(folder / STATE_FILE,
                {"format": FORMAT, "format_version": FORMAT_VERSION, **state, "tensors": name})
     if not keep_all:

@@ -43,7 +43,6 @@ from deepclust.data.sources import ArraySource, open_source
 from deepclust.deepcluster import _dist
 from deepclust.deepcluster.augment import Augmentation
 from deepclust.deepcluster.checkpoint import (
-    _atomic_bytes,
     export_encoder,
     load_optimizer_tensors,
     load_training_state,
@@ -59,6 +58,7 @@ from deepclust.deepcluster.sampling import uniform_label_indices
 from deepclust.encoders.transform import ImageTransform
 from deepclust.errors import InputError
 from deepclust.metrics import nmi
+from deepclust.runinfo import write_bytes
 
 __all__ = ["DeepCluster", "features_of"]
 
@@ -309,7 +309,7 @@ class _DeepClusterBase(BaseEstimator):
         from deepclust.runinfo import to_json
 
         text = "".join(to_json(r) + "\n" for r in self.history_)
-        _atomic_bytes(out / LOG_FILE, text.encode())
+        write_bytes(out / LOG_FILE, text.encode())
 
     def _finish(self, out: Path | None, images: TrainingImages) -> None:
         self.network_.eval()

@@ -212,11 +212,11 @@ class SpriteSheet:
         """Write the sheet as a PNG (atomically) and return its path."""
         from PIL import Image
 
-        from deepclust.runinfo import _atomic_write
+        from deepclust.runinfo import atomic_write
 
         path = Path(path)
         image = Image.fromarray(self.pixels)
-        _atomic_write(path, lambda f: image.save(f, format="PNG", optimize=False))
+        atomic_write(path, lambda f: image.save(f, format="PNG", optimize=False))
         return path
 
 

@@ -12,33 +12,19 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save
 
 from deepclust.errors import InputError
-from deepclust.runinfo import write_json
+from deepclust.runinfo import write_bytes, write_json
 
 __all__ = ["STATE_FILE", "load_checkpoint", "save_checkpoint"]
 
 STATE_FILE = "checkpoint.json"
 FORMAT = "deepclust-heads-checkpoint"
 FORMAT_VERSION = 1
-
-
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def save_checkpoint(folder: str | os.PathLike, tensors: dict[str, torch.Tensor],
@@ -57,7 +43,7 @@ def save_checkpoint(folder: str | os.PathLike, tensors: dict[str, torch.Tensor],
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     name = f"checkpoint-{int(state['step']):08d}.safetensors"
-    _atomic_bytes(folder / name, save(tensors))
+    write_bytes(folder / name, save(tensors))
     write_json(folder / STATE_FILE,
                {"format": FORMAT, "format_version": FORMAT_VERSION, **state, "tensors": name})
     for old in folder.glob("checkpoint-*.safetensors"):
