@@ -230,7 +230,7 @@ def _read_labels(path: Path, what: str) -> np.ndarray:
 
 def cmd_evaluate(args) -> int:
     from deepclust import metrics as M
-    from deepclust._validation import check_labels
+    from deepclust.validation import check_labels
 
     pred = check_labels(_read_labels(Path(args.pred), "predicted labels"), name="predicted labels")
     if args.truth is None:

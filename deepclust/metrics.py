@@ -69,7 +69,7 @@ from scipy.optimize import linear_sum_assignment
 from sklearn import metrics as skm
 from sklearn.metrics.cluster import contingency_matrix
 
-from deepclust._validation import check_features, check_labels, check_random_state, seed_from
+from deepclust.validation import check_features, check_labels, check_random_state, seed_from
 from deepclust.errors import InputError
 
 __all__ = [

@@ -98,7 +98,7 @@ import faiss
 import numpy as np
 import torch
 
-from deepclust._validation import check_features
+from deepclust.validation import check_features
 from deepclust.distributed import resolve_device
 from deepclust.errors import InputError
 from deepclust.runinfo import write_json, write_npy

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from deepclust._validation import check_features, check_labels
+from deepclust.validation import check_features, check_labels
 from deepclust.cluster import get_clusterer_class, make_clusterer
 from deepclust.errors import InputError
 from deepclust.reduce import build_reducer, describe_reducer, parse_reducer_spec

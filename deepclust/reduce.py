@@ -30,7 +30,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import Normalizer, StandardScaler
 
-from deepclust._validation import check_features, seed_from
+from deepclust.validation import check_features, seed_from
 from deepclust.errors import InputError
 
 #: UMAP settings of the zero-shot study; also UMAP's own advice for clustering.

@@ -1,11 +1,11 @@
-"""Tests of deepclust._validation (the input checks) and deepclust.errors."""
+"""Tests of deepclust.validation (the input checks) and deepclust.errors."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from deepclust._validation import (
+from deepclust.validation import (
     check_features,
     check_labels,
     check_n_clusters,

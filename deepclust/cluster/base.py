@@ -11,7 +11,7 @@ from collections.abc import Callable
 import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin
 
-from deepclust._validation import check_features, check_n_clusters
+from deepclust.validation import check_features, check_n_clusters
 from deepclust.errors import InputError
 
 _REGISTRY: dict[str, type] = {}

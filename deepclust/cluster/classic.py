@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
-from deepclust._validation import check_features, seed_from
+from deepclust.validation import check_features, seed_from
 from deepclust.cluster.base import BaseClusterer, register
 from deepclust.cluster.kmeans import _fewer_distinct_rows
 from deepclust.errors import InputError

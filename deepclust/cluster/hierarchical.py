@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
-from deepclust._validation import check_features, check_n_clusters, check_random_state
+from deepclust.validation import check_features, check_n_clusters, check_random_state
 from deepclust.cluster.base import BaseClusterer, register
 from deepclust.cluster.kmeans import BLOCK_ROWS, KMeans, nearest_centroids
 from deepclust.cluster.rows import unit_rows

@@ -26,7 +26,7 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from threadpoolctl import threadpool_limits
 
-from deepclust._validation import check_features, check_n_clusters, check_random_state
+from deepclust.validation import check_features, check_n_clusters, check_random_state
 from deepclust.cluster.base import BaseClusterer, register
 from deepclust.cluster.rows import unit_rows
 from deepclust.errors import InputError

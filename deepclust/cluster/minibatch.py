@@ -53,7 +53,7 @@ from numbers import Integral, Real
 
 import numpy as np
 
-from deepclust._validation import check_features, check_n_clusters, check_random_state
+from deepclust.validation import check_features, check_n_clusters, check_random_state
 from deepclust.cluster.base import BaseClusterer, register
 from deepclust.cluster.kmeans import (
     BLOCK_ROWS,

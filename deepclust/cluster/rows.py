@@ -208,7 +208,7 @@ def as_row_source(X, *, name: str = "X") -> RowSource:
 
     Arrays must be 2-D and numeric; stores are never loaded whole.
     """
-    from deepclust._validation import check_features
+    from deepclust.validation import check_features
     from deepclust.data.features import FeatureSet
     from deepclust.store import EmbeddingStore, open_store
 

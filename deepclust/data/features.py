@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deepclust._validation import check_features, check_labels
+from deepclust.validation import check_features, check_labels
 from deepclust.errors import DataNotFoundError, InputError
 
 _X_KEYS = ("X", "x", "features", "embeddings", "embedding", "data")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
-from deepclust._validation import check_random_state
+from deepclust.validation import check_random_state
 from deepclust.cluster.kmeans import KMeans
 from deepclust.reduce import build_reducer
 

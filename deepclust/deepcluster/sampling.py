@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from deepclust._validation import check_random_state
+from deepclust.validation import check_random_state
 from deepclust.errors import InputError
 
 __all__ = ["UniformLabelSampler", "uniform_label_indices"]

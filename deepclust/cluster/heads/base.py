@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from deepclust import distributed as ddp
-from deepclust._validation import check_features, seed_from
+from deepclust.validation import check_features, seed_from
 from deepclust.cluster.base import BaseClusterer
 from deepclust.cluster.heads import _ddp
 from deepclust.cluster.heads.checkpoint import load_checkpoint, save_checkpoint
