@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from kmeans import make_data  # the same synthetic mixture as benchmarks/kmeans.py
 
-from deepclust.cluster.rows import as_row_source
+from deepclust.data.rows import as_row_source
 from deepclust.neighbors import _exact_search, _recall, _unit_rows, mine_neighbors
 
 

@@ -85,7 +85,6 @@ better. Among the tables that may serve, the most exact is taken, then the small
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -98,14 +97,13 @@ import faiss
 import numpy as np
 import torch
 
-from deepclust.validation import check_features
+from deepclust.data.rows import as_row_source
 from deepclust.distributed import resolve_device
 from deepclust.errors import InputError
 from deepclust.runinfo import write_json, write_npy
 
 __all__ = [
     "Neighbors",
-    "array_fingerprint",
     "default_nlist",
     "mine_neighbors",
     "neighbors_for",
@@ -158,14 +156,6 @@ class Neighbors:
 
 
 # ----------------------------------------------------------------------------- inputs
-
-
-def _row_source(X):
-    """The rows as a :class:`~deepclust.cluster.rows.RowSource`: float32 blocks of an
-    array, a memory map or a store's shards (read a block at a time, never concatenated)."""
-    from deepclust.cluster.rows import as_row_source
-
-    return as_row_source(X)
 
 
 # ----------------------------------------------------------------------------- mining
@@ -400,7 +390,7 @@ def mine_neighbors(
     [1, 0, 3, 2]
     """
     t0 = time.perf_counter()
-    rows = _row_source(X)
+    rows = as_row_source(X)
     n = rows.n
     k = _check_k(k, n)
     dev = resolve_device(device)
@@ -461,24 +451,6 @@ def mine_neighbors(
 
 
 # ----------------------------------------------------------------------------- caching
-
-
-def array_fingerprint(X: np.ndarray) -> str:
-    """A short content hash of an array (shape, dtype and bytes), for cache keys."""
-    h = hashlib.blake2b(digest_size=16)
-    h.update(f"{X.shape}|{X.dtype.str}".encode())
-    arr = np.ascontiguousarray(X)
-    view = arr.reshape(-1).view(np.uint8)
-    step = 1 << 26
-    for s in range(0, view.size, step):
-        h.update(view[s : s + step])
-    return h.hexdigest()
-
-
-def _store_fingerprint(meta: dict) -> str:
-    keys = ("encoder", "source_fingerprint", "count", "dim", "dtype", "completed_at")
-    text = json.dumps({k: meta.get(k) for k in keys}, sort_keys=True, default=str)
-    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
 def _load_cached(folder: Path, fingerprint: str, k: int, n: int, request: dict) -> Neighbors | None:
@@ -592,26 +564,16 @@ def neighbors_for(
         ``info["cached"]`` says whether it came from the cache.
     """
     from deepclust.data.builtin import cache_dir
-    from deepclust.store import EmbeddingStore, open_store
 
-    if isinstance(data, (str, os.PathLike)):
-        data = open_store(data)
-    if isinstance(data, EmbeddingStore):
-        X = data
-        n = len(data)
-        fingerprint = "store-" + _store_fingerprint(data.meta)
-        default_folder = data.path / "neighbors"
-    else:
-        X = check_features(data)
-        n = X.shape[0]
-        fingerprint = None  # computed only if the cache is used
-        default_folder = None
+    X = as_row_source(data)
+    n = X.n
+    default_folder = None if X.home is None else Path(X.home) / "neighbors"
+    fingerprint = None  # computed only if the cache is used
     mine = dict(method=method, precision=precision, device=device, target_recall=target_recall,
                 nlist=nlist, nprobe=nprobe, verbose=verbose)
     if cache is False:
         return mine_neighbors(X, k, **mine)
-    if fingerprint is None:
-        fingerprint = "array-" + array_fingerprint(X)
+    fingerprint = X.fingerprint()
     folders = ([Path(cache)] if not isinstance(cache, bool)
                else [f for f in (default_folder, cache_dir() / "neighbors" / fingerprint) if f])
     dev = resolve_device(device)

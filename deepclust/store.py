@@ -41,6 +41,7 @@ shard by shard without loading them).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -51,6 +52,7 @@ from typing import Any
 
 import numpy as np
 
+from deepclust.data.featureset import FeatureSet
 from deepclust.errors import DataNotFoundError, InputError
 from deepclust.runinfo import atomic_write
 
@@ -71,6 +73,24 @@ IDENTITY_KEYS = ("format", "encoder", "encoder_config", "dim", "dtype", "precisi
 
 def shard_stem(k: int) -> str:
     return f"shard-{k:05d}"
+
+
+def is_store(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a folder laid out as an embedding store (finished or not)."""
+    return (Path(path).expanduser() / META).is_file()
+
+
+def read_meta(path: str | os.PathLike) -> dict:
+    """The ``meta.json`` of the store folder ``path``, finished or not (OSError or ValueError
+    when it cannot be read)."""
+    return _read_json(Path(path).expanduser() / META)
+
+
+def read_index(path: str | os.PathLike):
+    """The ``index.parquet`` table (pyarrow) of the store folder ``path``."""
+    import pyarrow.parquet as pq
+
+    return pq.read_table(Path(path).expanduser() / INDEX)
 
 
 def _write_json(path: Path, obj: dict) -> None:
@@ -333,9 +353,7 @@ class EmbeddingStore:
     def index(self):
         """The ``index.parquet`` table (pyarrow)."""
         if self._index is None:
-            import pyarrow.parquet as pq
-
-            self._index = pq.read_table(self.path / INDEX)
+            self._index = read_index(self.path)
         return self._index
 
     @property
@@ -376,11 +394,22 @@ class EmbeddingStore:
 
         return pq.read_table(self.path / FAILED).to_pylist()
 
+    def shard_path(self, k: int) -> Path:
+        """The ``.npy`` file of shard ``k``."""
+        return self.path / SHARDS / f"{shard_stem(k)}.npy"
+
     def shard(self, k: int) -> np.ndarray:
         """Rows of shard ``k`` as a read-only memory map."""
         if not 0 <= k < self.n_shards:
             raise IndexError(f"shard {k} out of range (store has {self.n_shards})")
-        return np.load(self.path / SHARDS / f"{shard_stem(k)}.npy", mmap_mode="r")
+        return np.load(self.shard_path(k), mmap_mode="r")
+
+    def fingerprint(self) -> str:
+        """A short key of what the store holds (encoder, source, size, completion time), for
+        caches of tables derived from its rows."""
+        keys = ("encoder", "source_fingerprint", "count", "dim", "dtype", "completed_at")
+        text = json.dumps({k: self.meta.get(k) for k in keys}, sort_keys=True, default=str)
+        return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
     def iter_shards(self) -> Iterator[np.ndarray]:
         """Each shard's rows in order (memory maps): stream a store larger than memory."""
@@ -413,8 +442,6 @@ class EmbeddingStore:
         dtype : numpy dtype
             Dtype of ``X`` (float32 by default: fp16 shards are widened).
         """
-        from deepclust.data.features import FeatureSet
-
         X = np.asarray(self.X, dtype=dtype)
         source = f"{self.path} ({self.meta.get('encoder')})"
         return FeatureSet(X, self.labels, self.ids, self.class_names, source)

@@ -15,7 +15,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from deepclust.validation import check_features, seed_from
 from deepclust.cluster.base import BaseClusterer, register
-from deepclust.cluster.kmeans import _fewer_distinct_rows
+from deepclust.data.rows import fewer_distinct_rows
 from deepclust.errors import InputError
 
 # Methods that hold an (N, N) matrix refuse inputs whose matrix would pass this size.
@@ -38,7 +38,7 @@ def _labels_if_few_distinct(X: np.ndarray, k: int, method: str) -> np.ndarray | 
     That is the exact answer; the graph and tree methods would instead split copies of one
     point into different clusters. Fewer than ``k`` distinct rows warns, as KMeans does.
     """
-    found = _fewer_distinct_rows(X, k + 1)  # None unless there are at most k distinct rows
+    found = fewer_distinct_rows(X, k + 1)  # None unless there are at most k distinct rows
     if found is None:
         return None
     uniq, inverse = found

@@ -33,20 +33,18 @@ from __future__ import annotations
 
 import inspect
 import math
-import os
 import time
 import warnings
 from collections.abc import Sequence
 from numbers import Integral, Real
-from pathlib import Path
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
-from deepclust.validation import check_features, check_n_clusters, check_random_state
+from deepclust.validation import check_n_clusters, check_random_state
 from deepclust.cluster.base import BaseClusterer, register
-from deepclust.cluster.kmeans import BLOCK_ROWS, KMeans, nearest_centroids
-from deepclust.cluster.rows import unit_rows
+from deepclust.cluster.kmeans import KMeans, nearest_centroids
+from deepclust.data.rows import BLOCK_ROWS, as_row_source, unit_rows
 from deepclust.errors import InputError
 
 __all__ = [
@@ -293,22 +291,6 @@ def _per_level(value, n_levels: int, name: str, *, minimum: int, allow_none: boo
             what = "None or an integer" if allow_none else "an integer"
             raise InputError(f"{name} must be {what} >= {minimum} (per level), got {value!r}")
     return [None if v is None else int(v) for v in values]
-
-
-def _as_rows(X) -> np.ndarray:
-    """Rows of an array, FeatureSet, EmbeddingStore or store path, as float32 C-contiguous."""
-    from deepclust.data.features import FeatureSet
-    from deepclust.store import EmbeddingStore, open_store
-
-    if isinstance(X, (str, os.PathLike)):
-        if not (Path(X) / "meta.json").is_file():
-            raise InputError(f"{X} is not an embedding store directory; pass an array or a store")
-        X = open_store(X)
-    if isinstance(X, EmbeddingStore):
-        return check_features(X.X, name="store rows", dtype=np.float32)
-    if isinstance(X, FeatureSet):
-        X = X.X
-    return check_features(X, dtype=np.float32)
 
 
 def _record(info: dict, km: KMeans) -> None:
@@ -587,7 +569,7 @@ class HierarchicalKMeans(BaseClusterer):
         self
         """
         t_start = time.perf_counter()
-        X = _as_rows(X)
+        X = as_row_source(X).to_array()
         n, d = X.shape
         p = self._check_params(n)
         rng = check_random_state(self.random_state)
@@ -736,7 +718,7 @@ class HierarchicalKMeans(BaseClusterer):
         self._check_fitted()
         level = self.level if level is None else level
         self._level_number(level, len(self.labels_))
-        X = _as_rows(X)
+        X = as_row_source(X).to_array()
         if X.shape[1] != self.n_features_in_:
             raise InputError(
                 f"X has {X.shape[1]} features but this HierarchicalKMeans was fitted with "

@@ -28,7 +28,14 @@ from threadpoolctl import threadpool_limits
 
 from deepclust.validation import check_features, check_n_clusters, check_random_state
 from deepclust.cluster.base import BaseClusterer, register
-from deepclust.cluster.rows import unit_rows
+from deepclust.data.rows import (
+    BLOCK_ROWS,
+    ArrayRows,
+    StoreRows,
+    as_row_source,
+    fewer_distinct_rows,
+    unit_rows,
+)
 from deepclust.errors import InputError
 
 __all__ = [
@@ -43,8 +50,6 @@ __all__ = [
     "reseed_empty_clusters",
 ]
 
-#: Rows per block of the Lloyd pass (assignment and accumulation are fused per block).
-BLOCK_ROWS = 1 << 16
 #: Centroids that moved most, checked against every row directly in a pruned pass.
 FAST_CENTROIDS = 32
 #: Rows per sparse product in the update; small enough that a float64 copy stays in cache.
@@ -573,36 +578,6 @@ class _Comm:
 # ----------------------------------------------------------------------------- helpers
 
 
-def _fewer_distinct_rows(X, k: int, *, max_load: int | None = None
-                         ) -> tuple[np.ndarray, np.ndarray] | None:
-    """``(unique_rows, inverse)`` if ``X`` has fewer than ``k`` distinct rows, else None.
-
-    ``X`` is an array or a :class:`~deepclust.cluster.rows.RowSource`. A spread-out sample
-    of ``min(n, 4k)`` rows usually proves there are enough distinct rows; only when it does
-    not are all rows read -- and refused when there are more than ``max_load`` values.
-    """
-    from deepclust.cluster.rows import RowSource
-
-    if isinstance(X, RowSource):
-        n, d, take = X.n_total, X.d, X.take
-    else:
-        (n, d), take = X.shape, X.__getitem__
-    if k == 1:
-        return None
-    sample = take(np.unique(np.linspace(0, n - 1, min(n, 4 * k)).astype(np.int64)))
-    if np.unique(sample, axis=0).shape[0] >= k:
-        return None
-    if max_load is not None and n * d > max_load:
-        raise InputError(f"a sample of {sample.shape[0]} rows has fewer than n_clusters={k} "
-                         "distinct rows and the data is too large to check them all: "
-                         "ask for fewer clusters")
-    uniq, inverse = np.unique(take(np.arange(n)) if isinstance(X, RowSource) else X, axis=0,
-                              return_inverse=True)
-    if uniq.shape[0] >= k:
-        return None
-    return uniq, inverse.reshape(-1)
-
-
 # ----------------------------------------------------------------------------- estimator
 
 
@@ -775,7 +750,6 @@ class KMeans(BaseClusterer):
         """
         from deepclust import distributed
         from deepclust.cluster.assign import resolve_device, resolve_precision
-        from deepclust.cluster.rows import ArrayRows, StoreRows, as_row_source
 
         t_start = time.perf_counter()
         source = as_row_source(X)
@@ -797,7 +771,7 @@ class KMeans(BaseClusterer):
         self.device_ = device
 
         # a store is read whole only if a sample already shows too few distinct rows
-        degenerate = _fewer_distinct_rows(
+        degenerate = fewer_distinct_rows(
             source, k, max_load=None if in_memory else 1 << 28)
         if degenerate is not None:
             self._fit_degenerate(*degenerate, k, time.perf_counter() - t_start)
@@ -936,7 +910,6 @@ class KMeans(BaseClusterer):
 
     def _assign(self, X) -> tuple[np.ndarray, np.ndarray]:
         from deepclust.cluster.assign import CentroidSearch
-        from deepclust.cluster.rows import as_row_source
 
         self._check_fitted()
         source = as_row_source(X)

@@ -43,7 +43,6 @@ benchmarks/minibatch.py --batch B --repeat 5 [--epochs E --full]``.
 
 from __future__ import annotations
 
-import copy
 import functools
 import sys
 import time
@@ -56,7 +55,6 @@ import numpy as np
 from deepclust.validation import check_features, check_n_clusters, check_random_state
 from deepclust.cluster.base import BaseClusterer, register
 from deepclust.cluster.kmeans import (
-    BLOCK_ROWS,
     accumulate_cluster_sums,
     block_objective,
     default_plus_plus_samples,
@@ -64,7 +62,7 @@ from deepclust.cluster.kmeans import (
     nearest_centroids,
     random_init,
 )
-from deepclust.cluster.rows import RowSource, as_row_source
+from deepclust.data.rows import BLOCK_ROWS, RowSource, as_row_source
 from deepclust.errors import InputError
 
 __all__ = ["MiniBatchKMeans", "default_batch_size", "minibatch_step"]
@@ -145,18 +143,14 @@ def minibatch_step(
 
 
 def _row_source(X, *, spherical: bool, what: str = "X") -> RowSource:
-    """The shared :class:`~deepclust.cluster.rows.RowSource` of ``X`` (unit rows when
+    """The shared :class:`~deepclust.data.rows.RowSource` of ``X`` (unit rows when
     ``spherical``); iterators are refused with a pointer to ``partial_fit``."""
     if isinstance(X, Iterator):
         raise InputError(
             f"{what} is an iterator; fit needs a finite input (an array, FeatureSet or "
             "embedding store). For a stream call partial_fit on each batch"
         )
-    source = as_row_source(X, name=what)
-    if spherical and not source.unit:
-        source = copy.copy(source)  # never change a source the caller handed in
-        source.unit = True
-    return source
+    return as_row_source(X, name=what, unit=spherical)
 
 
 # ----------------------------------------------------------------------------- estimator

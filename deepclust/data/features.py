@@ -14,35 +14,19 @@ Labels are optional. Where they come from:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from deepclust.validation import check_features, check_labels
+from deepclust.data.featureset import FeatureSet
 from deepclust.errors import DataNotFoundError, InputError
+from deepclust.validation import check_features, check_labels
+
+__all__ = ["FeatureSet", "load_features"]
 
 _X_KEYS = ("X", "x", "features", "embeddings", "embedding", "data")
 _Y_KEYS = ("y", "labels", "label", "target", "targets")
 _ID_KEYS = ("id", "ids", "path")
-
-
-@dataclass
-class FeatureSet:
-    """Rows to cluster, with optional labels (−1 = unknown) and ids."""
-
-    X: np.ndarray
-    y: np.ndarray | None = None
-    ids: np.ndarray | None = None
-    class_names: list[str] | None = None
-    source: str = ""
-
-    def __len__(self) -> int:
-        return len(self.X)
-
-    @property
-    def has_labels(self) -> bool:
-        return self.y is not None and bool(np.any(self.y >= 0))
 
 
 def _pick(keys, candidates, what, path) -> str | None:
@@ -170,9 +154,11 @@ def load_features(
             f"store directory, or a built-in dataset ({', '.join(BUILTIN_DATASETS)})"
         )
     elif p.is_dir():
-        if not (p / "meta.json").is_file():
+        # imported here: deepclust.store -> deepclust.data (this package) at import time
+        from deepclust.store import is_store, open_store
+
+        if not is_store(p):
             raise InputError(f"{p} is a directory but not an embedding store (no meta.json)")
-        from deepclust.store import open_store  # the store module owns its format
 
         fs = open_store(p).as_feature_set()
     elif p.stat().st_size == 0:

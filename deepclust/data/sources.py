@@ -35,6 +35,7 @@ from PIL import Image
 
 from deepclust.data.imageio import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, array_to_image, open_image
 from deepclust.errors import DataNotFoundError, InputError
+from deepclust.store import is_store
 
 
 @dataclass
@@ -190,7 +191,7 @@ class FolderSource(ImageSource):
                 dirnames[:] = []
                 continue
             seen.add((st_dir.st_dev, st_dir.st_ino))
-            if "meta.json" in filenames and "shards" in dirnames:  # an embedding store
+            if is_store(dirpath):  # an embedding store (e.g. an --out inside the folder)
                 dirnames[:] = []
                 continue
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from deepclust.errors import DataNotFoundError, DeepclustError, InputError
+from deepclust.store import is_store, open_store, read_index, read_meta
 from deepclust.report.images import ArrayImages, FileImages, ImageSet, resolve_image_paths
 
 NOISE = -1
@@ -360,12 +361,9 @@ def store_images(store_dir: Path) -> tuple[ImageSet | None, str | None]:
     store folder; a store made from a built-in dataset (in-memory arrays) is read from the
     dataset by each row's ``item``.
     """
-    import pyarrow.parquet as pq
-
     try:
-        meta = json.loads((store_dir / "meta.json").read_text())
-        index = pq.read_table(store_dir / "index.parquet")
-    except (OSError, ValueError) as exc:
+        meta, index = read_meta(store_dir), read_index(store_dir)
+    except (DeepclustError, OSError, ValueError) as exc:
         return None, f"the embedding store's index could not be read ({exc})"
     source = meta.get("source") if isinstance(meta.get("source"), dict) else {}
     if source.get("kind") in ("arrays", "builtin") and "item" in index.column_names:
@@ -430,7 +428,7 @@ def _load_cluster_run(run_dir: Path, run: dict, features: Any) -> RunData:
                                       f"{labels.size}; it has changed since the run")
         else:
             data.X, data.y, data.class_names = fs.X, fs.y, fs.class_names
-    if text and Path(text).expanduser().is_dir() and (Path(text).expanduser() / "meta.json").is_file():
+    if text and is_store(text):
         images, why = store_images(Path(text).expanduser())
         if images is not None and len(images) == labels.size:
             data.images = images
@@ -453,8 +451,6 @@ def _demo_features(row: dict, ds, features: Any) -> tuple[np.ndarray | None, str
         return ds.features(), None
     try:  # the demo's cached embeddings; never recomputed here (minutes on a CPU)
         from deepclust.embed import builtin_store_path
-        from deepclust.store import open_store
-
         return open_store(builtin_store_path(ds.name, ds.split, name)).as_feature_set().X, None
     except (ImportError, DeepclustError) as exc:
         return None, f"the {name} embeddings the demo used are no longer cached ({exc})"

@@ -8,7 +8,6 @@ selection, prediction -- lives here once.
 
 from __future__ import annotations
 
-import os
 import time
 from numbers import Integral, Real
 from pathlib import Path
@@ -17,7 +16,7 @@ import numpy as np
 import torch
 
 from deepclust import distributed as ddp
-from deepclust.validation import check_features, seed_from
+from deepclust.validation import seed_from
 from deepclust.cluster.base import BaseClusterer
 from deepclust.cluster.heads import _ddp
 from deepclust.cluster.heads.checkpoint import load_checkpoint, save_checkpoint
@@ -28,6 +27,7 @@ from deepclust.cluster.heads.training import (
     auto_teacher_momentum,
     default_n_steps,
 )
+from deepclust.data.rows import as_row_source
 from deepclust.distributed import resolve_device
 from deepclust.errors import InputError
 
@@ -60,25 +60,6 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     return "bf16" if _cpu_has_native_bf16() else "fp32"
-
-
-def _as_rows(X):
-    """``(rows, data)``: the rows as an array and what the neighbour cache is keyed on."""
-    from deepclust.data.features import FeatureSet
-    from deepclust.store import EmbeddingStore, open_store
-
-    if isinstance(X, (str, os.PathLike)):
-        if not (Path(X) / "meta.json").is_file():
-            raise InputError(f"{X} is not an embedding store directory; pass an array or a store")
-        X = open_store(X)
-    if isinstance(X, EmbeddingStore):
-        rows = X.X
-        check_features(rows[: min(len(rows), 1 << 16)], name="store rows")  # fail early on NaN
-        return rows, X
-    if isinstance(X, FeatureSet):
-        X = X.X
-    rows = check_features(X)
-    return rows, rows
 
 
 def _positive_int(value, name: str) -> int:
@@ -169,7 +150,8 @@ class HeadClusterer(BaseClusterer):
         """
         t_start = time.perf_counter()
         ddp.init_from_env()
-        rows, data = _as_rows(X)
+        data = as_row_source(X)
+        rows = data.to_array(dtype=None)
         n, d = rows.shape
         k = self._validate_k(n)
         n_heads = _positive_int(self.n_heads, "n_heads")
@@ -285,12 +267,7 @@ class HeadClusterer(BaseClusterer):
         """What a checkpoint must agree with to be resumed."""
         if not self.checkpoint_dir:
             return {}
-        from deepclust.neighbors import _store_fingerprint, array_fingerprint
-        from deepclust.store import EmbeddingStore
-
-        data_fp = (_store_fingerprint(data.meta) if isinstance(data, EmbeddingStore)
-                   else array_fingerprint(rows))
-        return {"estimator": type(self).__name__, "data": data_fp, "n": int(rows.shape[0]),
+        return {"estimator": type(self).__name__, "data": data.fingerprint(), "n": int(rows.shape[0]),
                 "d": d, "n_clusters": k, "n_heads": n_heads,
                 "hidden_dim": int(self.hidden_dim), "bottleneck_dim": int(self.bottleneck_dim),
                 "n_neighbors": int(self.n_neighbors), "config": config.as_dict(),
@@ -333,7 +310,7 @@ class HeadClusterer(BaseClusterer):
 
     def _check_X(self, X) -> torch.Tensor:
         self._check_fitted()
-        rows, _ = _as_rows(X)
+        rows = as_row_source(X).to_array(dtype=None)
         if rows.shape[1] != self.n_features_in_:
             raise InputError(f"X has {rows.shape[1]} features but this {type(self).__name__} "
                              f"was fitted with {self.n_features_in_}")

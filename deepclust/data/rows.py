@@ -1,7 +1,11 @@
-"""Rows to cluster, read block by block: an array in memory or a store larger than memory.
+"""The one way rows are read: an array in memory or a store larger than memory.
 
-k-means needs two things of its data: every row once per iteration, in blocks, and a few
-chosen rows (the k-means++ sample). :class:`RowSource` gives both, for
+Every consumer of rows -- k-means, mini-batch and hierarchical k-means, the deep clustering
+heads, neighbour mining, the pipeline -- takes its input through :func:`as_row_source` and
+reads it through a :class:`RowSource`: ``n`` and ``d``, every row once per pass in blocks
+(:meth:`RowSource.blocks`), chosen rows (:meth:`RowSource.take`), a process's share
+(:meth:`RowSource.part`), and, for consumers that need the rows in memory,
+:meth:`RowSource.to_array`. Two kinds:
 
 - :class:`ArrayRows`: an ``(n, d)`` array (or a memory map) in memory,
 - :class:`StoreRows`: an :class:`~deepclust.store.EmbeddingStore`, read shard by shard from
@@ -16,14 +20,24 @@ of a ``torchrun`` group reads only its own range.
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import os
 from collections.abc import Iterator
 
 import numpy as np
 
+from deepclust.data.featureset import FeatureSet
 from deepclust.errors import InputError
+from deepclust.store import EmbeddingStore, is_store, open_store
+from deepclust.validation import check_features
 
-__all__ = ["ArrayRows", "RowSource", "StoreRows", "as_row_source", "unit_rows"]
+__all__ = ["BLOCK_ROWS", "ArrayRows", "RowSource", "StoreRows", "as_row_source",
+           "fewer_distinct_rows", "unit_rows"]
+
+#: Rows per block of a pass: large enough for fast matrix products, small enough that a
+#: block's scores (block x k float32) stay a few hundred MB at k = 1 000.
+BLOCK_ROWS = 1 << 16
 
 
 class RowSource:
@@ -53,10 +67,6 @@ class RowSource:
     def part(self, rank: int, world_size: int) -> RowSource:
         """The contiguous share of rank ``rank`` of ``world_size`` (whole blocks of the
         global order, so every process cuts the same blocks)."""
-        import copy
-
-        from deepclust.cluster.kmeans import BLOCK_ROWS
-
         n_blocks = -(-self.n_total // BLOCK_ROWS)
         lo_block = n_blocks * rank // world_size
         hi_block = n_blocks * (rank + 1) // world_size
@@ -88,6 +98,33 @@ class RowSource:
     def take(self, rows: np.ndarray) -> np.ndarray:
         """float32 copies of the (sorted, global) ``rows``."""
         raise NotImplementedError
+
+    def to_array(self, dtype=np.float32) -> np.ndarray:
+        """All rows of this range in one ``(n, d)`` array of ``dtype`` (``None``: the data's
+        own dtype, e.g. a float16 store stays float16), checked finite, read block by block.
+        For consumers that need every row in memory (the heads, hierarchical k-means)."""
+        stop = self.n_total if self.stop is None else self.stop
+        out = np.empty((self.n, self.d), dtype=self.dtype if dtype is None else dtype)
+        for a in range(self.start, stop, BLOCK_ROWS):
+            b = min(stop, a + BLOCK_ROWS)
+            block = self._read(a, b)
+            if not self.checked:
+                _float32(block, check=True, first_row=a)
+            out[a - self.start: b - self.start] = (
+                unit_rows(_float32(block, check=False), row_ids=np.arange(a, b)) if self.unit
+                else block)
+        self.checked = True
+        return out
+
+    def fingerprint(self) -> str:
+        """A short key that changes when the data does (for caches of derived tables)."""
+        raise NotImplementedError
+
+    @property
+    def home(self):
+        """The folder the data lives in (a store's), where derived tables may be cached;
+        None for data in memory."""
+        return None
 
 
 def _float32(block: np.ndarray, *, check: bool, first_row: int = 0,
@@ -123,6 +160,7 @@ class ArrayRows(RowSource):
     def __init__(self, X: np.ndarray):
         self.X = X
         self.n_total, self.d = X.shape
+        self.dtype = X.dtype
         self.checked = not isinstance(X, np.memmap) and X.dtype == np.float32
         self.description = f"array {X.shape[0]} x {X.shape[1]} {X.dtype}"
 
@@ -133,6 +171,16 @@ class ArrayRows(RowSource):
         out = _float32(self.X[rows], check=not self.checked, row_ids=np.asarray(rows))
         return unit_rows(out, row_ids=rows) if self.unit else out
 
+    def to_array(self, dtype=np.float32) -> np.ndarray:
+        whole = self.start == 0 and self.stop in (None, self.n_total)
+        if (whole and self.checked and not self.unit and type(self.X) is np.ndarray
+                and self.X.flags.c_contiguous and self.X.dtype == (dtype or self.X.dtype)):
+            return self.X  # already what was asked for: no copy
+        return super().to_array(dtype)
+
+    def fingerprint(self) -> str:
+        return "array-" + array_fingerprint(self.X[self.start: self.stop])
+
 
 class StoreRows(RowSource):
     """The rows of an :class:`~deepclust.store.EmbeddingStore`, shard by shard."""
@@ -140,6 +188,7 @@ class StoreRows(RowSource):
     def __init__(self, store):
         self.store = store
         self.n_total, self.d = len(store), int(store.dim)
+        self.dtype = np.dtype(store.dtype)
         self.description = f"store {store.path} ({self.n_total} x {self.d} {store.dtype})"
         sizes = [int(np.load(_shard_path(store, k), mmap_mode="r").shape[0])
                  for k in range(store.n_shards)]
@@ -196,35 +245,92 @@ class StoreRows(RowSource):
         out = _float32(out, check=not self.checked, row_ids=rows)
         return unit_rows(out, row_ids=rows) if self.unit else out
 
+    def fingerprint(self) -> str:
+        part = "" if (self.start, self.stop) in ((0, None), (0, self.n_total)) else \
+            f"-{self.start}-{self.stop}"
+        return "store-" + self.store.fingerprint() + part
+
+    @property
+    def home(self):
+        return self.store.path
+
 
 def _shard_path(store, k: int):
-    from deepclust.store import SHARDS, shard_stem
-
-    return store.path / SHARDS / f"{shard_stem(k)}.npy"
+    return store.shard_path(k)
 
 
-def as_row_source(X, *, name: str = "X") -> RowSource:
-    """A :class:`RowSource` for an array, a FeatureSet, an EmbeddingStore or a store path.
+def array_fingerprint(X: np.ndarray) -> str:
+    """A short content hash of an array (shape, dtype and bytes), for cache keys."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{X.shape}|{X.dtype.str}".encode())
+    view = np.ascontiguousarray(X).reshape(-1).view(np.uint8)
+    step = 1 << 26
+    for s in range(0, view.size, step):
+        h.update(view[s: s + step])
+    return h.hexdigest()
 
-    Arrays must be 2-D and numeric; stores are never loaded whole.
+
+def as_row_source(X, *, name: str = "X", unit: bool = False) -> RowSource:
+    """The :class:`RowSource` of an array, a FeatureSet, an EmbeddingStore, a store path or
+    a RowSource (returned as is, or as a unit-row copy when ``unit``).
+
+    Arrays must be 2-D and numeric; stores are never loaded whole. ``unit`` hands out rows
+    scaled to unit length (cosine methods); a source handed in is never changed.
     """
-    from deepclust.validation import check_features
-    from deepclust.data.features import FeatureSet
-    from deepclust.store import EmbeddingStore, open_store
-
     if isinstance(X, RowSource):
-        return X
-    if isinstance(X, (str, os.PathLike)):
-        X = open_store(X)
-    if isinstance(X, EmbeddingStore):
-        if len(X) == 0:
-            raise InputError(f"{name}: the store {X.path} has no rows")
-        return StoreRows(X)
-    if isinstance(X, FeatureSet):
-        X = X.X
-    if isinstance(X, np.memmap) or (isinstance(X, np.ndarray) and X.dtype == np.float16
-                                    and X.ndim == 2):
-        if X.ndim != 2 or X.shape[0] == 0:
-            raise InputError(f"{name} must be a non-empty 2-D array, got shape {X.shape}")
-        return ArrayRows(X)
-    return ArrayRows(check_features(X, name=name, dtype=np.float32))
+        source = X
+    elif isinstance(X, (str, os.PathLike)):
+        if not is_store(X):
+            raise InputError(f"{name}: {X} is not an embedding store directory; pass an array "
+                             "or a store")
+        source = _store_rows(open_store(X), name)
+    elif isinstance(X, EmbeddingStore):
+        source = _store_rows(X, name)
+    else:
+        if isinstance(X, FeatureSet):
+            X = X.X
+        if isinstance(X, np.memmap) or (isinstance(X, np.ndarray) and X.dtype == np.float16
+                                        and X.ndim == 2):
+            if X.ndim != 2 or X.shape[0] == 0:
+                raise InputError(f"{name} must be a non-empty 2-D array, got shape {X.shape}")
+            source = ArrayRows(X)
+        else:
+            source = ArrayRows(check_features(X, name=name, dtype=np.float32))
+    if unit and not source.unit:
+        source = copy.copy(source)
+        source.unit = True
+    return source
+
+
+def _store_rows(store: EmbeddingStore, name: str) -> StoreRows:
+    if len(store) == 0:
+        raise InputError(f"{name}: the store {store.path} has no rows")
+    return StoreRows(store)
+
+
+def fewer_distinct_rows(X, k: int, *, max_load: int | None = None
+                        ) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(unique_rows, inverse)`` if ``X`` has fewer than ``k`` distinct rows, else None.
+
+    ``X`` is an array or a :class:`~deepclust.data.rows.RowSource`. A spread-out sample
+    of ``min(n, 4k)`` rows usually proves there are enough distinct rows; only when it does
+    not are all rows read -- and refused when there are more than ``max_load`` values.
+    """
+    if isinstance(X, RowSource):
+        n, d, take = X.n_total, X.d, X.take
+    else:
+        (n, d), take = X.shape, X.__getitem__
+    if k == 1:
+        return None
+    sample = take(np.unique(np.linspace(0, n - 1, min(n, 4 * k)).astype(np.int64)))
+    if np.unique(sample, axis=0).shape[0] >= k:
+        return None
+    if max_load is not None and n * d > max_load:
+        raise InputError(f"a sample of {sample.shape[0]} rows has fewer than n_clusters={k} "
+                         "distinct rows and the data is too large to check them all: "
+                         "ask for fewer clusters")
+    uniq, inverse = np.unique(take(np.arange(n)) if isinstance(X, RowSource) else X, axis=0,
+                              return_inverse=True)
+    if uniq.shape[0] >= k:
+        return None
+    return uniq, inverse.reshape(-1)
