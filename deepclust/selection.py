@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from deepclust import metrics
 from deepclust.cluster import get_clusterer_class, make_clusterer
 from deepclust.errors import InputError
+from deepclust.metrics import proxy_space
 
 #: criterion -> (higher is better?, needs labels?)
 CRITERIA = {
@@ -81,8 +83,6 @@ def check_clusterer_params(params: dict | None) -> dict:
 
 
 def _score(criterion: str, X, labels, *, proxy_embedding, y_true, random_state) -> float:
-    from deepclust import metrics
-
     if criterion == "oracle_ami":
         return metrics.ami(y_true, labels)
     if criterion == "umap_silhouette":
@@ -136,10 +136,7 @@ def select_k(
     if not ks:
         raise InputError(f"no k in the range is at most the number of samples ({len(X)})")
     if criterion == "umap_silhouette" and proxy_embedding is None:
-        from deepclust.reduce import umap_embedding
-
-        proxy_embedding = umap_embedding(X, n_components=min(50, max(2, len(X) - 3)),
-                                         n_epochs=200, random_state=random_state)
+        proxy_embedding = proxy_space(X, random_state=random_state)
     params = check_clusterer_params(params)
     curve = []
     iterator = ks
