@@ -43,7 +43,13 @@ class KSelection:
 
 
 def parse_k_range(text: str | Sequence[int]) -> list[int]:
-    """``"2:20"`` (inclusive), ``"2:40:2"`` or ``"5,10,20"`` -> a sorted list of k values."""
+    """``"2:20"`` (inclusive), ``"2:40:2"`` or ``"5,10,20"`` -> a sorted list of k values.
+
+    Examples
+    --------
+    >>> parse_k_range("2:6"), parse_k_range("2:10:4"), parse_k_range("20,5,10")
+    ([2, 3, 4, 5, 6], [2, 6, 10], [5, 10, 20])
+    """
     if not isinstance(text, str):
         try:
             values = [int(v) for v in text]
