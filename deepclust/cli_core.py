@@ -57,7 +57,8 @@ def _scores_rows(metrics: dict | None, label_free: dict | None) -> list[dict]:
 # ---------------------------------------------------------------- cluster
 def cmd_cluster(args) -> int:
     from deepclust.data import load_features
-    from deepclust.pipeline import PROXY_UMAP, run_clustering
+    from deepclust.metrics import PROXY_UMAP
+    from deepclust.pipeline import run_clustering
     from deepclust.runinfo import environment, now_iso, write_json, write_npy
     from deepclust.selection import parse_k_range
 

@@ -70,7 +70,8 @@ def run_demo(dataset: str = "fashion-mnist", out: str | None = None, as_json: bo
     """
     from tqdm.auto import tqdm
 
-    from deepclust.pipeline import PROXY_UMAP, run_clustering
+    from deepclust.metrics import PROXY_UMAP
+    from deepclust.pipeline import run_clustering
     from deepclust.reduce import reduce
     from deepclust.runinfo import environment, now_iso, write_json, write_npy
 

@@ -15,12 +15,9 @@ import numpy as np
 from deepclust.validation import check_features, check_labels
 from deepclust.cluster import get_clusterer_class, make_clusterer
 from deepclust.errors import InputError
+from deepclust.metrics.proxy import proxy_space
 from deepclust.reduce import build_reducer, describe_reducer, parse_reducer_spec
 from deepclust.selection import KSelection, check_clusterer_params, select_k
-
-#: Settings of the UMAP space in which the label-free proxy is measured, when the pipeline
-#: does not end in UMAP itself (then its own output is that space).
-PROXY_UMAP = {"n_components": 50, "n_neighbors": 30, "min_dist": 0.0, "n_epochs": 200}
 
 
 @dataclass
@@ -53,15 +50,6 @@ class ClusteringResult:
             "label_free": self.label_free,
             "timings": self.timings,
         }
-
-
-def proxy_space(X: np.ndarray, *, random_state=0) -> np.ndarray:
-    """The UMAP space of ``X`` where the label-free proxy is measured (settings: PROXY_UMAP)."""
-    from deepclust.reduce import umap_embedding
-
-    p = dict(PROXY_UMAP)
-    p["n_components"] = min(p["n_components"], max(2, len(X) - 3))
-    return umap_embedding(X, random_state=random_state, **p)
 
 
 def run_clustering(
@@ -102,7 +90,8 @@ def run_clustering(
         Compute the label-free scores (silhouette, UMAP-silhouette, DB, CH).
     proxy_embedding : array, optional
         The UMAP space for the proxy, shared across runs to make them comparable; default:
-        the pipeline's own output when it ends in UMAP, else :func:`proxy_space` of ``X``.
+        the pipeline's own output when it ends in UMAP, else
+        :func:`deepclust.metrics.proxy_space` of ``X``.
     reduced : array, optional
         ``X`` already passed through ``reducer`` (reuse across methods); skips reduction.
     noise : {"cluster", "singletons", "exclude"}

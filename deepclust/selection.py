@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from deepclust import metrics
 from deepclust.cluster import get_clusterer_class, make_clusterer
 from deepclust.errors import InputError
+from deepclust.metrics import proxy_space
 
 #: criterion -> (higher is better?, needs labels?)
 CRITERIA = {
@@ -41,7 +43,13 @@ class KSelection:
 
 
 def parse_k_range(text: str | Sequence[int]) -> list[int]:
-    """``"2:20"`` (inclusive), ``"2:40:2"`` or ``"5,10,20"`` -> a sorted list of k values."""
+    """``"2:20"`` (inclusive), ``"2:40:2"`` or ``"5,10,20"`` -> a sorted list of k values.
+
+    Examples
+    --------
+    >>> parse_k_range("2:6"), parse_k_range("2:10:4"), parse_k_range("20,5,10")
+    ([2, 3, 4, 5, 6], [2, 6, 10], [5, 10, 20])
+    """
     if not isinstance(text, str):
         try:
             values = [int(v) for v in text]
@@ -81,8 +89,6 @@ def check_clusterer_params(params: dict | None) -> dict:
 
 
 def _score(criterion: str, X, labels, *, proxy_embedding, y_true, random_state) -> float:
-    from deepclust import metrics
-
     if criterion == "oracle_ami":
         return metrics.ami(y_true, labels)
     if criterion == "umap_silhouette":
@@ -136,10 +142,7 @@ def select_k(
     if not ks:
         raise InputError(f"no k in the range is at most the number of samples ({len(X)})")
     if criterion == "umap_silhouette" and proxy_embedding is None:
-        from deepclust.reduce import umap_embedding
-
-        proxy_embedding = umap_embedding(X, n_components=min(50, max(2, len(X) - 3)),
-                                         n_epochs=200, random_state=random_state)
+        proxy_embedding = proxy_space(X, random_state=random_state)
     params = check_clusterer_params(params)
     curve = []
     iterator = ks

@@ -18,7 +18,17 @@ def _cell(value, fmt: str) -> str:
 
 def format_table(rows: Sequence[dict], columns: Sequence[str] | None = None, *,
                  headers: dict[str, str] | None = None, floatfmt: str = ".4f") -> str:
-    """Rows of dicts as an aligned text table (numbers right-aligned)."""
+    """Rows of dicts as an aligned text table (numbers right-aligned).
+
+    Examples
+    --------
+    >>> print(format_table([{"method": "kmeans", "k": 10, "ami": 0.51234},
+    ...                     {"method": "hdbscan", "k": 7, "ami": float("nan")}]))
+    method    k     ami
+    -------  --  ------
+    kmeans   10  0.5123
+    hdbscan   7     nan
+    """
     if not rows:
         return "(no rows)"
     columns = list(columns or rows[0].keys())

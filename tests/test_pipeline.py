@@ -11,8 +11,8 @@ from sklearn.datasets import make_blobs
 import deepclust.pipeline as pipeline
 from deepclust.cluster import available_methods, get_clusterer_class
 from deepclust.errors import InputError
-from deepclust.metrics import silhouette
-from deepclust.pipeline import ClusteringResult, proxy_space, run_clustering
+from deepclust.metrics import proxy_space, silhouette
+from deepclust.pipeline import ClusteringResult, run_clustering
 from deepclust.runinfo import to_json
 
 METRIC_KEYS = {"acc", "nmi", "ami", "ari", "purity", "homogeneity", "completeness"}

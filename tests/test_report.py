@@ -123,10 +123,10 @@ def test_cluster_summaries_majority_purity_and_match():
 
 
 def test_sections_are_pluggable_and_a_failing_one_does_not_sink_the_report(tmp_path):
-    from deepclust.report.figures import _figure
+    from deepclust.report.figures import new_figure
 
     def curve_section(ctx: ReportContext) -> Section:
-        fig = _figure(3, 2)
+        fig = new_figure(3, 2)
         fig.add_subplot().plot([0, 1], [0.2, 0.9])
         saved = ctx.figure(fig, "nmi-curve")
         return Section("nmi-curve", "NMI between rounds",

@@ -83,10 +83,10 @@ def bench_setup_section(ctx: ReportContext) -> Section | None:
 
 
 def _bar_figure(table: list[dict], methods: list[str], metric: str, row_label):
-    from deepclust.report.figures import _figure, palette
+    from deepclust.report.figures import new_figure, palette
 
     n_rows = len(table)
-    fig = _figure(max(5.5, 0.9 * n_rows * max(1, len(methods)) * 0.45 + 2.0), 3.6)
+    fig = new_figure(max(5.5, 0.9 * n_rows * max(1, len(methods)) * 0.45 + 2.0), 3.6)
     ax = fig.add_subplot()
     width = 0.8 / max(1, len(methods))
     colours = palette(len(methods))
@@ -160,9 +160,9 @@ share (for random benchmarks, the subset itself).</p>""", blocks=blocks,
 
 
 def _non_primary_figure(table: list[dict]):
-    from deepclust.report.figures import _figure
+    from deepclust.report.figures import new_figure
 
-    fig = _figure(max(5.5, 0.6 * len(table) + 2.5), 3.6)
+    fig = new_figure(max(5.5, 0.6 * len(table) + 2.5), 3.6)
     ax = fig.add_subplot()
     x = np.arange(len(table))
     obs = [t["np_r2_ancestor"][0] for t in table]

@@ -58,7 +58,15 @@ def colour_map(ids: Sequence[int]) -> dict[int, str]:
     return colours
 
 
-def _figure(width: float, height: float) -> Figure:
+def new_figure(width: float, height: float) -> Figure:
+    """An empty Figure of ``width`` x ``height`` inches at :data:`DPI`, constrained layout,
+    on the Agg canvas: the start of every plot here, and of a custom report section's.
+
+    Examples
+    --------
+    >>> new_figure(3, 2).get_size_inches().tolist()
+    [3.0, 2.0]
+    """
     fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
@@ -91,7 +99,7 @@ def size_figure(
         Cluster id → colour.
     """
     n = len(clusters)
-    fig = _figure(min(12.0, max(5.0, 0.28 * n + 2.0)), 3.2)
+    fig = new_figure(min(12.0, max(5.0, 0.28 * n + 2.0)), 3.2)
     ax = fig.add_subplot()
     x = np.arange(n)
     ax.bar(x, sizes, color=[colours[c] for c in clusters], width=0.85, linewidth=0)
@@ -183,7 +191,7 @@ def scatter_figure(
         Class → name, for the legend.
     """
     two = classes is not None and class_colours is not None
-    fig = _figure(11.0 if two else 5.6, 4.9)
+    fig = new_figure(11.0 if two else 5.6, 4.9)
     ax = fig.add_subplot(1, 2 if two else 1, 1)
     _scatter_panel(ax, xy, np.asarray(clusters), cluster_colours, "coloured by cluster",
                    None, label_centres=True)
@@ -212,7 +220,7 @@ def confusion_figure(
     cell = 0.42 if max(n_rows, n_cols) <= 25 else max(0.08, 10.0 / max(n_rows, n_cols))
     width = min(14.0, max(4.5, n_cols * cell + 2.6))
     height = min(16.0, max(3.0, n_rows * cell + 1.8))
-    fig = _figure(width, height)
+    fig = new_figure(width, height)
     ax = fig.add_subplot()
     totals = table.sum(axis=1, keepdims=True)
     share = np.divide(table, totals, out=np.zeros(table.shape, dtype=float), where=totals > 0)
@@ -249,7 +257,7 @@ def pipelines_figure(rows: Sequence[Mapping], highlight: str | None = None) -> F
     highlight : str, optional
         The ``pipeline`` to circle.
     """
-    fig = _figure(5.6, 4.0)
+    fig = new_figure(5.6, 4.0)
     ax = fig.add_subplot()
     feats = sorted({str(r.get("features", "")) for r in rows})
     colours = dict(zip(feats, palette(len(feats)), strict=True))
