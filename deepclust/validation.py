@@ -56,6 +56,11 @@ def check_features(
             f"e.g. np.abs({name}) or the real and imaginary parts side by side"
         )
     if arr.dtype == object:  # numbers stored as objects are numbers (scikit-learn's rule)
+        if any(v is None for v in arr.ravel()):  # numpy would quietly make None a NaN
+            raise InputTypeError(
+                f"{name} must be numeric, got dtype object with None entries (missing values); "
+                "drop or impute them, and convert your features to numbers first"
+            )
         try:
             arr = arr.astype(np.float64)
         except (TypeError, ValueError) as exc:
