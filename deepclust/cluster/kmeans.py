@@ -988,6 +988,10 @@ class KMeans(TransformerMixin, BaseClusterer):
     def transform(self, X) -> np.ndarray:
         """Distance of each row to every centroid: Euclidean, or ``1 - cos`` when spherical.
 
+        KMeans is a scikit-learn transformer: ``fit_transform(X)`` fits and returns these.
+        The output is float32 whatever the input's float type (the tag ``preserves_dtype``
+        says so).
+
         Returns
         -------
         distances : ndarray of shape (n_samples, n_clusters), float32
