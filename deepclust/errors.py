@@ -6,6 +6,8 @@ alone (no traceback) and exits with status 2.
 
 from __future__ import annotations
 
+from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
+
 
 class DeepclustError(Exception):
     """Base class of the errors deepclust raises deliberately."""
@@ -13,6 +15,14 @@ class DeepclustError(Exception):
 
 class InputError(DeepclustError, ValueError):
     """The user's data or parameters cannot be used as given."""
+
+
+class InputTypeError(InputError, TypeError):
+    """Data of a type that cannot be read as numbers (scikit-learn raises TypeError here)."""
+
+
+class NotFittedError(InputError, _SklearnNotFittedError):
+    """An estimator was used before ``fit``; also scikit-learn's ``NotFittedError``."""
 
 
 class DataNotFoundError(DeepclustError, FileNotFoundError):

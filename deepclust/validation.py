@@ -6,11 +6,12 @@ problem and says what to do, instead of letting a library fail deep inside.
 
 from __future__ import annotations
 
-from numbers import Integral
+from numbers import Integral, Real
 
 import numpy as np
+from scipy import sparse
 
-from deepclust.errors import InputError
+from deepclust.errors import InputError, InputTypeError
 
 
 def check_features(
@@ -22,6 +23,11 @@ def check_features(
     allow_nonfinite: bool = False,
 ) -> np.ndarray:
     """Return ``X`` as a C-contiguous 2-D float array, or raise a clear error.
+
+    Sparse matrices and complex numbers are refused; an object array is accepted when
+    every entry is a number (as scikit-learn does) and refused with
+    :class:`~deepclust.errors.InputTypeError` otherwise. The messages contain the phrases
+    scikit-learn's ``check_estimator`` looks for.
 
     Parameters
     ----------
@@ -35,20 +41,42 @@ def check_features(
     allow_nonfinite : bool
         If False, NaN or infinite entries raise, naming the first bad rows.
     """
+    if sparse.issparse(X):
+        raise InputError(
+            f"{name} is a sparse {type(X).__name__}; sparse input is not supported: "
+            f"pass a dense array ({name}.toarray()) if it fits in memory"
+        )
     try:
         arr = np.asarray(X)
     except Exception as exc:  # ragged lists and the like
         raise InputError(f"{name} could not be read as a numeric array: {exc}") from None
-    if arr.dtype == object or not (
-        np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_
-    ):
+    if np.iscomplexobj(arr):
+        raise InputError(
+            f"Complex data not supported: {name} has dtype {arr.dtype}; pass real features, "
+            f"e.g. np.abs({name}) or the real and imaginary parts side by side"
+        )
+    if arr.dtype == object:  # numbers stored as objects are numbers (scikit-learn's rule)
+        if any(v is None for v in arr.ravel()):  # numpy would quietly make None a NaN
+            raise InputTypeError(
+                f"{name} must be numeric, got dtype object with None entries (missing values); "
+                "drop or impute them, and convert your features to numbers first"
+            )
+        try:
+            arr = arr.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise InputTypeError(
+                f"{name} must be numeric, got dtype object with an entry that is not a number "
+                f"({exc}); convert your features to numbers first"
+            ) from None
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
         raise InputError(
             f"{name} must be numeric, got dtype {arr.dtype}; convert your features to numbers first"
         )
     if arr.ndim == 1:
         raise InputError(
             f"{name} is 1-D (shape {arr.shape}); features must be 2-D (n_samples, n_features). "
-            "Use X.reshape(-1, 1) for a single feature or X.reshape(1, -1) for a single sample."
+            f"Reshape your data: {name}.reshape(-1, 1) for a single feature or "
+            f"{name}.reshape(1, -1) for a single sample."
         )
     if arr.ndim != 2:
         raise InputError(
@@ -57,9 +85,15 @@ def check_features(
         )
     n, d = arr.shape
     if n == 0:
-        raise InputError(f"{name} has no rows; there is nothing to cluster")
+        raise InputError(
+            f"{name} has no rows; there is nothing to cluster: 0 sample(s) (shape={arr.shape}) "
+            f"while a minimum of {max(1, min_samples)} is required."
+        )
     if d == 0:
-        raise InputError(f"{name} has {n} rows but no features (shape {arr.shape})")
+        raise InputError(
+            f"{name} has {n} rows but no features: 0 feature(s) (shape={arr.shape}) while a "
+            "minimum of 1 is required."
+        )
     if n < min_samples:
         raise InputError(f"{name} has {n} sample(s); at least {min_samples} are needed")
     accepted = dtype if isinstance(dtype, tuple) else (dtype,)
@@ -91,6 +125,20 @@ def check_n_clusters(n_clusters, n_samples: int, *, name: str = "n_clusters") ->
             f"choose at most {n_samples} clusters"
         )
     return k
+
+
+def check_positive_int(value, name: str) -> int:
+    """Return ``value`` as an int >= 1 (bools refused) or raise a clear error."""
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+        raise InputError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def check_positive_float(value, name: str) -> float:
+    """Return ``value`` as a float > 0 (bools refused) or raise a clear error."""
+    if isinstance(value, bool) or not isinstance(value, Real) or not value > 0:
+        raise InputError(f"{name} must be a positive number, got {value!r}")
+    return float(value)
 
 
 def check_labels(y, n_samples: int | None = None, *, name: str = "labels") -> np.ndarray:

@@ -242,7 +242,7 @@ def test_predict_and_n_noise_before_fit_say_fit_first(name):
 
 @pytest.mark.parametrize("name", ["agglomerative", "spectral", "hdbscan"])
 def test_predict_with_the_wrong_number_of_features(fitted, name):
-    with pytest.raises(InputError, match="3 features but the model was fitted on 2"):
+    with pytest.raises(InputError, match="X has 3 features, but .* is expecting 2 features as input: it was fitted with 2"):
         fitted[name].predict(np.zeros((2, 3)))
 
 

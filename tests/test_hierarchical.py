@@ -105,19 +105,20 @@ def test_tree_is_consistent(blobs, fitted):
     X, _ = blobs
     hk = fitted
     assert [c.shape for c in hk.centroids_] == [(60, 8), (15, 8), (4, 8)]
-    assert [lab.shape for lab in hk.labels_] == [(2000,), (60,), (15,)]
+    assert [lab.shape for lab in hk.level_labels_] == [(2000,), (60,), (15,)]
     assert hk.n_clusters_per_level_ == (60, 15, 4)
     for t in (2, 3):
         # every row's level-t cluster is the level-t cluster of its level-(t-1) cluster
-        assert np.array_equal(hk.assignments(t), hk.labels_[t - 1][hk.assignments(t - 1)])
+        assert np.array_equal(hk.assignments(t), hk.level_labels_[t - 1][hk.assignments(t - 1)])
     # each level's labels are the nearest centroids of the points of that level
     points = [X, *hk.centroids_[:-1]]
     for t in range(3):
         d2 = ((points[t][:, None, :] - hk.centroids_[t][None]) ** 2).sum(-1)
-        assert np.mean(np.argmin(d2, axis=1) == hk.labels_[t]) > 0.99
-    assert np.allclose(hk.distances_, d2_own(X, hk.centroids_[0], hk.labels_[0]), rtol=1e-3,
+        assert np.mean(np.argmin(d2, axis=1) == hk.level_labels_[t]) > 0.99
+    assert np.allclose(hk.distances_, d2_own(X, hk.centroids_[0], hk.level_labels_[0]), rtol=1e-3,
                        atol=1e-3)
     assert np.array_equal(hk.assignments(-1), hk.assignments(3))
+    assert np.array_equal(hk.labels_, hk.assignments(3))  # labels_: the top level
     assert np.array_equal(hk.predict(X), hk.assignments(3))
     assert np.array_equal(hk.predict(X, level=1), hk.assignments(1))
     levels = hk.stats_["levels"]
@@ -168,7 +169,7 @@ def test_reproducible_with_random_state(blobs, fitted):
     again = HierarchicalKMeans((60, 15, 4), random_state=0, **FAST).fit(X)
     for a, b in zip(fitted.centroids_, again.centroids_, strict=True):
         assert np.array_equal(a, b)
-    for a, b in zip(fitted.labels_, again.labels_, strict=True):
+    for a, b in zip(fitted.level_labels_, again.level_labels_, strict=True):
         assert np.array_equal(a, b)
     s1 = fitted.balanced_sample(300, random_state=1)
     assert np.array_equal(s1, again.balanced_sample(300, random_state=1))
@@ -188,8 +189,8 @@ def test_spherical_and_splits(blobs):
                                max_iter=20, random_state=0).fit(X)
     k1 = split.n_clusters_per_level_[0]
     assert 10 < k1 <= 40 and split.centroids_[0].shape == (k1, 8)
-    assert np.bincount(split.labels_[0], minlength=k1).min() > 0  # empty parts dropped
-    assert np.array_equal(split.assignments(2), split.labels_[1][split.labels_[0]])
+    assert np.bincount(split.level_labels_[0], minlength=k1).min() > 0  # empty parts dropped
+    assert np.array_equal(split.assignments(2), split.level_labels_[1][split.level_labels_[0]])
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -204,7 +205,7 @@ def test_featureset_and_store_inputs_match_the_array(blobs, tmp_path):
     params = {"n_clusters": (12, 3), "random_state": 0, **FAST}
     ref = HierarchicalKMeans(**params).fit(X)
     fs = HierarchicalKMeans(**params).fit(FeatureSet(X, y[:600]))
-    assert np.array_equal(ref.labels_[0], fs.labels_[0])
+    assert np.array_equal(ref.level_labels_[0], fs.level_labels_[0])
 
     w = StoreWriter(tmp_path / "store")
     w.prepare({"format": "deepclust-store", "format_version": 1, "encoder": "toy",
@@ -218,7 +219,7 @@ def test_featureset_and_store_inputs_match_the_array(blobs, tmp_path):
     w.finalize()
     w.release()
     st = HierarchicalKMeans(**params).fit(open_store(tmp_path / "store"))
-    assert np.array_equal(ref.labels_[0], st.labels_[0])
+    assert np.array_equal(ref.level_labels_[0], st.level_labels_[0])
 
 
 def test_int_k_registry_and_cli(blobs, tmp_path):

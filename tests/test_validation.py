@@ -4,21 +4,38 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
+from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 
+from deepclust.errors import (
+    DataNotFoundError,
+    DeepclustError,
+    InputError,
+    InputTypeError,
+    NotFittedError,
+)
 from deepclust.validation import (
     check_features,
     check_labels,
     check_n_clusters,
+    check_positive_float,
+    check_positive_int,
     check_random_state,
     seed_from,
 )
-from deepclust.errors import DataNotFoundError, DeepclustError, InputError
 
 
 def test_errors_are_the_builtin_kinds_callers_already_catch():
     assert issubclass(InputError, ValueError) and issubclass(InputError, DeepclustError)
     assert issubclass(DataNotFoundError, FileNotFoundError)
     assert issubclass(DataNotFoundError, DeepclustError)
+
+
+def test_not_fitted_is_deepclusts_and_scikit_learns():
+    # the CLI prints DeepclustError as one line; scikit-learn's tools catch NotFittedError
+    assert issubclass(NotFittedError, InputError)
+    assert issubclass(NotFittedError, SklearnNotFittedError)
+    assert issubclass(InputTypeError, InputError) and issubclass(InputTypeError, TypeError)
 
 
 # ----------------------------------------------------------------------------- check_features
@@ -80,6 +97,44 @@ def test_check_features_allow_nonfinite_and_min_samples():
     assert np.isnan(check_features(X, allow_nonfinite=True)[0, 0])
     with pytest.raises(InputError, match="1 sample.*at least 2"):
         check_features(np.ones((1, 2)), min_samples=2)
+
+
+def test_check_features_messages_carry_scikit_learns_phrases():
+    with pytest.raises(InputError, match=r"0 feature\(s\) \(shape=\(12, 0\)\) while a minimum of 1"):
+        check_features(np.zeros((12, 0)))
+    with pytest.raises(InputError, match="Reshape your data"):
+        check_features(np.ones(3))
+
+
+@pytest.mark.parametrize("make", [sp.csr_matrix, sp.csr_array, sp.coo_matrix])
+def test_check_features_refuses_sparse_input(make):
+    with pytest.raises(InputError, match=r"sparse input is not supported.*toarray\(\)"):
+        check_features(make(np.eye(3)))
+
+
+def test_check_features_refuses_complex_numbers():
+    with pytest.raises(InputError, match="Complex data not supported"):
+        check_features(np.ones((3, 2)) + 1j)
+
+
+def test_check_features_reads_object_arrays_of_numbers_only():
+    out = check_features(np.arange(6).reshape(3, 2).astype(object))
+    np.testing.assert_array_equal(out, np.arange(6, dtype=np.float32).reshape(3, 2))
+    bad = np.ones((2, 2), dtype=object)
+    bad[0, 0] = {"foo": "bar"}
+    with pytest.raises(InputTypeError, match="must be numeric.*argument must be .* string.* number"):
+        check_features(bad)
+
+
+def test_check_positive_int_and_float():
+    assert check_positive_int(np.int64(3), "n_heads") == 3
+    assert check_positive_float(0.5, "base_lr") == 0.5
+    for bad in (0, -1, 2.0, True, "3"):
+        with pytest.raises(InputError, match="n_heads must be a positive integer"):
+            check_positive_int(bad, "n_heads")
+    for bad in (0, -0.1, True, "1"):
+        with pytest.raises(InputError, match="base_lr must be a positive number"):
+            check_positive_float(bad, "base_lr")
 
 
 def test_check_features_uses_the_given_name():

@@ -11,8 +11,8 @@ from collections.abc import Callable
 import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin
 
+from deepclust.errors import InputError, NotFittedError
 from deepclust.validation import check_features, check_n_clusters
-from deepclust.errors import InputError
 
 _REGISTRY: dict[str, type] = {}
 _DESCRIPTIONS: dict[str, str] = {}
@@ -65,19 +65,48 @@ class BaseClusterer(ClusterMixin, BaseEstimator):
 
     ``takes_n_clusters`` says whether the method is told k (k-means) or finds it
     (HDBSCAN, affinity propagation); the CLI and the k sweep read it.
+
+    The scikit-learn contract lives here once: :meth:`_validate_X` checks the input and
+    records ``n_features_in_`` in ``fit`` (``reset=True``) or compares with it afterwards;
+    :meth:`_check_fitted` raises :class:`~deepclust.errors.NotFittedError` (a
+    deepclust ``InputError`` and scikit-learn's ``NotFittedError``). Every registered
+    method passes ``sklearn.utils.estimator_checks.check_estimator``
+    (``tests/test_estimator_checks.py``).
     """
 
     takes_n_clusters: bool = True
+    #: The learned attribute whose presence means "fitted".
+    _fitted_attribute: str = "labels_"
 
-    def _validate_X(self, X, *, min_samples: int = 1) -> np.ndarray:
-        return check_features(X, min_samples=min_samples)
+    def _validate_X(self, X, *, reset: bool = True, min_samples: int = 1,
+                    dtype=(np.float32, np.float64)) -> np.ndarray:
+        """``X`` checked by :func:`~deepclust.validation.check_features`.
+
+        ``reset=True`` (in ``fit``) records ``n_features_in_``; ``reset=False`` (after
+        fitting) checks that ``X`` has that many features.
+        """
+        X = check_features(X, min_samples=min_samples, dtype=dtype)
+        if reset:
+            self.n_features_in_ = X.shape[1]
+        else:
+            self._check_n_features(X.shape[1])
+        return X
+
+    def _check_n_features(self, n_features: int, *, hint: str = "") -> None:
+        """Refuse rows whose width differs from the rows ``fit`` saw."""
+        if n_features != self.n_features_in_:
+            raise InputError(
+                f"X has {n_features} features, but {type(self).__name__} is expecting "
+                f"{self.n_features_in_} features as input: it was fitted with {self.n_features_in_}"
+                + (f"; {hint}" if hint else "")
+            )
 
     def _validate_k(self, n_samples: int) -> int:
         return check_n_clusters(self.n_clusters, n_samples)
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "labels_"):
-            raise InputError(
+        if not hasattr(self, self._fitted_attribute):
+            raise NotFittedError(
                 f"this {type(self).__name__} is not fitted yet; call fit(X) before predict"
             )
 

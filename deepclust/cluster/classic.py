@@ -13,10 +13,10 @@ import warnings
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
-from deepclust.validation import check_features, seed_from
 from deepclust.cluster.base import BaseClusterer, register
 from deepclust.data.rows import fewer_distinct_rows
 from deepclust.errors import InputError
+from deepclust.validation import seed_from
 
 # Methods that hold an (N, N) matrix refuse inputs whose matrix would pass this size.
 PAIRWISE_MEMORY_LIMIT_BYTES = 8 * 2**30
@@ -61,12 +61,7 @@ class _CentroidPredictMixin:
 
     def predict(self, X) -> np.ndarray:
         self._check_fitted()
-        X = check_features(X)
-        if X.shape[1] != self.cluster_centers_.shape[1]:
-            raise InputError(
-                f"X has {X.shape[1]} features but the model was fitted on "
-                f"{self.cluster_centers_.shape[1]}"
-            )
+        X = self._validate_X(X, reset=False)
         if len(self.cluster_centers_) == 0:
             return np.full(len(X), -1, dtype=np.int64)
         import faiss
@@ -237,7 +232,7 @@ class HDBSCAN(_CentroidPredictMixin, BaseClusterer):
         if len(X) < int(self.min_cluster_size):
             raise InputError(
                 f"HDBSCAN with min_cluster_size={self.min_cluster_size} needs at least that many "
-                f"points, got {len(X)}"
+                f"points, got {len(X)} sample(s)"
             )
         min_samples = self.min_samples
         if min_samples is not None:
@@ -277,6 +272,9 @@ class AffinityPropagation(BaseClusterer):
     converged_ : bool
         False when the messages did not settle in ``max_iter`` iterations (labels are then
         scikit-learn's fallback and should not be trusted).
+    n_iter_ : int
+        Message-passing iterations run (0 for a single point).
+    n_features_in_ : int
     """
 
     takes_n_clusters = False
@@ -300,6 +298,7 @@ class AffinityPropagation(BaseClusterer):
             self.labels_ = np.zeros(1, dtype=np.int64)
             self.cluster_centers_ = X.copy()
             self.converged_ = True
+            self.n_iter_ = 0
         else:
             model = SkAP(damping=self.damping, preference=self.preference,
                          max_iter=self.max_iter, convergence_iter=self.convergence_iter,
@@ -310,6 +309,7 @@ class AffinityPropagation(BaseClusterer):
             self.converged_ = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
             self.labels_ = model.labels_.astype(np.int64)
             self.cluster_centers_ = np.asarray(model.cluster_centers_, dtype=X.dtype)
+            self.n_iter_ = int(model.n_iter_)
             self._model = model
             if not self.converged_:
                 warnings.warn(
@@ -321,7 +321,7 @@ class AffinityPropagation(BaseClusterer):
 
     def predict(self, X) -> np.ndarray:
         self._check_fitted()
-        X = check_features(X)
+        X = self._validate_X(X, reset=False)
         if len(self.cluster_centers_) == 0:
             return np.full(len(X), -1, dtype=np.int64)
         d = ((X[:, None, :] - self.cluster_centers_[None, :, :]) ** 2).sum(-1)
@@ -348,6 +348,9 @@ class GaussianMixture(BaseClusterer):
     converged_ : bool
         False when EM did not settle in ``max_iter`` iterations; a ConvergenceWarning
         says so.
+    n_iter_ : int
+        EM iterations of the kept initialisation.
+    n_features_in_ : int
     """
 
     def __init__(self, n_clusters: int = 8, *, covariance_type: str = "diag", n_init: int = 1,
@@ -369,7 +372,7 @@ class GaussianMixture(BaseClusterer):
                 f"covariance_type must be full, tied, diag or spherical, got {self.covariance_type!r}"
             )
         if len(X) < 2:
-            raise InputError("a Gaussian mixture needs at least 2 points")
+            raise InputError(f"a Gaussian mixture needs at least 2 points, got {len(X)} sample(s)")
         X = X.astype(np.float64)  # EM in float32 collapses covariances on tight (UMAP) clusters
         model = SkGMM(n_components=k, covariance_type=self.covariance_type, n_init=self.n_init,
                       max_iter=self.max_iter, reg_covar=self.reg_covar,
@@ -391,13 +394,14 @@ class GaussianMixture(BaseClusterer):
         self.labels_ = model.predict(X).astype(np.int64)
         self.cluster_centers_ = model.means_
         self.n_clusters_ = k
+        self.n_iter_ = int(model.n_iter_)
         return self
 
     def predict(self, X) -> np.ndarray:
         self._check_fitted()
-        return self.model_.predict(check_features(X, dtype=np.float64)).astype(np.int64)
+        return self.model_.predict(self._validate_X(X, reset=False, dtype=np.float64)).astype(np.int64)
 
     def predict_proba(self, X) -> np.ndarray:
         """Posterior probability of each component, shape (n_samples, n_clusters)."""
         self._check_fitted()
-        return self.model_.predict_proba(check_features(X, dtype=np.float64))
+        return self.model_.predict_proba(self._validate_X(X, reset=False, dtype=np.float64))

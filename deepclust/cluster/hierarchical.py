@@ -41,11 +41,11 @@ from numbers import Integral, Real
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
-from deepclust.validation import check_n_clusters, check_random_state
 from deepclust.cluster.base import BaseClusterer, register
 from deepclust.cluster.kmeans import KMeans, nearest_centroids
 from deepclust.data.rows import BLOCK_ROWS, as_row_source, unit_rows
 from deepclust.errors import InputError
+from deepclust.validation import check_n_clusters, check_random_state
 
 __all__ = [
     "HierarchicalKMeans",
@@ -205,7 +205,7 @@ def hierarchical_balanced_sample(
     ----------
     tree : list of ndarray
         ``tree[0]``: level-1 cluster of each row; ``tree[t]``: level-(t+1) cluster of each
-        level-t cluster (as :attr:`HierarchicalKMeans.labels_`).
+        level-t cluster (as :attr:`HierarchicalKMeans.level_labels_`).
     n_clusters : list of int
         Clusters per level, finest first (``len(tree)`` entries).
     n_samples : int
@@ -366,9 +366,12 @@ class HierarchicalKMeans(BaseClusterer):
     ----------
     centroids_ : list of ndarray
         ``centroids_[t - 1]``: the centroids of level t, shape (k_t, n_features), float32.
-    labels_ : list of ndarray
-        ``labels_[0]``: level-1 cluster of each row of X; ``labels_[t]``: level-(t+1)
-        cluster of each level-t centroid. :meth:`assignments` composes them.
+    labels_ : ndarray of shape (n_samples,), int64
+        Cluster of each row of X at ``level`` (default the top): what ``fit_predict``
+        returns, ``assignments(level)``.
+    level_labels_ : list of ndarray
+        ``level_labels_[0]``: level-1 cluster of each row of X; ``level_labels_[t]``:
+        level-(t+1) cluster of each level-t centroid. :meth:`assignments` composes them.
     distances_ : ndarray of shape (n_samples,), float32
         Distance of each row to its level-1 centroid (squared Euclidean, or ``1 - cos``).
     n_clusters_per_level_ : tuple of int
@@ -381,6 +384,9 @@ class HierarchicalKMeans(BaseClusterer):
         ``n_empty``, ``objective``; per k-means run ``kmeans_seconds``, ``init_seconds``,
         ``n_iter``; per resampling step ``resample_rows``); ``seconds_per_level``;
         ``total_seconds``.
+    n_iter_ : int
+        Lloyd iterations summed over the k-means runs of every level (first k-means and
+        resampling steps; the ``n_iter`` lists of ``stats_``).
     n_features_in_ : int
 
     Notes
@@ -607,7 +613,9 @@ class HierarchicalKMeans(BaseClusterer):
             used_m.append(m)
             points = C
         self.centroids_ = centroids
-        self.labels_ = labels
+        self.level_labels_ = labels
+        self.labels_ = self._lift(labels[0], self.level)
+        self.n_iter_ = sum(sum(info["n_iter"]) for info in levels)
         self.n_clusters_per_level_ = tuple(int(c.shape[0]) for c in centroids)
         self.sample_size_per_level_ = tuple(used_m)
         self.n_features_in_ = d
@@ -689,18 +697,14 @@ class HierarchicalKMeans(BaseClusterer):
         labels : ndarray of shape (n_samples,), int64
         """
         self._check_fitted()
-        return self._lift(self.labels_[0], level)
+        return self._lift(self.level_labels_[0], level)
 
     def _lift(self, labels: np.ndarray, level) -> np.ndarray:
         """Level-1 ``labels`` mapped to their ancestors at ``level``."""
-        top = self._level_number(level, len(self.labels_))
+        top = self._level_number(level, len(self.level_labels_))
         for t in range(1, top):
-            labels = self.labels_[t][labels]
+            labels = self.level_labels_[t][labels]
         return labels
-
-    def fit_predict(self, X, y=None) -> np.ndarray:
-        """Fit and return each row's cluster at ``self.level`` (default the top)."""
-        return self.fit(X).assignments(self.level)
 
     def predict(self, X, level: int | None = None) -> np.ndarray:
         """Cluster of new rows at ``level``: their nearest level-1 centroid, and its ancestors.
@@ -717,13 +721,9 @@ class HierarchicalKMeans(BaseClusterer):
         """
         self._check_fitted()
         level = self.level if level is None else level
-        self._level_number(level, len(self.labels_))
+        self._level_number(level, len(self.level_labels_))
         X = as_row_source(X).to_array()
-        if X.shape[1] != self.n_features_in_:
-            raise InputError(
-                f"X has {X.shape[1]} features but this HierarchicalKMeans was fitted with "
-                f"{self.n_features_in_}"
-            )
+        self._check_n_features(X.shape[1])
         if self.spherical:
             X = unit_rows(X)
         C = self.centroids_[0]
@@ -765,7 +765,7 @@ class HierarchicalKMeans(BaseClusterer):
             raise InputError(f"strategy must be 'random' or 'closest', got {strategy!r}")
         if isinstance(multiplier, bool) or not isinstance(multiplier, Integral) or multiplier < 1:
             raise InputError(f"multiplier must be a positive integer, got {multiplier!r}")
-        n = self.labels_[0].shape[0]
+        n = self.level_labels_[0].shape[0]
         if isinstance(n_samples, bool) or not isinstance(n_samples, Integral) or n_samples < 1:
             raise InputError(f"n_samples must be a positive integer, got {n_samples!r}")
         if n_samples > n * multiplier:
@@ -775,7 +775,7 @@ class HierarchicalKMeans(BaseClusterer):
                 + "; ask for fewer, or allow repeats with a larger multiplier"
             )
         return hierarchical_balanced_sample(
-            self.labels_, self.n_clusters_per_level_, int(n_samples),
+            self.level_labels_, self.n_clusters_per_level_, int(n_samples),
             key=self.distances_ if kind == "closest" else None,
             multiplier=int(multiplier), random_state=random_state,
         )

@@ -23,10 +23,10 @@ import faiss
 import numpy as np
 import scipy.sparse as sp
 import torch
+from sklearn.base import TransformerMixin
 from sklearn.exceptions import ConvergenceWarning
 from threadpoolctl import threadpool_limits
 
-from deepclust.validation import check_features, check_n_clusters, check_random_state
 from deepclust.cluster.base import BaseClusterer, register
 from deepclust.data.rows import (
     BLOCK_ROWS,
@@ -37,6 +37,7 @@ from deepclust.data.rows import (
     unit_rows,
 )
 from deepclust.errors import InputError
+from deepclust.validation import check_features, check_n_clusters, check_random_state
 
 __all__ = [
     "KMeans",
@@ -582,7 +583,7 @@ class _Comm:
 
 
 @register("kmeans", "k-means (Lloyd) on faiss: k-means++ seeding, restarts, optional cosine")
-class KMeans(BaseClusterer):
+class KMeans(TransformerMixin, BaseClusterer):
     """k-means clustering, with faiss for the nearest-centroid search.
 
     Lloyd iterations: assign each row to its nearest centroid (faiss, float32), then move
@@ -691,6 +692,12 @@ class KMeans(BaseClusterer):
         self.distributed = distributed
         self.random_state = random_state
         self.verbose = verbose
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # rows are searched and distances computed in float32 (faiss), whatever came in
+        tags.transformer_tags.preserves_dtype = ["float32"]
+        return tags
 
     # -- validation
 
@@ -913,10 +920,7 @@ class KMeans(BaseClusterer):
 
         self._check_fitted()
         source = as_row_source(X)
-        if source.d != self.n_features_in_:
-            raise InputError(
-                f"X has {source.d} features but this KMeans was fitted with {self.n_features_in_}"
-            )
+        self._check_n_features(source.d)
         if self.spherical:
             source = copy.copy(source)
             source.unit = True
@@ -957,16 +961,17 @@ class KMeans(BaseClusterer):
     def transform(self, X) -> np.ndarray:
         """Distance of each row to every centroid: Euclidean, or ``1 - cos`` when spherical.
 
+        KMeans is a scikit-learn transformer: ``fit_transform(X)`` fits and returns these.
+        The output is float32 whatever the input's float type (the tag ``preserves_dtype``
+        says so).
+
         Returns
         -------
         distances : ndarray of shape (n_samples, n_clusters), float32
         """
         self._check_fitted()
         X = self._prepare(X)
-        if X.shape[1] != self.n_features_in_:
-            raise InputError(
-                f"X has {X.shape[1]} features but this KMeans was fitted with {self.n_features_in_}"
-            )
+        self._check_n_features(X.shape[1])
         C = self.cluster_centers_
         dots = X @ C.T
         if self.spherical:

@@ -52,7 +52,6 @@ from numbers import Integral, Real
 
 import numpy as np
 
-from deepclust.validation import check_features, check_n_clusters, check_random_state
 from deepclust.cluster.base import BaseClusterer, register
 from deepclust.cluster.kmeans import (
     accumulate_cluster_sums,
@@ -63,7 +62,8 @@ from deepclust.cluster.kmeans import (
     random_init,
 )
 from deepclust.data.rows import BLOCK_ROWS, RowSource, as_row_source
-from deepclust.errors import InputError
+from deepclust.errors import InputError, NotFittedError
+from deepclust.validation import check_features, check_n_clusters, check_random_state
 
 __all__ = ["MiniBatchKMeans", "default_batch_size", "minibatch_step"]
 
@@ -276,16 +276,9 @@ class MiniBatchKMeans(BaseClusterer):
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "cluster_centers_"):
-            raise InputError(
+            raise NotFittedError(
                 f"this {type(self).__name__} is not fitted yet; call fit(X) or partial_fit(batch) "
                 "before predict"
-            )
-
-    def _check_width(self, d: int, what: str) -> None:
-        if d != self.n_features_in_:
-            raise InputError(
-                f"{what} has {d} features but this {type(self).__name__} was fitted on "
-                f"{self.n_features_in_}; every batch must have the same number of features"
             )
 
     # -- the shared path
@@ -436,7 +429,7 @@ class MiniBatchKMeans(BaseClusterer):
             rng = check_random_state(self.random_state)
             self._start(rows.take(self._seed_rows(rows.n, k, rng)), rows.d, rng)
         else:
-            self._check_width(rows.d, "batch")
+            self._check_n_features(rows.d, hint="every batch must have the same number of features")
         order = self._rng.permutation(rows.n) if rows.n > batch_size else np.arange(rows.n)
         total = 0.0
         k, d = self.cluster_centers_.shape
@@ -472,12 +465,12 @@ class MiniBatchKMeans(BaseClusterer):
         """
         self._check_fitted()
         rows = _row_source(X, spherical=bool(self.spherical))
-        self._check_width(rows.d, "X")
+        self._check_n_features(rows.d)
         return self._assign(rows)[0]
 
     def score(self, X, y=None) -> float:
         """Opposite of the objective of ``X`` on the centres (higher is better)."""
         self._check_fitted()
         rows = _row_source(X, spherical=bool(self.spherical))
-        self._check_width(rows.d, "X")
+        self._check_n_features(rows.d)
         return -self._assign(rows)[1]

@@ -9,14 +9,13 @@ selection, prediction -- lives here once.
 from __future__ import annotations
 
 import time
-from numbers import Integral, Real
+from numbers import Integral
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from deepclust import distributed as ddp
-from deepclust.validation import seed_from
 from deepclust.cluster.base import BaseClusterer
 from deepclust.cluster.heads import _ddp
 from deepclust.cluster.heads.checkpoint import load_checkpoint, save_checkpoint
@@ -30,6 +29,11 @@ from deepclust.cluster.heads.training import (
 from deepclust.data.rows import as_row_source
 from deepclust.distributed import resolve_device
 from deepclust.errors import InputError
+from deepclust.validation import (
+    check_positive_float,
+    check_positive_int,
+    seed_from,
+)
 
 __all__ = ["HeadClusterer", "resolve_device", "resolve_precision"]
 
@@ -62,16 +66,6 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return "bf16" if _cpu_has_native_bf16() else "fp32"
 
 
-def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
-        raise InputError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def _positive_float(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real) or not value > 0:
-        raise InputError(f"{name} must be a positive number, got {value!r}")
-    return float(value)
 
 
 class HeadClusterer(BaseClusterer):
@@ -98,17 +92,17 @@ class HeadClusterer(BaseClusterer):
     # -- settings
 
     def _batch_size(self, n: int) -> int:
-        b = min(_positive_int(self.batch_size, "batch_size"), n)
+        b = min(check_positive_int(self.batch_size, "batch_size"), n)
         w = _ddp.world_size()
         return max(w, b - b % w)
 
     def _n_steps(self, n: int, batch: int) -> int:
         if self.n_steps == "auto":
             return default_n_steps(n, batch)
-        return _positive_int(self.n_steps, "n_steps")
+        return check_positive_int(self.n_steps, "n_steps")
 
     def _lr(self, batch: int) -> float:
-        base = _positive_float(self.base_lr, "base_lr")
+        base = check_positive_float(self.base_lr, "base_lr")
         return base * batch / LR_REFERENCE_BATCH
 
     def _momentum(self, n_steps: int) -> tuple[float, float]:
@@ -154,8 +148,8 @@ class HeadClusterer(BaseClusterer):
         rows = data.to_array(dtype=None)
         n, d = rows.shape
         k = self._validate_k(n)
-        n_heads = _positive_int(self.n_heads, "n_heads")
-        n_nb = _positive_int(self.n_neighbors, "n_neighbors")
+        n_heads = check_positive_int(self.n_heads, "n_heads")
+        n_nb = check_positive_int(self.n_neighbors, "n_neighbors")
         if n_nb > n - 1:
             raise InputError(f"n_neighbors={n_nb} needs more than {n} samples")
         device = resolve_device(self.device)
@@ -311,9 +305,7 @@ class HeadClusterer(BaseClusterer):
     def _check_X(self, X) -> torch.Tensor:
         self._check_fitted()
         rows = as_row_source(X).to_array(dtype=None)
-        if rows.shape[1] != self.n_features_in_:
-            raise InputError(f"X has {rows.shape[1]} features but this {type(self).__name__} "
-                             f"was fitted with {self.n_features_in_}")
+        self._check_n_features(rows.shape[1])
         return self._to_device(rows, self.device_)
 
     @torch.no_grad()

@@ -14,9 +14,10 @@ import torch
 
 from deepclust.cluster.base import register
 from deepclust.cluster.heads import _ddp
-from deepclust.cluster.heads.base import HeadClusterer, _positive_int
+from deepclust.cluster.heads.base import HeadClusterer
 from deepclust.cluster.heads.objectives import SCANObjective, SelfLabelObjective
 from deepclust.cluster.heads.training import HeadTrainer, TrainConfig
+from deepclust.validation import check_positive_int
 
 __all__ = ["SCAN"]
 
@@ -131,7 +132,7 @@ class SCAN(HeadClusterer):
             return
         cfg: TrainConfig = context["config"]
         steps = (max(1, cfg.n_steps // 4) if self.self_label_steps == "auto"
-                 else _positive_int(self.self_label_steps, "self_label_steps"))
+                 else check_positive_int(self.self_label_steps, "self_label_steps"))
         config = TrainConfig(**{**cfg.as_dict(), "n_steps": steps,
                                 "warmup_steps": 0, "seed": cfg.seed + 1})
         objective = SelfLabelObjective(threshold=float(self.self_label_threshold),
