@@ -98,10 +98,10 @@ import faiss
 import numpy as np
 import torch
 
-from deepclust.validation import check_features
-from deepclust.distributed import resolve_device
 from deepclust.errors import InputError
 from deepclust.runinfo import write_json, write_npy
+from deepclust.runtime import resolve_device, resolve_precision
+from deepclust.validation import check_features
 
 __all__ = [
     "Neighbors",
@@ -110,7 +110,6 @@ __all__ = [
     "mine_neighbors",
     "neighbors_for",
     "resolve_knn_method",
-    "resolve_knn_precision",
 ]
 
 Precision = Literal["auto", "fp32", "bf16"]
@@ -171,26 +170,6 @@ def _row_source(X):
 # ----------------------------------------------------------------------------- mining
 
 
-def _cpu_has_native_bf16() -> bool:
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line for line in f if line.startswith("flags")), "")
-    except OSError:
-        return False
-    return bool(set(flags.split()) & {"avx512_bf16", "amx_bf16"})
-
-
-def resolve_knn_precision(precision: str, device: torch.device) -> str:
-    """``"auto"`` → ``"bf16"`` on GPUs and CPUs with native bfloat16, else ``"fp32"``."""
-    if precision not in ("auto", "fp32", "bf16"):
-        raise InputError(f"precision must be 'auto', 'fp32' or 'bf16', got {precision!r}")
-    if precision != "auto":
-        return precision
-    if device.type == "cuda" or _cpu_has_native_bf16():
-        return "bf16"
-    return "fp32"
-
-
 def resolve_knn_method(method: str, n_rows: int, device: torch.device | None = None,
                        precision: str = "auto") -> str:
     """``"auto"`` → ``"exact"`` up to :data:`EXACT_MAX_ROWS` rows or when the exact search
@@ -202,7 +181,7 @@ def resolve_knn_method(method: str, n_rows: int, device: torch.device | None = N
     if n_rows <= EXACT_MAX_ROWS:
         return "exact"
     if device is not None and device.type == "cuda" and \
-            resolve_knn_precision(precision, device) == "bf16":
+            resolve_precision("neighbors", precision, device) == "bf16":
         return "exact"
     return "ivf"
 
@@ -405,7 +384,7 @@ def mine_neighbors(
     k = _check_k(k, n)
     dev = resolve_device(device)
     how = resolve_knn_method(method, n, dev, precision)
-    prec = resolve_knn_precision(precision, dev) if how == "exact" else "fp32"
+    prec = resolve_precision("neighbors", precision, dev) if how == "exact" else "fp32"
     block_rows = max(1, int(block_rows))
     kk = k + 1
     idx_dtype = np.int32 if n < 2**31 else np.int64
@@ -616,7 +595,7 @@ def neighbors_for(
                else [f for f in (default_folder, cache_dir() / "neighbors" / fingerprint) if f])
     dev = resolve_device(device)
     request = {"method": resolve_knn_method(method, n, dev, precision),
-               "precision": resolve_knn_precision(precision, dev),
+               "precision": resolve_precision("neighbors", precision, dev),
                "target_recall": float(target_recall), "nlist": nlist, "nprobe": nprobe}
     for folder in folders:
         found = _load_cached(folder, fingerprint, k, n, request) if folder.is_dir() else None
