@@ -21,12 +21,12 @@ use             what runs in bf16             GPU with bf16 CPU, native    CPU, 
                 (certified, float32 re-check) k >= 64
 =============== ============================= ============= ============== ==================
 
-A GPU without bfloat16 is fp32 for every use. Why: bf16 autocast made the encoder, the
-DeepCluster network and the heads 2-3x faster on this project's CPU at no cost in
-clustering quality, and the bf16 neighbour product 2.5x faster than faiss's float32; the
-certified k-means assignment measured no faster than faiss float32 on that CPU (the top-2
-selection and the float32 re-check eat the faster product), and below 64 clusters the product
-is cheap anyway. The measurements are in docs/architecture.md ("Decisions and why").
+A GPU without bfloat16 is fp32 for every use. Why: where bf16 is native, autocast speeds up
+the encoder, the DeepCluster network and the heads at no cost in clustering quality, and the
+bf16 neighbour product beats faiss's float32 search; the certified k-means assignment does
+not pay on a CPU (the top-2 selection and the float32 re-check of the rows it cannot certify
+eat the faster product), and below 64 clusters the product is cheap anyway. The
+measurements are in docs/architecture.md ("Decisions and why").
 
 **Ranks.** Launch any deepclust command with ``torchrun`` to spread its work over processes,
 GPUs and nodes::
@@ -72,7 +72,7 @@ __all__ = [
     "broadcast_object",
     "chunk",
     "cpu_has_native_bf16",
-    "cuda_has_bf16",
+    "cuda_lacks_bf16",
     "default_device",
     "gather_rows",
     "info",
@@ -132,9 +132,14 @@ def cpu_has_native_bf16() -> bool:
     return bool(set(flags.split()) & {"avx512_bf16", "amx_bf16"})
 
 
-def cuda_has_bf16() -> bool:
-    """Whether this process's GPU computes in bfloat16 (False without CUDA)."""
-    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+def cuda_lacks_bf16() -> bool:
+    """Whether CUDA is here and its GPU cannot compute in bfloat16.
+
+    Without CUDA the answer is False: a ``"cuda"`` device named on a machine without one is
+    judged as a usual GPU (it cannot run here anyway; :func:`resolve_device` refuses it), so
+    the rule table can be evaluated for a GPU anywhere.
+    """
+    return torch.cuda.is_available() and not torch.cuda.is_bf16_supported()
 
 
 def resolve_precision(use: str, precision: str, device: str | torch.device, *,
@@ -161,7 +166,7 @@ def resolve_precision(use: str, precision: str, device: str | torch.device, *,
     if precision not in PRECISIONS:
         raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     gpu = torch.device(device).type == "cuda"
-    if precision == "bf16" and gpu and not cuda_has_bf16():
+    if precision == "bf16" and gpu and cuda_lacks_bf16():
         raise InputError("this GPU does not support bfloat16; use precision fp32")
     if precision != "auto":
         return precision
@@ -171,7 +176,7 @@ def resolve_precision(use: str, precision: str, device: str | torch.device, *,
             raise ValueError(f"use={use!r} needs n_clusters")
         if n_clusters < rule.min_clusters:
             return "fp32"
-    native = (rule.gpu and cuda_has_bf16()) if gpu else (rule.cpu and cpu_has_native_bf16())
+    native = (rule.gpu and not cuda_lacks_bf16()) if gpu else (rule.cpu and cpu_has_native_bf16())
     return "bf16" if native else "fp32"
 
 

@@ -25,7 +25,7 @@ def hardware(monkeypatch):
     """Set what the probes report: ``hardware(cpu_bf16, gpu_bf16)``."""
     def set_(cpu: bool, gpu: bool) -> None:
         monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: cpu)
-        monkeypatch.setattr(runtime, "cuda_has_bf16", lambda: gpu)
+        monkeypatch.setattr(runtime, "cuda_lacks_bf16", lambda: not gpu)
     return set_
 
 
@@ -82,8 +82,11 @@ def test_help_text_names_the_exception():
     assert "k-means" in runtime.PRECISION_HELP and "64" in runtime.PRECISION_HELP
 
 
-def test_cpu_probe_answers():
+def test_probes_answer():
     assert isinstance(runtime.cpu_has_native_bf16(), bool)
+    if not torch.cuda.is_available():  # a named GPU is judged as a usual one
+        assert runtime.cuda_lacks_bf16() is False
+        assert resolve_precision("embed", "auto", "cuda") == "bf16"
 
 
 def test_resolve_device():

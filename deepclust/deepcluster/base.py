@@ -138,7 +138,7 @@ class DeepClusterBase(BaseEstimator):
         """
         size = input_size or getattr(self, "input_size_", None) or self._sizes(None)[0]
         with torch.random.fork_rng(devices=[]):
-            torch.manualseed_for(seed_for(self.seed, 0, 99))
+            torch.manual_seed(seed_for(self.seed, 0, 99))
             return build_network(self.arch, sobel=self.sobel, input_size=size,
                                  **dict(self.arch_options or {}))
 
@@ -354,8 +354,8 @@ class DeepClusterBase(BaseEstimator):
         if self.threads:
             torch.set_num_threads(int(self.threads))
         try:
-            # BLAS threads too (PCA): oversubscribed OpenBLAS next to torch's OpenMP pool
-            # measured 50x slower on a busy 2-core machine
+            # BLAS threads too (PCA): OpenBLAS's pool next to torch's OpenMP pool
+            # oversubscribes the cores and both wait (docs/deepcluster.md)
             with threadpool_limits(limits=int(self.threads) if self.threads else None):
                 return self._fit(X, y, Path(out) if out is not None else None, limit, resume,
                                  overwrite, num_workers, source_options)
