@@ -94,9 +94,9 @@ __all__ = [
 
 PRECISIONS = ("auto", "bf16", "fp32")
 #: The ``--precision`` help of every command (the CLI shows this line).
-PRECISION_HELP = ("auto, bf16 or fp32 (default auto: bf16 on GPUs with bfloat16; on CPUs with "
-                  "AVX-512 BF16 or AMX for embedding, heads, DeepCluster and neighbour "
-                  "mining, not for k-means assignment; k-means on a GPU only for k >= 64)")
+PRECISION_HELP = ("compute precision (default auto: bf16 on GPUs with bfloat16 and on CPUs with "
+                  "AVX-512 BF16 or AMX, fp32 elsewhere; k-means assignment: bf16 only on GPUs "
+                  "and for k >= 64)")
 #: Smallest k for which ``"auto"`` gives the k-means assignment the bf16 path.
 BF16_MIN_CLUSTERS = 64
 
@@ -195,24 +195,24 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     """A ``device`` setting as a torch device.
 
     ``"auto"`` (or None): this process's GPU when CUDA is available, else the CPU; a
-    string (``"cpu"``, ``"cuda"``, ``"cuda:1"``) or a torch device passes through, after a
-    check that CUDA exists when it is asked for; ``"cuda"`` without an index is this
+    string (``"cpu"``, ``"cuda"``, ``"cuda:1"``) or a torch device passes through, a string
+    after a check that CUDA exists when it asks for it; ``cuda`` without an index is this
     process's GPU (``cuda:<local rank>`` under ``torchrun``).
     """
-    if isinstance(device, torch.device):
-        return device
     if device in (None, "auto"):
         return default_device()
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise InputError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
+    if isinstance(device, torch.device):
+        dev = device
+    else:
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, TypeError):
+            raise InputError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}") from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
             raise InputError(f"device {device!r} asked but CUDA is not available here; use "
                              "device='cpu' (or 'auto')")
-        if dev.index is None:
-            dev = torch.device("cuda", info().local_rank % torch.cuda.device_count())
+    if dev.type == "cuda" and dev.index is None and torch.cuda.is_available():
+        dev = torch.device("cuda", info().local_rank % torch.cuda.device_count())
     return dev
 
 
