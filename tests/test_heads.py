@@ -267,7 +267,7 @@ _WORKER = textwrap.dedent("""
 
     if __name__ == "__main__":
         out = fit_both(eval(sys.argv[2]))
-        if distributed.info().is_main:
+        if runtime.info().is_main:
             np.savez(sys.argv[1], **out)
         runtime.shutdown()
 """)

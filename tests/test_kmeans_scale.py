@@ -133,7 +133,7 @@ _WORKER = textwrap.dedent("""
         for precision in ("bf16", "fp32"):
             for key, value in fit(sys.argv[1], precision).items():
                 out[precision + "." + key] = value
-        if distributed.info().is_main:
+        if runtime.info().is_main:
             np.savez(sys.argv[2], **out)
         runtime.shutdown()
 """)
