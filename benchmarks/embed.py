@@ -33,8 +33,9 @@ import torch
 
 from deepclust.data import load_dataset
 from deepclust.data.sources import ArraySource
-from deepclust.embed import CPU_BATCH_SIZE, default_workers, embed, resolve_precision
+from deepclust.embed import CPU_BATCH_SIZE, default_workers, embed
 from deepclust.encoders import get_encoder
+from deepclust.runtime import resolve_precision
 from deepclust.store import open_store
 
 
@@ -105,7 +106,7 @@ def main() -> None:
         print(flush=True)
 
     if args.pipeline:
-        precision = resolve_precision("auto", cpu)
+        precision = resolve_precision("embed", "auto", cpu)
         batch, cl = CPU_BATCH_SIZE, enc.prefers_channels_last
         print(f"## embed() end to end on the same {len(src)} images: precision {precision}, "
               f"batch {batch}, channels-last {cl}\n")

@@ -102,7 +102,7 @@ def _estimator(args):
 
 
 def cmd_deepcluster(args: argparse.Namespace) -> int:
-    from deepclust import distributed as ddp
+    from deepclust import runtime
     from deepclust.runinfo import environment, now_iso, write_json
 
     started = now_iso()
@@ -115,7 +115,7 @@ def cmd_deepcluster(args: argparse.Namespace) -> int:
         source_options["kind"] = args.kind
     if args.split:
         source_options["split"] = args.split
-    di = ddp.init_from_env()
+    di = runtime.init_from_env()
     try:
         est = _estimator(args)
         est.fit(args.source, out=out, limit=args.limit, resume=not args.no_resume,
@@ -152,5 +152,5 @@ def cmd_deepcluster(args: argparse.Namespace) -> int:
             if scores:
                 print(f"  last epoch: {', '.join(scores)}")
     finally:
-        ddp.shutdown()
+        runtime.shutdown()
     return 0

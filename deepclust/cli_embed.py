@@ -93,12 +93,12 @@ def _source_options(args) -> dict:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    from deepclust import distributed as ddp
+    from deepclust import runtime
     from deepclust.data.sources import open_source
     from deepclust.embed import embed
 
     encoder_options = dict(_parse_option(o) for o in args.encoder_opt)
-    di = ddp.init_from_env()
+    di = runtime.init_from_env()
     try:
         opts = _source_options(args)
         kind = opts.pop("kind", None)
@@ -132,7 +132,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
                 if n_failed > 10:
                     print(f"    ... and {n_failed - 10} more")
     finally:
-        ddp.shutdown()
+        runtime.shutdown()
     return 0
 
 

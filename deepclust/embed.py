@@ -10,7 +10,7 @@ writes an :class:`~deepclust.store.EmbeddingStore` shard by shard.
 - **Reproducible**: batches never straddle shards, so each shard's rows are computed the same
   way whichever process computes them and whenever it does.
 - **Distributed**: under ``torchrun`` the missing shards are dealt round-robin to the ranks;
-  rank 0 writes ``meta.json`` before and the index after (see :mod:`deepclust.distributed`).
+  rank 0 writes ``meta.json`` before and the index after (see :mod:`deepclust.runtime`).
 - **Robust**: items that cannot be decoded or preprocessed are counted and listed in the
   store's ``failed.parquet`` with the reason; they never stop the run.
 """
@@ -27,8 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deepclust import __version__
-from deepclust import distributed as ddp
+from deepclust import __version__, runtime
 from deepclust.data.sources import ImageSource, open_source
 from deepclust.encoders import DEFAULT_ENCODER, Encoder, get_encoder
 from deepclust.errors import DeepclustError, InputError
@@ -40,36 +39,6 @@ DEFAULT_DTYPE = "float16"
 #: Default batch size on the CPU (measured on EfficientNet-Lite0: see docs/embedding.md).
 CPU_BATCH_SIZE = 32
 GPU_BATCH_SIZE = 256
-PRECISIONS = ("auto", "bf16", "fp32")
-
-
-def cpu_has_fast_bf16() -> bool:
-    """Whether this CPU has native bfloat16 arithmetic (AVX-512 BF16 or AMX)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line for line in f if line.startswith("flags")), "")
-    except OSError:
-        return False
-    words = set(flags.split())
-    return bool(words & {"avx512_bf16", "amx_bf16"})
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """Turn ``"auto"`` into ``"bf16"`` or ``"fp32"`` for ``device``.
-
-    ``auto`` picks bf16 on GPUs that support it and on CPUs with native bfloat16 (AVX-512
-    BF16 or AMX), where it measured 2-3x faster than fp32 for EfficientNet-Lite0 at no cost
-    in clustering quality (docs/embedding.md); fp32 elsewhere.
-    """
-    if precision not in PRECISIONS:
-        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
-    if precision != "auto":
-        if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            raise InputError("this GPU does not support bfloat16; use --precision fp32")
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if cpu_has_fast_bf16() else "fp32"
 
 
 def auto_threads() -> int:
@@ -77,9 +46,8 @@ def auto_threads() -> int:
 
     torch's default (one thread per core) unless the 1-minute load average shows other work:
     then only the cores that look free, at least one. ``OMP_NUM_THREADS`` (as set by
-    ``torchrun``) is always respected. Oversubscribed intra-op threads wait on each other:
-    on this project's 2-core machine under load, 1 thread ran EfficientNet-Lite0 2-3x faster
-    than 2 (docs/embedding.md).
+    ``torchrun``) is always respected. Oversubscribed intra-op threads wait on each other,
+    so fewer threads run faster on a busy machine (measured in docs/embedding.md).
     """
     n = torch.get_num_threads()
     if os.environ.get("OMP_NUM_THREADS"):
@@ -196,7 +164,8 @@ def embed(
         DataLoader worker processes decoding images; default :func:`default_workers`
         (the cores the model's threads leave free).
     precision : {"auto", "bf16", "fp32"}
-        Compute precision; bf16 uses ``torch.autocast``. ``auto``: see :func:`resolve_precision`.
+        Compute precision; bf16 uses ``torch.autocast``. ``auto``: see
+        :func:`deepclust.runtime.resolve_precision` (use ``"embed"``).
     dtype : {"float16", "float32"}, optional
         Storage dtype of the rows; default: the existing store's when resuming, else float16.
     shard_size : int, optional
@@ -227,7 +196,7 @@ def embed(
     (1234, 1280)
     """
     started = time.time()
-    di = ddp.info()
+    di = runtime.info()
     writer = StoreWriter(out)
     existing = writer.existing_meta() or {}
     if dtype is None:
@@ -242,9 +211,7 @@ def embed(
     n = len(src)
     if n == 0:
         raise InputError("the image source is empty; there is nothing to embed")
-    dev = torch.device(device) if device is not None else ddp.default_device(di)
-    if dev.type == "cuda" and dev.index is None:  # one GPU per local rank
-        dev = torch.device("cuda", di.local_rank % max(torch.cuda.device_count(), 1))
+    dev = runtime.resolve_device(device)
     if batch_size is None:
         batch_size = GPU_BATCH_SIZE if dev.type == "cuda" else CPU_BATCH_SIZE
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -255,7 +222,7 @@ def embed(
         threads = auto_threads()
     if num_workers is None:
         num_workers = default_workers(dev, threads)
-    prec = resolve_precision(precision, dev)
+    prec = runtime.resolve_precision("embed", precision, dev)
     enc = get_encoder(encoder, **(encoder_options or {}))
     n_shards = (n + shard_size - 1) // shard_size
     meta = {
@@ -283,7 +250,7 @@ def embed(
             payload = ("ok",) + writer.prepare(meta, overwrite=overwrite)
         except DeepclustError as exc:
             payload = ("error", type(exc).__name__, str(exc))
-    payload = ddp.broadcast_object(payload)
+    payload = runtime.broadcast_object(payload)
     if payload[0] == "error":
         from deepclust import errors
 
@@ -321,15 +288,15 @@ def _embed_prepared(src, enc, writer, out, missing, complete, meta, di, started,
             run.update({"rows_written": 0, "seconds": round(time.time() - started, 3),
                         "note": "store already complete; nothing to do"})
             writer.record_run(run)
-        ddp.barrier()
+        runtime.barrier()
         return open_store(out)
 
-    mine = ddp.split_work(missing, di)
+    mine = runtime.split_work(missing, di)
     stats = _run_shards(src, enc, writer, mine, n, shard_size, batch_size=batch_size,
                         num_workers=num_workers, precision=precision, dtype=dtype, device=device,
                         channels_last=channels_last, progress=progress and di.is_main)
-    totals = ddp.all_gather_object(stats)
-    ddp.barrier()
+    totals = runtime.all_gather_object(stats)
+    runtime.barrier()
     if di.is_main:
         seconds = time.time() - started
         items = sum(t["items"] for t in totals)
@@ -345,7 +312,7 @@ def _embed_prepared(src, enc, writer, out, missing, complete, meta, di, started,
             "resumed": len(missing) < n_shards,
         })
         writer.finalize(src.extra_labels(), run)
-    ddp.barrier()
+    runtime.barrier()
     return open_store(out)
 
 

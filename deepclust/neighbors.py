@@ -26,49 +26,28 @@ Methods
     the exact search runs in bfloat16 on a GPU, where it stays exact (1M x 1280 is 2.6e15
     flop, seconds at a GPU's hundreds of TFLOP/s; an estimate, not measured here).
 
-Measured on the shared 2-core CPU (AMD EPYC with AVX-512 BF16, busy with other jobs: times
-varied by up to 3x between runs, the ratios much less),
-``nice -n 10 python benchmarks/neighbors.py --n N --queries Q [--fmnist]``, k = 50:
-
-===========================  ==========  ==========  =====================================
-rows                         exact fp32  exact bf16  ivf (nlist, nprobe), recall@50
-===========================  ==========  ==========  =====================================
-synthetic 200 000 x 128      287 s       131 s       16 s (1789, 3), 0.982 (10 000 queries)
-synthetic 50 000 x 128       21 s        8 s         3.6 s (894, 3), 0.963 (5 000 queries)
-Fashion-MNIST train          106 s       41 s        43 s (980, 21), 0.954 (all rows)
-60 000 x 1280 (EffNet-Lite0)
-===========================  ==========  ==========  =====================================
-
-(synthetic: ``make_data`` of ``benchmarks/kmeans.py``, 1 000 components; the synthetic exact
-times are scaled from Q queries against all rows -- the cost is linear in queries -- and
-the Fashion-MNIST bf16 time from a tenth of the rows. Of the ivf time at 200 000 x 128,
-about 40 % built the index, 20 % calibrated ``nprobe``, 40 % searched.) The calibration
-estimate was within 0.005 of the recall measured on the benchmark's queries.
-
-Why 250 000: real embeddings need more probes than the synthetic mixture, and at 60 000 x
-1280 the index was no faster than the exact bfloat16 search. The exact cost grows as
-``n^2`` and the index's as about ``n^1.5`` (``sqrt(n)`` rows per list), so from these
-numbers at 250 000 x 1280 the exact search takes about 12 min in bfloat16 and 31 min in
-float32 on this machine, the index about 6 min: from there on the approximation is at least
-twice as fast as the best exact search and grows faster still; below it, exact answers cost
-little enough to keep.
+Why exact up to 250 000 rows: the exact cost grows as ``n^2`` and the index's as about
+``n^1.5``; on real embeddings the index needs more probes than on synthetic data and was no
+faster than the exact bfloat16 search at 60 000 rows, and from about 250 000 rows on it is at
+least twice as fast as the best exact search. The measurements are in docs/heads.md
+("Neighbour mining: exact or IVF").
 
 Precisions of the exact search:
 
 ``"fp32"``
     faiss ``knn`` on L2-normalised float32 rows: exact up to float32 rounding.
 ``"bf16"``
-    a bfloat16 matrix product (float32 accumulation) and ``topk``: about 3x faster on CPUs
-    with native bfloat16 (AVX-512 BF16, AMX) and on GPUs. Rounding the unit rows to
-    bfloat16 perturbs a cosine by up to a few 1e-3, so neighbours that close in similarity
-    may swap places or trade the last places: on EfficientNet-Lite0 embeddings of
-    Fashion-MNIST test, 97 % of the 50 listed are the exact 50 nearest and the others
-    are within 0.003 of the 50th. The heads draw a partner uniformly from the ``k``
-    nearest, so this does not matter to them (nor does the 0.95 recall of ``ivf``); ask
-    for ``method="exact", precision="fp32"`` when exact lists do.
+    a bfloat16 matrix product (float32 accumulation) and ``topk``: faster than faiss's
+    float32 search on CPUs with native bfloat16 (AVX-512 BF16, AMX) and on GPUs. Rounding
+    the unit rows to bfloat16 perturbs a cosine by up to a few 1e-3, so neighbours that
+    close in similarity may swap places or trade the last places: on EfficientNet-Lite0
+    embeddings of Fashion-MNIST test, 97 % of the 50 listed are the exact 50 nearest and
+    the others are within 0.003 of the 50th. The heads draw a partner uniformly from the
+    ``k`` nearest, so this does not matter to them (nor does the 0.95 recall of ``ivf``);
+    ask for ``method="exact", precision="fp32"`` when exact lists do.
 
-``"auto"`` takes ``bf16`` where it is native (GPU, or a CPU with AVX-512 BF16 / AMX) and
-``fp32`` elsewhere.
+``"auto"`` takes ``bf16`` where it is native (a GPU with bfloat16, or a CPU with AVX-512 BF16
+/ AMX) and ``fp32`` elsewhere: the ``neighbors`` row of the table in :mod:`deepclust.runtime`.
 
 :func:`neighbors_for` adds the cache: a store's table lives in the store directory
 (``STORE/neighbors/``), an array's in ``cache_dir()/neighbors/`` under a fingerprint of its
@@ -98,9 +77,9 @@ import numpy as np
 import torch
 
 from deepclust.data.rows import as_row_source
-from deepclust.distributed import resolve_device
 from deepclust.errors import InputError
 from deepclust.runinfo import write_json, write_npy
+from deepclust.runtime import resolve_device, resolve_precision
 
 __all__ = [
     "Neighbors",
@@ -108,7 +87,6 @@ __all__ = [
     "mine_neighbors",
     "neighbors_for",
     "resolve_knn_method",
-    "resolve_knn_precision",
 ]
 
 Precision = Literal["auto", "fp32", "bf16"]
@@ -161,26 +139,6 @@ class Neighbors:
 # ----------------------------------------------------------------------------- mining
 
 
-def _cpu_has_native_bf16() -> bool:
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line for line in f if line.startswith("flags")), "")
-    except OSError:
-        return False
-    return bool(set(flags.split()) & {"avx512_bf16", "amx_bf16"})
-
-
-def resolve_knn_precision(precision: str, device: torch.device) -> str:
-    """``"auto"`` → ``"bf16"`` on GPUs and CPUs with native bfloat16, else ``"fp32"``."""
-    if precision not in ("auto", "fp32", "bf16"):
-        raise InputError(f"precision must be 'auto', 'fp32' or 'bf16', got {precision!r}")
-    if precision != "auto":
-        return precision
-    if device.type == "cuda" or _cpu_has_native_bf16():
-        return "bf16"
-    return "fp32"
-
-
 def resolve_knn_method(method: str, n_rows: int, device: torch.device | None = None,
                        precision: str = "auto") -> str:
     """``"auto"`` → ``"exact"`` up to :data:`EXACT_MAX_ROWS` rows or when the exact search
@@ -192,7 +150,7 @@ def resolve_knn_method(method: str, n_rows: int, device: torch.device | None = N
     if n_rows <= EXACT_MAX_ROWS:
         return "exact"
     if device is not None and device.type == "cuda" and \
-            resolve_knn_precision(precision, device) == "bf16":
+            resolve_precision("neighbors", precision, device) == "bf16":
         return "exact"
     return "ivf"
 
@@ -395,7 +353,7 @@ def mine_neighbors(
     k = _check_k(k, n)
     dev = resolve_device(device)
     how = resolve_knn_method(method, n, dev, precision)
-    prec = resolve_knn_precision(precision, dev) if how == "exact" else "fp32"
+    prec = resolve_precision("neighbors", precision, dev) if how == "exact" else "fp32"
     block_rows = max(1, int(block_rows))
     kk = k + 1
     idx_dtype = np.int32 if n < 2**31 else np.int64
@@ -578,7 +536,7 @@ def neighbors_for(
                else [f for f in (default_folder, cache_dir() / "neighbors" / fingerprint) if f])
     dev = resolve_device(device)
     request = {"method": resolve_knn_method(method, n, dev, precision),
-               "precision": resolve_knn_precision(precision, dev),
+               "precision": resolve_precision("neighbors", precision, dev),
                "target_recall": float(target_recall), "nlist": nlist, "nprobe": nprobe}
     for folder in folders:
         found = _load_cached(folder, fingerprint, k, n, request) if folder.is_dir() else None

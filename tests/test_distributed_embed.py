@@ -11,19 +11,19 @@ import pytest
 import torch
 from PIL import Image
 
-from deepclust import distributed as ddp
+from deepclust import runtime
 from deepclust.encoders import ImageTransform
 from deepclust.encoders.checkpoint import ConvNet, save_checkpoint
 from deepclust.store import open_store
 
 
 def test_helpers_act_as_a_single_process_without_torchrun():
-    di = ddp.info()
+    di = runtime.info()
     assert (di.rank, di.world_size, di.is_main, di.distributed) == (0, 1, True, False)
-    assert ddp.broadcast_object({"x": 1}) == {"x": 1}
-    assert ddp.all_gather_object(5) == [5]
-    assert ddp.split_work(list(range(5)), ddp.DistInfo(1, 2)) == [1, 3]
-    ddp.barrier()  # returns at once
+    assert runtime.broadcast_object({"x": 1}) == {"x": 1}
+    assert runtime.all_gather_object(5) == [5]
+    assert runtime.split_work(list(range(5)), runtime.DistInfo(1, 2)) == [1, 3]
+    runtime.barrier()  # returns at once
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed not built")

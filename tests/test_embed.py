@@ -24,11 +24,11 @@ from deepclust.embed import (
     builtin_embeddings,
     default_workers,
     embed,
-    resolve_precision,
 )
 from deepclust.encoders import Encoder, ImageTransform, get_encoder
 from deepclust.encoders.checkpoint import ConvNet, save_checkpoint
 from deepclust.errors import InputError
+from deepclust.runtime import resolve_precision
 from deepclust.store import open_store
 
 
@@ -153,10 +153,10 @@ def test_precision_threads_and_workers_defaults(monkeypatch):
     assert default_workers(cpu, threads=2) == 0 and default_workers(cpu, threads=1) == 1
     monkeypatch.setattr(os, "cpu_count", lambda: 32)
     assert default_workers(cpu, threads=32) == 4
-    assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
-    assert resolve_precision("auto", cpu) in ("bf16", "fp32")
+    assert resolve_precision("embed", "fp32", cpu) == "fp32" and resolve_precision("embed", "bf16", cpu) == "bf16"
+    assert resolve_precision("embed", "auto", cpu) in ("bf16", "fp32")
     with pytest.raises(InputError, match="precision"):
-        resolve_precision("fp8", cpu)
+        resolve_precision("embed", "fp8", cpu)
 
 
 KILL_SCRIPT = textwrap.dedent("""

@@ -248,7 +248,7 @@ _WORKER = textwrap.dedent("""
     import sys
     import numpy as np
     from sklearn.datasets import make_blobs
-    from deepclust import distributed
+    from deepclust import runtime
     from deepclust.cluster.heads import SCAN, TEMI
 
     def fit_both(params):
@@ -267,9 +267,9 @@ _WORKER = textwrap.dedent("""
 
     if __name__ == "__main__":
         out = fit_both(eval(sys.argv[2]))
-        if distributed.info().is_main:
+        if runtime.info().is_main:
             np.savez(sys.argv[1], **out)
-        distributed.shutdown()
+        runtime.shutdown()
 """)
 
 

@@ -118,7 +118,7 @@ _WORKER = textwrap.dedent("""
     import sys
     import numpy as np
     import deepclust.cluster.kmeans as km_module
-    from deepclust import distributed
+    from deepclust import runtime
     from deepclust.cluster import KMeans
 
     def fit(path, precision):
@@ -128,14 +128,14 @@ _WORKER = textwrap.dedent("""
                 "world": m.stats_["world_size"], "iters": m.n_iter_}
 
     if __name__ == "__main__":
-        distributed.init_from_env()
+        runtime.init_from_env()
         out = {}
         for precision in ("bf16", "fp32"):
             for key, value in fit(sys.argv[1], precision).items():
                 out[precision + "." + key] = value
-        if distributed.info().is_main:
+        if runtime.info().is_main:
             np.savez(sys.argv[2], **out)
-        distributed.shutdown()
+        runtime.shutdown()
 """)
 
 

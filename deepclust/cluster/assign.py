@@ -15,9 +15,10 @@ matrix product and a per-row minimum. Two ways to do it:
     labels are therefore the float32 ones, ties within float32 rounding aside. The
     distance to the chosen centroid is then computed directly in float32.
 
-``"auto"`` is ``bf16`` on GPUs when ``k`` is large enough for the product to dominate
-(``k >= 64``), else ``fp32`` -- including on CPUs with native bfloat16, where it measured no
-faster (see :func:`resolve_precision`).
+``"auto"`` is ``bf16`` on GPUs with bfloat16 when ``k`` is large enough for the product to
+dominate (``k >= 64``), else ``fp32`` -- including on CPUs with native bfloat16, where the
+top-2 selection and the float32 re-check ate the faster product (the ``kmeans`` row of the
+table in :mod:`deepclust.runtime`; measurements in docs/scale.md).
 
 :class:`CentroidSearch` holds one set of centroids prepared for either path; k-means makes
 one per iteration.
@@ -29,32 +30,10 @@ import faiss
 import numpy as np
 import torch
 
-from deepclust.distributed import resolve_device
-from deepclust.errors import InputError
-
-__all__ = ["CentroidSearch", "resolve_precision", "resolve_device"]
+__all__ = ["CentroidSearch"]
 
 #: Rows per product on the bf16 path: the (rows, k) score block stays in cache.
 SUB_ROWS = 8192
-#: Smallest k for which "auto" takes the bf16 path (below it the product is cheap anyway).
-BF16_MIN_CLUSTERS = 64
-
-
-def resolve_precision(precision: str, device: torch.device, n_clusters: int) -> str:
-    """The assignment path for ``precision`` ("auto", "fp32" or "bf16") on ``device``.
-
-    "auto" is bf16 on a GPU with bf16 and ``n_clusters >= BF16_MIN_CLUSTERS``, fp32 on
-    CPUs: on this project's CPU (AVX-512 BF16, 2 cores) the bf16 product ran at about 300
-    GFLOP/s against faiss's 175 in float32, but the top-2 selection and the float32
-    search of the rows it cannot certify ate the gain -- 1M x 256, k = 1000, 20 pruned
-    iterations: bf16 32.9 s, fp32 30.9 s (benchmarks/kmeans.py, docs/scale.md).
-    """
-    if precision not in ("auto", "fp32", "bf16"):
-        raise InputError(f"precision must be 'auto', 'fp32' or 'bf16', got {precision!r}")
-    if precision != "auto":
-        return precision
-    gpu_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-    return "bf16" if gpu_bf16 and n_clusters >= BF16_MIN_CLUSTERS else "fp32"
 
 
 class CentroidSearch:
@@ -68,7 +47,7 @@ class CentroidSearch:
         Rows and centroids are unit vectors: the nearest centroid by L2 distance is the
         most cosine-similar one, and the score reported by ``__call__`` is the cosine.
     precision : {"fp32", "bf16"}
-        Resolved precision (see :func:`resolve_precision`).
+        Resolved precision (see :func:`deepclust.runtime.resolve_precision`).
     device : torch.device
     center : ndarray of shape (d,), optional
         Subtracted from rows and centroids before the bf16 product (the data mean).

@@ -27,6 +27,7 @@ from sklearn.base import TransformerMixin
 from sklearn.exceptions import ConvergenceWarning
 from threadpoolctl import threadpool_limits
 
+from deepclust import runtime
 from deepclust.cluster.base import BaseClusterer, register
 from deepclust.data.rows import (
     BLOCK_ROWS,
@@ -387,7 +388,7 @@ def _lloyd(
     precision: str = "fp32",
     device=None,
     center: np.ndarray | None = None,
-    comm=None,
+    ranks=None,
 ) -> dict:
     """Lloyd iterations from ``centroids``; one pass over ``source`` per iteration.
 
@@ -402,12 +403,12 @@ def _lloyd(
     ``sum |x|^2 - 2 sum_j <c_j, S_j> + sum_j n_j |c_j|^2``. Each pass assigns every block
     and the assignment at the start of the next pass doubles as the check for
     convergence, so the returned labels always belong to the returned centroids.
-    ``comm`` (a :class:`_Comm`) sums what every process found when running under
-    ``torchrun``; ``source`` is then this process's share of the rows.
+    ``ranks`` (a :class:`~deepclust.runtime.DistInfo`; default: every process) are the
+    processes whose findings are summed under ``torchrun``; ``source`` is then this
+    process's share of the rows.
     """
     from deepclust.cluster.assign import CentroidSearch
 
-    comm = comm or _Comm(None)
     device = device if device is not None else torch.device("cpu")
     n, d = source.n, source.d
     k = centroids.shape[0]
@@ -481,10 +482,11 @@ def _lloyd(
             n_changed += int(changed.size)
             n_searched += int(rows.size)
         if first:
-            sq_norms = comm.sum_float(sq_norms)
-        g_sums, g_counts = comm.sum_arrays(sums, counts)
-        n_changed = comm.sum_int(n_changed)
-        searched.append(comm.sum_int(n_searched))
+            sq_norms = runtime.sum_over_ranks(sq_norms, ranks)
+        g_sums = runtime.sum_over_ranks(sums, ranks)
+        g_counts = runtime.sum_over_ranks(counts, ranks)
+        n_changed = runtime.sum_over_ranks(n_changed, ranks)
+        searched.append(runtime.sum_over_ranks(n_searched, ranks))
         C64 = C.astype(np.float64)
         obj = (sq_norms - 2.0 * float(np.einsum("ij,ij->", C64, g_sums))
                + float(g_counts @ np.einsum("ij,ij->i", C64, C64)))
@@ -542,40 +544,6 @@ def _fast_lower_bound(X: np.ndarray, x_n2: np.ndarray, fast_C: np.ndarray,
     return np.sqrt(low, dtype=np.float64)
 
 
-class _Comm:
-    """Sums across the processes of a ``torchrun`` group (identity in one process)."""
-
-    def __init__(self, info=None):
-        from deepclust import distributed
-
-        self.info = info if info is not None else distributed.info()
-
-    def _reduce(self, t: torch.Tensor) -> torch.Tensor:
-        if self.info.distributed:
-            import torch.distributed as dist
-
-            dev = torch.device("cuda") if self.info.backend == "nccl" else torch.device("cpu")
-            t = t.to(dev)
-            dist.all_reduce(t)
-            t = t.cpu()
-        return t
-
-    def sum_float(self, x: float) -> float:
-        return float(self._reduce(torch.tensor([x], dtype=torch.float64))[0])
-
-    def sum_int(self, x: int) -> int:
-        return int(self._reduce(torch.tensor([x], dtype=torch.int64))[0])
-
-    def sum_arrays(self, sums: np.ndarray, counts: np.ndarray):
-        return self.sum_array(sums), self.sum_array(counts)
-
-    def sum_array(self, a: np.ndarray) -> np.ndarray:
-        if not self.info.distributed:
-            return a
-        # a copy: the reduction is in place and ``a`` (e.g. this process's sums) must stay
-        return self._reduce(torch.from_numpy(np.array(a, order="C", copy=True))).numpy()
-
-
 # ----------------------------------------------------------------------------- helpers
 
 
@@ -616,8 +584,8 @@ class KMeans(TransformerMixin, BaseClusterer):
     precision : {"auto", "fp32", "bf16"}, default="auto"
         Nearest-centroid search: faiss float32, or a bf16 product whose rankings are
         certified against float32 (uncertain rows searched again in float32), so the labels
-        are the same. "auto": bf16 on GPUs, fp32 on CPUs (measured faster here; see
-        docs/scale.md).
+        are the same. "auto": bf16 on GPUs with bfloat16 when k >= 64, else fp32 (CPUs
+        included; the ``kmeans`` row of :mod:`deepclust.runtime`'s table).
     device : "auto", "cpu", "cuda" or "cuda:N", default="auto"
         Where the products run ("auto": this process's GPU when there is one).
     distributed : "auto", bool, default="auto"
@@ -755,8 +723,6 @@ class KMeans(TransformerMixin, BaseClusterer):
         -------
         self
         """
-        from deepclust import distributed
-        from deepclust.cluster.assign import resolve_device, resolve_precision
 
         t_start = time.perf_counter()
         source = as_row_source(X)
@@ -771,8 +737,8 @@ class KMeans(TransformerMixin, BaseClusterer):
         k = self._validate_k(n)
         init, n_init = self._check_params(d)
         rng = check_random_state(self.random_state)
-        device = resolve_device(self.device)
-        precision = resolve_precision(self.precision, device, k)
+        device = runtime.resolve_device(self.device)
+        precision = runtime.resolve_precision("kmeans", self.precision, device, n_clusters=k)
         self.n_features_in_ = d
         self.precision_ = precision
         self.device_ = device
@@ -784,7 +750,7 @@ class KMeans(TransformerMixin, BaseClusterer):
             self._fit_degenerate(*degenerate, k, time.perf_counter() - t_start)
             return self
 
-        di = distributed.info()
+        di = runtime.info()
         if self.distributed not in ("auto", True, False):
             raise InputError(f"distributed must be 'auto', True or False, got {self.distributed!r}")
         # "auto": share the work only over data every process reads the same way (a store);
@@ -792,17 +758,16 @@ class KMeans(TransformerMixin, BaseClusterer):
         shared = self.distributed is True or (self.distributed == "auto"
                                               and isinstance(source, StoreRows))
         if not shared:
-            di = distributed.DistInfo()
-        comm = _Comm(di)
+            di = runtime.DistInfo()
         local = source.part(di.rank, di.world_size) if di.distributed else source
         best = None
         inertias = []
         init_seconds = 0.0
         for run in range(n_init):
             t0 = time.perf_counter()
-            C, center = self._initial_centroids(source, init, k, rng, comm)
+            C, center = self._initial_centroids(source, init, k, rng, di)
             if di.distributed:  # every process computed them; take rank 0's bits
-                C = distributed.broadcast_object(C)
+                C = runtime.broadcast_object(C)
             init_seconds += time.perf_counter() - t0
             if self.verbose:
                 print(f"KMeans run {run + 1}/{n_init}: init {time.perf_counter() - t0:.2f} s, "
@@ -818,7 +783,7 @@ class KMeans(TransformerMixin, BaseClusterer):
                 precision=precision,
                 device=device,
                 center=center,
-                comm=comm,
+                ranks=di,
             )
             inertias.append(result["inertia"])
             if best is None or result["inertia"] < best["inertia"]:
@@ -828,7 +793,7 @@ class KMeans(TransformerMixin, BaseClusterer):
         if di.distributed:  # every process gets every row's label
             full = np.zeros(n, dtype=np.int64)
             full[local.start: local.start + local.n] = labels
-            labels = comm.sum_array(full)
+            labels = runtime.sum_over_ranks(full, di)
         self.cluster_centers_ = best["centroids"]
         self.labels_ = labels
         self.inertia_ = float(best["inertia"])
@@ -856,7 +821,7 @@ class KMeans(TransformerMixin, BaseClusterer):
             )
         return self
 
-    def _initial_centroids(self, source, init, k: int, rng, comm):
+    def _initial_centroids(self, source, init, k: int, rng, ranks):
         """Initial centroids and the centre for the bf16 product, from a sample of rows.
 
         The sample is drawn exactly as :func:`kmeans_plus_plus_init` draws it, so an
@@ -867,28 +832,28 @@ class KMeans(TransformerMixin, BaseClusterer):
             C = unit_rows(init, name="init") if self.spherical else init
             m = min(n, 10_000)
             rows = np.sort(check_random_state(0).choice(n, m, replace=False))
-            return C, self._take(source, rows, comm).mean(axis=0, dtype=np.float64)
+            return C, self._take(source, rows, ranks).mean(axis=0, dtype=np.float64)
         if self.init == "k-means++":
             m = default_plus_plus_samples(n, k)
             rows = np.sort(rng.choice(n, m, replace=False)) if m < n else np.arange(n)
-            S = self._take(source, rows, comm)
+            S = self._take(source, rows, ranks)
             C = _plus_plus(S, k, rng, max_samples=S.shape[0])
         else:
             rows = np.sort(rng.choice(n, k, replace=False))
-            S = self._take(source, rows, comm)
+            S = self._take(source, rows, ranks)
             C = S.copy()
         return C, S.mean(axis=0, dtype=np.float64)
 
     @staticmethod
-    def _take(source, rows: np.ndarray, comm) -> np.ndarray:
+    def _take(source, rows: np.ndarray, ranks) -> np.ndarray:
         """Rows ``rows`` of the whole data on every process (each reads its own range)."""
-        if not comm.info.distributed:
+        if not ranks.distributed:
             return source.take(rows)
-        part = source.part(comm.info.rank, comm.info.world_size)
+        part = source.part(ranks.rank, ranks.world_size)
         mine = (rows >= part.start) & (rows < part.start + part.n)
         out = np.zeros((rows.shape[0], source.d), dtype=np.float32)
         out[mine] = source.take(rows[mine])
-        return comm.sum_array(out)
+        return runtime.sum_over_ranks(out, ranks)
 
     def _fit_degenerate(self, uniq: np.ndarray, inverse: np.ndarray, k: int, seconds: float):
         m = uniq.shape[0]

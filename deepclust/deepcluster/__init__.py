@@ -9,6 +9,7 @@ Importing this package registers its networks (``deepcluster-<arch>``) with
 :func:`deepclust.encoders.checkpoint.register_architecture`.
 """
 
+from deepclust.deepcluster.base import DeepClusterBase, features_of
 from deepclust.deepcluster.clustering import ClusteringStep, cluster_features, pca_whiten_l2
 from deepclust.deepcluster.data import TrainingImages, load_training_images
 from deepclust.deepcluster.evaluate import (
@@ -19,13 +20,14 @@ from deepclust.deepcluster.evaluate import (
 )
 from deepclust.deepcluster.models import NETWORKS, DeepClusterNet, SobelFilter, build_network
 from deepclust.deepcluster.sampling import UniformLabelSampler, uniform_label_indices
-from deepclust.deepcluster.train import DeepCluster, features_of
+from deepclust.deepcluster.train import DeepCluster
 from deepclust.deepcluster.v2 import DeepClusterV2, ProjectionHead
 
 __all__ = [
     "NETWORKS",
     "ClusteringStep",
     "DeepCluster",
+    "DeepClusterBase",
     "DeepClusterNet",
     "DeepClusterV2",
     "ProjectionHead",

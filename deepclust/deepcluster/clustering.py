@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
-from deepclust.validation import check_random_state
 from deepclust.cluster.kmeans import KMeans
 from deepclust.reduce import build_reducer
+from deepclust.validation import check_random_state
 
 __all__ = ["ClusteringStep", "cluster_features", "cluster_size_stats", "pca_whiten_l2"]
 

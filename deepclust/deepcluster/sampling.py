@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from deepclust.validation import check_random_state
 from deepclust.errors import InputError
+from deepclust.validation import check_random_state
 
 __all__ = ["UniformLabelSampler", "uniform_label_indices"]
 

@@ -20,24 +20,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deepclust import distributed as ddp
-from deepclust.deepcluster import _dist
+from deepclust import runtime
 from deepclust.deepcluster.augment import Augmentation
+from deepclust.deepcluster.base import (
+    DeepClusterBase,
+    Stream,
+    generator_for,
+    global_batches,
+    seed_for,
+)
 from deepclust.deepcluster.checkpoint import load_optimizer_tensors, optimizer_tensors
 from deepclust.deepcluster.clustering import cluster_features
 from deepclust.deepcluster.data import TrainingImages
 from deepclust.deepcluster.features import autocast
 from deepclust.deepcluster.models import NETWORKS, DeepClusterNet
-from deepclust.deepcluster.train import (
-    _AUGMENT,
-    _K_MEANS,
-    _ORDER,
-    _batches,
-    _DeepClusterBase,
-    _generator,
-    _mean_over_ranks,
-    _seed,
-)
 from deepclust.errors import InputError
 from deepclust.metrics import nmi
 
@@ -70,7 +66,7 @@ class _Projected(nn.Module):
         return self.projection(self.network.activate(self.network.embed(x)))
 
 
-class DeepClusterV2(_DeepClusterBase):
+class DeepClusterV2(DeepClusterBase):
     """DeepCluster-v2 (SwAV paper, appendix): spherical k-means on a memory bank, frozen
     centroids as prototypes.
 
@@ -195,7 +191,7 @@ class DeepClusterV2(_DeepClusterBase):
     def _start(self, images: TrainingImages, tensors: dict | None) -> None:
         d = self.network_.feature_dim
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(_seed(self.seed, 0, 98))
+            torch.manual_seed(seed_for(self.seed, 0, 98))
             self.projection_ = ProjectionHead(d, int(self.proj_hidden or d), self.proj_dim)
         self.projection_.to(self.device_)
         self._model = _Projected(self.network_, self.projection_)
@@ -218,7 +214,7 @@ class DeepClusterV2(_DeepClusterBase):
             load_optimizer_tensors(self.optimizer_, self._named, tensors)
             if "memory" in tensors:
                 self._memory_ready = True
-                if ddp.info().is_main:
+                if runtime.is_main():
                     self.memory_ = tensors["memory"].clone()
             if "assignments" in tensors:
                 self.assignments_ = tensors["assignments"].numpy().astype(np.int64)
@@ -242,9 +238,9 @@ class DeepClusterV2(_DeepClusterBase):
 
     def _fill_memory(self, images: TrainingImages, epoch: int) -> torch.Tensor | None:
         """The first memory bank: every image's assignment crops, no gradient (as SwAV)."""
-        di = ddp.info()
-        part = np.arange(len(images))[_dist.chunk(len(images), di.rank, di.world_size)]
-        gen = _generator(self.seed, epoch, _AUGMENT, di.rank, 1)
+        di = runtime.info()
+        part = np.arange(len(images))[runtime.local_slice(len(images))]
+        gen = generator_for(self.seed, epoch, Stream.AUGMENT, di.rank, 1)
         starts = list(range(0, len(part), self.feature_batch_size))
         if len(starts) > 1 and len(part) - starts[-1] < 2:  # batch norm needs two images
             starts.pop()
@@ -262,11 +258,11 @@ class DeepClusterV2(_DeepClusterBase):
                     bar.update(len(idx))
         if bar is not None:
             bar.close()
-        full = _dist.gather_rows(torch.cat(rows))
+        full = runtime.gather_rows(torch.cat(rows))
         return None if full is None else full.transpose(0, 1).contiguous()
 
     def _epoch(self, images: TrainingImages, epoch: int) -> tuple[dict, dict]:
-        di = ddp.info()
+        di = runtime.info()
         seconds: dict[str, float] = {}
         t0 = time.perf_counter()
         if not self._memory_ready:
@@ -282,10 +278,10 @@ class DeepClusterV2(_DeepClusterBase):
                 steps.append(cluster_features(
                     self.memory_[h % self._n_assign].numpy(), self.n_clusters, pca=None,
                     spherical=True, init="random", max_iter=self.kmeans_iter,
-                    random_state=_seed(self.seed, epoch, _K_MEANS, h)))
-        assignments = _dist.broadcast_array(np.stack([s.labels for s in steps]) if steps else None)
-        prototypes = _dist.broadcast_array(np.stack([s.centroids for s in steps]) if steps else None)
-        info = ddp.broadcast_object(None if not steps else {
+                    random_state=seed_for(self.seed, epoch, Stream.K_MEANS, h)))
+        assignments = runtime.broadcast_array(np.stack([s.labels for s in steps]) if steps else None)
+        prototypes = runtime.broadcast_array(np.stack([s.centroids for s in steps]) if steps else None)
+        info = runtime.broadcast_object(None if not steps else {
             "sizes": steps[0].sizes, "objective": [s.objective for s in steps],
             "n_reseeded": sum(s.n_reseeded for s in steps)})
         seconds["kmeans"] = time.perf_counter() - t1
@@ -301,9 +297,9 @@ class DeepClusterV2(_DeepClusterBase):
         if di.distributed:
             model = nn.parallel.DistributedDataParallel(self._model)
         model.train()
-        order = np.random.default_rng(_seed(self.seed, epoch, _ORDER)).permutation(len(images))
-        batches = _batches(order, self.batch_size, di.world_size)
-        gen = _generator(self.seed, epoch, _AUGMENT, di.rank)
+        order = np.random.default_rng(seed_for(self.seed, epoch, Stream.ORDER)).permutation(len(images))
+        batches = global_batches(order, self.batch_size, di.world_size)
+        gen = generator_for(self.seed, epoch, Stream.AUGMENT, di.rank)
         seen_idx, seen_z = [], []
         total, count = 0.0, 0
         bar = self._bar(sum(len(b) for b in batches), f"epoch {epoch + 1}/{self.epochs} train")
@@ -313,7 +309,7 @@ class DeepClusterV2(_DeepClusterBase):
             for group in self.optimizer_.param_groups:
                 group["lr"] = lr
             lrs.append(lr)
-            idx = _dist.local_part(batch)
+            idx = batch[runtime.local_slice(len(batch))]
             crops = self._crops(images, idx, gen)
             with autocast(self.device_, self.precision_):
                 z = torch.cat([model(c) for c in self._crop_groups(crops)]).float()
@@ -341,14 +337,14 @@ class DeepClusterV2(_DeepClusterBase):
         d = self.proj_dim
         local = torch.cat([torch.cat(seen_idx).unsqueeze(1).double(),
                            torch.cat(seen_z).reshape(-1, self._n_assign * d).double()], 1)
-        gathered = _dist.gather_rows(local)
+        gathered = runtime.gather_rows(local)
         if gathered is not None:
             rows = gathered[:, 0].long()
             self.memory_[:, rows] = gathered[:, 1:].reshape(-1, self._n_assign, d).transpose(0, 1).float()
         self.assignments_ = assignments
         self.labels_ = assignments[0]
         self.prototypes_ = protos.cpu()
-        rec = {"epoch": epoch + 1, "loss": _mean_over_ranks(total, count), "nmi_prev": nmi_prev,
+        rec = {"epoch": epoch + 1, "loss": runtime.mean_over_ranks(total, count), "nmi_prev": nmi_prev,
                "nmi_labels": nmi_labels, "nmi_labels_heads": nmi_heads, "clusters": info["sizes"],
                "n_reseeded": info["n_reseeded"], "kmeans_objective": info["objective"],
                "n_samples": int(sum(len(b) for b in batches)),

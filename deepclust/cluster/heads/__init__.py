@@ -5,8 +5,9 @@
 - :mod:`.training` -- pair sampling, schedules, EMA teacher and the step-budget loop;
 - :mod:`.checkpoint` -- safetensors + JSON checkpoints, resume;
 - :mod:`.base` -- the estimator both methods share; :mod:`.temi`, :mod:`.scan` -- the
-  estimators, registered as ``"temi"`` and ``"scan"``;
-- :mod:`._ddp` -- the collectives training needs under ``torchrun``.
+  estimators, registered as ``"temi"`` and ``"scan"``.
+
+The collectives training needs under ``torchrun`` are :mod:`deepclust.runtime`'s.
 
 The recipe and the evidence behind its defaults: docs/heads.md.
 """

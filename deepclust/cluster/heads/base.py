@@ -15,9 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deepclust import distributed as ddp
+from deepclust import runtime
 from deepclust.cluster.base import BaseClusterer
-from deepclust.cluster.heads import _ddp
 from deepclust.cluster.heads.checkpoint import load_checkpoint, save_checkpoint
 from deepclust.cluster.heads.modules import HeadBank
 from deepclust.cluster.heads.training import (
@@ -27,7 +26,6 @@ from deepclust.cluster.heads.training import (
     default_n_steps,
 )
 from deepclust.data.rows import as_row_source
-from deepclust.distributed import resolve_device
 from deepclust.errors import InputError
 from deepclust.validation import (
     check_positive_float,
@@ -35,35 +33,12 @@ from deepclust.validation import (
     seed_from,
 )
 
-__all__ = ["HeadClusterer", "resolve_device", "resolve_precision"]
+__all__ = ["HeadClusterer"]
 
 #: Rows per forward pass at prediction time.
 PREDICT_ROWS = 1 << 14
 #: The base learning rate is for a batch of this many pairs (lr = base * batch / 256).
 LR_REFERENCE_BATCH = 256
-
-
-def _cpu_has_native_bf16() -> bool:
-    from deepclust.neighbors import _cpu_has_native_bf16 as native
-
-    return native()
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``"auto"`` → ``"bf16"`` on GPUs with bfloat16 and CPUs with native bfloat16, else fp32.
-
-    On this project's reference CPU (AVX-512 BF16, 2 cores) bf16 autocast trains the heads
-    about 3x faster than fp32 with the same accuracy (docs/heads.md).
-    """
-    if precision not in ("auto", "bf16", "fp32"):
-        raise InputError(f"precision must be 'auto', 'bf16' or 'fp32', got {precision!r}")
-    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise InputError("this GPU does not support bfloat16; use precision='fp32'")
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if _cpu_has_native_bf16() else "fp32"
 
 
 
@@ -93,7 +68,7 @@ class HeadClusterer(BaseClusterer):
 
     def _batch_size(self, n: int) -> int:
         b = min(check_positive_int(self.batch_size, "batch_size"), n)
-        w = _ddp.world_size()
+        w = runtime.world_size()
         return max(w, b - b % w)
 
     def _n_steps(self, n: int, batch: int) -> int:
@@ -143,7 +118,7 @@ class HeadClusterer(BaseClusterer):
         self
         """
         t_start = time.perf_counter()
-        ddp.init_from_env()
+        runtime.init_from_env()
         data = as_row_source(X)
         rows = data.to_array(dtype=None)
         n, d = rows.shape
@@ -152,8 +127,8 @@ class HeadClusterer(BaseClusterer):
         n_nb = check_positive_int(self.n_neighbors, "n_neighbors")
         if n_nb > n - 1:
             raise InputError(f"n_neighbors={n_nb} needs more than {n} samples")
-        device = resolve_device(self.device)
-        precision = resolve_precision(self.precision, device)
+        device = runtime.resolve_device(self.device)
+        precision = runtime.resolve_precision("heads", self.precision, device)
         seed = seed_from(self.random_state)
         batch = self._batch_size(n)
         n_steps = self._n_steps(n, batch)
@@ -216,7 +191,7 @@ class HeadClusterer(BaseClusterer):
         timings["seconds_per_epoch"] = timings["train_s"] / ran * (n / batch) if ran else float("nan")
         self.stats_ = {"timings": timings, "n_steps": trainer.step, "batch_size": batch,
                        "epochs": trainer.step * batch / n, "resumed_from": trainer.start_step,
-                       "world_size": _ddp.world_size()}
+                       "world_size": runtime.world_size()}
         return self
 
     # -- pieces of fit
@@ -234,18 +209,18 @@ class HeadClusterer(BaseClusterer):
         else:
             from deepclust.neighbors import neighbors_for
 
-            if _ddp.world_size() > 1 and not _ddp.is_main():
+            if runtime.world_size() > 1 and not runtime.is_main():
                 ids, info = None, {}
             else:
                 found = neighbors_for(data, n_nb, cache=self.cache_neighbors,
                                       precision=self.neighbor_precision, device=device,
                                       verbose=bool(self.verbose))
                 ids, info = found.indices, found.info
-            info = ddp.broadcast_object(info)
+            info = runtime.broadcast_object(info)
         out = torch.empty((n, n_nb), dtype=torch.int64, device=device)
         if ids is not None:
             out.copy_(torch.from_numpy(np.ascontiguousarray(ids, dtype=np.int64)))
-        _ddp.broadcast_([out])
+        runtime.broadcast_([out])
         return out, dict(info)
 
     @staticmethod
@@ -288,15 +263,15 @@ class HeadClusterer(BaseClusterer):
             trainer.load_state_tensors(tensors, int(state["step"]))
             trainer.seconds = float(state.get("seconds", 0.0))
             trainer.start_step = trainer.step
-            if self.verbose and _ddp.is_main():
+            if self.verbose and runtime.is_main():
                 print(f"  resumed {phase} at step {trainer.step} from {folder}", flush=True)
 
         def saver(tr: HeadTrainer) -> None:
             tensors = tr.state_tensors()  # every rank takes part in nothing here: no collectives
-            if _ddp.is_main():
+            if runtime.is_main():
                 save_checkpoint(folder, tensors, {"step": tr.step, "seconds": tr.seconds,
                                                   "identity": identity})
-            _ddp.barrier()
+            runtime.barrier()
 
         return saver
 

@@ -10,7 +10,7 @@ over clusters is a ``logsumexp`` of ``beta (log q_s + log q_t) - log p``, which 
 where the products underflow.
 
 Under ``torchrun`` each process holds a slice of the global batch and the gradients are
-averaged over the processes (:mod:`._ddp`); quantities defined on the whole batch (TEMI's
+averaged over the processes (:mod:`deepclust.runtime`); quantities defined on the whole batch (TEMI's
 cluster prior, SCAN's mean prediction, the self-label class weights) are all-reduced, so the
 result is that of one process on the whole batch, up to floating-point order.
 """
@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from deepclust.cluster.heads import _ddp
+from deepclust import runtime
 
 __all__ = [
     "SCANObjective",
@@ -77,8 +77,8 @@ def update_prior(prior: torch.Tensor, teacher_probs: torch.Tensor, momentum: flo
     sums = teacher_probs.sum(dim=1, dtype=torch.float64)
     count = torch.tensor([float(teacher_probs.shape[1])], dtype=torch.float64,
                          device=sums.device)
-    _ddp.all_reduce_sum_(sums)
-    _ddp.all_reduce_sum_(count)
+    runtime.all_reduce_sum_(sums)
+    runtime.all_reduce_sum_(count)
     prior.mul_(momentum).add_((sums / count).to(prior.dtype), alpha=1.0 - momentum)
 
 
@@ -134,7 +134,7 @@ class TEMIObjective:
         pair = (temi_pair_loss(s2, t1, log_prior, self.beta)
                 + temi_pair_loss(s1, t2, log_prior, self.beta)) / 2
         per_head = (weight * pair).mean(dim=1)  # (H,)
-        return per_head.sum(), _ddp.all_reduce_mean_(per_head.detach().clone())
+        return per_head.sum(), runtime.all_reduce_mean_(per_head.detach().clone())
 
 
 # ----------------------------------------------------------------------------- SCAN
@@ -156,8 +156,8 @@ def _global_mean_probs(probs: torch.Tensor) -> torch.Tensor:
     local = probs.sum(dim=1)
     total = local.detach().clone()
     count = torch.tensor([float(probs.shape[1])], device=probs.device)
-    _ddp.all_reduce_sum_(total)
-    _ddp.all_reduce_sum_(count)
+    runtime.all_reduce_sum_(total)
+    runtime.all_reduce_sum_(count)
     return (local + (total - local.detach())) / count
 
 
@@ -200,10 +200,10 @@ class SCANObjective:
             entropy = entropy + (-(mean * mean.log()).sum(dim=-1)) / 2
         # the gradients are averaged over W processes, but each holds only its own rows'
         # share of the entropy's gradient: scale it by W so the average is the whole of it
-        w = _ddp.world_size()
+        w = runtime.world_size()
         total = consistency.sum() - self.entropy_weight * w * entropy.sum()
         reported = consistency.detach().clone()
-        _ddp.all_reduce_mean_(reported)
+        runtime.all_reduce_mean_(reported)
         return total, reported - self.entropy_weight * entropy.detach()
 
 
@@ -246,17 +246,17 @@ class SelfLabelObjective:
             counts = torch.zeros(H, C, dtype=logp.dtype, device=logp.device)
             counts.scatter_add_(1, target, mask.to(logp.dtype))
             n = torch.tensor([float(b)], dtype=logp.dtype, device=logp.device)
-            _ddp.all_reduce_sum_(counts)
-            _ddp.all_reduce_sum_(n)
+            runtime.all_reduce_sum_(counts)
+            runtime.all_reduce_sum_(n)
             n_conf = counts.sum(dim=1, keepdim=True)
             class_w = torch.where(counts > 0, n_conf / counts.clamp_min(1.0), torch.zeros_like(counts))
             w = class_w.gather(1, target) * mask  # (H, b)
             denom = w.sum(dim=1)
-            _ddp.all_reduce_sum_(denom)
+            runtime.all_reduce_sum_(denom)
             self.last_confident_fraction = float((n_conf.sum() / (n * H)).item())
         nll = -views.gather(-1, target[..., None])[..., 0]  # (H, b)
         per_head = (w * nll).sum(dim=1) / denom.clamp_min(1e-12)
         reported = per_head.detach().clone()
-        _ddp.all_reduce_sum_(reported)
+        runtime.all_reduce_sum_(reported)
         # the weighted mean is over the whole batch: this process holds its rows' share
-        return _ddp.world_size() * per_head.sum(), reported
+        return runtime.world_size() * per_head.sum(), reported

@@ -12,8 +12,8 @@ import time
 
 import torch
 
+from deepclust import runtime
 from deepclust.cluster.base import register
-from deepclust.cluster.heads import _ddp
 from deepclust.cluster.heads.base import HeadClusterer
 from deepclust.cluster.heads.objectives import SCANObjective, SelfLabelObjective
 from deepclust.cluster.heads.training import HeadTrainer, TrainConfig
@@ -154,5 +154,5 @@ class SCAN(HeadClusterer):
             "n_steps": trainer.step,
             "confident_fraction": objective.last_confident_fraction,
             "loss": float(trainer.head_losses(max(1, steps // 10))[0]),
-            "world_size": _ddp.world_size(),
+            "world_size": runtime.world_size(),
         }

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from deepclust.cluster.heads import _ddp
+from deepclust import runtime
 from deepclust.cluster.heads.modules import HeadBank
 
 __all__ = [
@@ -210,10 +210,10 @@ class HeadTrainer:
         self.start_step = 0  # where this run began (> 0 after a resume)
         self.losses = torch.zeros(config.n_steps, student.n_heads, device=self.device)
         self.seconds = 0.0
-        self.local = _ddp.local_slice(config.batch_size)
-        _ddp.broadcast_(list(student.parameters()))
+        self.local = runtime.local_slice(config.batch_size, even=True)
+        runtime.broadcast_(list(student.parameters()))
         if self.teacher is not None:
-            _ddp.broadcast_(list(self.teacher.parameters()))
+            runtime.broadcast_(list(self.teacher.parameters()))
 
     # -- one step
 
@@ -250,11 +250,11 @@ class HeadTrainer:
         return per_head
 
     def _average_gradients(self) -> None:
-        if _ddp.world_size() == 1:
+        if runtime.world_size() == 1:
             return
         grads = [p.grad for p in self.student.parameters() if p.grad is not None]
         flat = torch.cat([g.reshape(-1) for g in grads])
-        _ddp.all_reduce_mean_(flat)
+        runtime.all_reduce_mean_(flat)
         at = 0
         for g in grads:
             g.copy_(flat[at : at + g.numel()].view_as(g))
@@ -278,7 +278,7 @@ class HeadTrainer:
             now = time.perf_counter()
             self.seconds += now - t_last
             t_last = now
-            if verbose and _ddp.is_main() and (self.step % cfg.log_every == 0 or self.step == end):
+            if verbose and runtime.is_main() and (self.step % cfg.log_every == 0 or self.step == end):
                 recent = self.losses[max(0, self.step - cfg.log_every) : self.step].mean(0)
                 print(f"  step {self.step:6d}/{cfg.n_steps}  loss {recent.mean().item():.4f} "
                       f"(best head {recent.min().item():.4f})  {self.seconds:.1f} s", flush=True)
