@@ -28,7 +28,8 @@ import faiss
 import numpy as np
 from sklearn.cluster import KMeans as SklearnKMeans
 
-from deepclust.cluster.kmeans import KMeans, kmeans_plus_plus_init
+from deepclust.cluster.kmeans import KMeans
+from deepclust.cluster.seeding import kmeans_plus_plus_init
 
 
 def make_data(n: int, d: int, k: int, seed: int) -> np.ndarray:

@@ -19,13 +19,10 @@ import time
 import numpy as np
 from sklearn.cluster import MiniBatchKMeans as SklearnMiniBatchKMeans
 
-from deepclust.cluster.kmeans import (
-    KMeans,
-    block_objective,
-    kmeans_plus_plus_init,
-    nearest_centroids,
-)
+from deepclust.cluster.kmeans import KMeans
+from deepclust.cluster.lloyd import block_objective, nearest_centroids
 from deepclust.cluster.minibatch import MiniBatchKMeans
+from deepclust.cluster.seeding import kmeans_plus_plus_init
 
 
 def main() -> None:

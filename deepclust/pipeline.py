@@ -12,12 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from deepclust.validation import check_features, check_labels
 from deepclust.cluster import get_clusterer_class, make_clusterer
 from deepclust.errors import InputError
 from deepclust.metrics.proxy import proxy_space
 from deepclust.reduce import build_reducer, describe_reducer, parse_reducer_spec
 from deepclust.selection import KSelection, check_clusterer_params, select_k
+from deepclust.validation import check_features, check_labels
 
 
 @dataclass

@@ -30,14 +30,14 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import Normalizer, StandardScaler
 
-from deepclust.validation import check_features, seed_from
 from deepclust.errors import InputError
+from deepclust.validation import check_features, seed_from
 
 #: UMAP settings of the zero-shot study; also UMAP's own advice for clustering.
 UMAP_DEFAULTS = {"n_neighbors": 30, "min_dist": 0.0, "metric": "euclidean"}
 #: Above this many output dimensions ``init="auto"`` starts UMAP from PCA, not from the
-#: spectral layout: the eigensolver for 51 eigenvectors takes ~50 s of the ~60 s that
-#: ``umap:50`` costs on 10 000 points, and the clusters found afterwards are as good.
+#: spectral layout: the eigensolver for many eigenvectors dominates UMAP's cost, and the
+#: clusters found afterwards are as good (measurement: docs/architecture.md).
 SPECTRAL_INIT_MAX_COMPONENTS = 10
 
 
@@ -114,7 +114,7 @@ class UMAPReducer(TransformerMixin, BaseEstimator):
         Distance in the input space.
     n_epochs : int, optional
         Optimisation epochs; None is UMAP's rule (500 up to 10 000 points, else 200).
-        200 is about 6x faster on 10 000 points and barely changes clustering scores.
+        200 is much faster and barely changes clustering scores (docs/architecture.md).
     init : {"auto", "spectral", "pca", "random"}
         Starting layout. ``"auto"``: spectral up to
         :data:`SPECTRAL_INIT_MAX_COMPONENTS` output dimensions, PCA above (the spectral

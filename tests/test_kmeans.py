@@ -13,14 +13,9 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import normalized_mutual_info_score as nmi
 
 from deepclust.cluster import get_clusterer_class, make_clusterer
-from deepclust.cluster.kmeans import (
-    RESEED_EPS,
-    KMeans,
-    accumulate_cluster_sums,
-    default_plus_plus_samples,
-    kmeans_plus_plus_init,
-    reseed_empty_clusters,
-)
+from deepclust.cluster.kmeans import KMeans
+from deepclust.cluster.lloyd import RESEED_EPS, accumulate_cluster_sums, reseed_empty_clusters
+from deepclust.cluster.seeding import default_plus_plus_samples, kmeans_plus_plus_init
 from deepclust.errors import InputError
 
 

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from sklearn.cluster import KMeans as SklearnKMeans
 
-import deepclust.cluster.kmeans as km_module
+import deepclust.data.rows as rows_module
 from deepclust.cluster import KMeans
 from deepclust.cluster.assign import CentroidSearch
-from deepclust.cluster.kmeans import kmeans_plus_plus_init
+from deepclust.cluster.seeding import kmeans_plus_plus_init
 from deepclust.errors import InputError
 from deepclust.store import EmbeddingStore, open_store, write_array_store
 
@@ -77,7 +77,7 @@ def test_bf16_fit_equals_fp32_fit(mixture, spherical):
 @pytest.mark.parametrize("spherical", [False, True])
 def test_store_streamed_in_blocks_equals_the_array(mixture, tmp_path, monkeypatch, spherical):
     # small blocks that straddle the shard edges (shards of 1000 rows, blocks of 768)
-    monkeypatch.setattr(km_module, "BLOCK_ROWS", 768)
+    monkeypatch.setattr(rows_module, "BLOCK_ROWS", 768)
     store = write_array_store(tmp_path / "s", mixture, n=len(mixture), dim=24,
                               dtype="float16", shard_size=1000)
     assert store.n_shards == 9
@@ -117,12 +117,12 @@ def test_device_and_precision_are_checked(mixture):
 _WORKER = textwrap.dedent("""
     import sys
     import numpy as np
-    import deepclust.cluster.kmeans as km_module
+    import deepclust.data.rows as rows_module
     from deepclust import runtime
     from deepclust.cluster import KMeans
 
     def fit(path, precision):
-        km_module.BLOCK_ROWS = 1024  # several blocks, so each process has its own share
+        rows_module.BLOCK_ROWS = 1024  # several blocks, so each process has its own share
         m = KMeans(40, random_state=5, precision=precision, n_init=2).fit(path)
         return {"labels": m.labels_, "centers": m.cluster_centers_, "inertia": m.inertia_,
                 "world": m.stats_["world_size"], "iters": m.n_iter_}

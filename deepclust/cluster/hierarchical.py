@@ -42,7 +42,8 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
 from deepclust.cluster.base import BaseClusterer, register
-from deepclust.cluster.kmeans import KMeans, nearest_centroids
+from deepclust.cluster.kmeans import KMeans
+from deepclust.cluster.lloyd import nearest_centroids
 from deepclust.data.rows import BLOCK_ROWS, as_row_source, unit_rows
 from deepclust.errors import InputError
 from deepclust.validation import check_n_clusters, check_random_state

@@ -8,37 +8,12 @@ assigned to it. Centres whose count falls below ``reassignment_ratio`` times the
 are moved to random rows of the current batch, checked every ``10 k`` rows (and at once
 while a centre has none) -- scikit-learn's rule.
 
-Why not scikit-learn's ``MiniBatchKMeans``? Its update is the same rule and was the
-reference. On 200 000 x 128 float32 rows (256 Gaussian blobs, noise 1.5), k = 256, the same
-k-means++ seeds and the same random batches, 3 epochs, CPU seconds of the streaming loop
-(one thread each, median of 5 on the shared 2-core machine) and the objective of all rows
-afterwards:
-
-=====  ============================  ============================
-batch  scikit-learn ``partial_fit``  this module
-=====  ============================  ============================
-1024   0.95 s, objective 6.267e7     0.71 s, objective 6.282e7
-8192   0.83 s, objective 5.968e7     0.69 s, objective 5.968e7
-16384  0.82 s, objective 5.965e7     0.69 s, objective 5.965e7
-=====  ============================  ============================
-
-Full k-means (:class:`~deepclust.cluster.kmeans.KMeans` from the same seeds, 8 Lloyd
-iterations to convergence) took 2.77 s to 5.953e7; one epoch at batch 8192 took 0.24 s to
-5.998e7. The gain over scikit-learn is modest, 1.2x at the batch sizes worth using
-(scikit-learn validates every batch again and assigns in 256-row chunks; faiss fuses the
-product and the argmin), and with both libraries' default two threads on the busy machine
-the wall times were level (3.0 s against 3.2 s at batch 8192). What decided it with that:
-scikit-learn has no cosine variant and does not return the batch objective from
-``partial_fit``, and owning the step lets it reuse the block functions of
-:mod:`deepclust.cluster.kmeans` (faiss assignment, float64 sums).
-
-The batch size matters more than the epochs: with about 4 rows per centre per step (batch
-1024 for k = 256) the centres freeze early (10 epochs: 6.279e7, no better than 3); with 32
-or more rows per centre 3 epochs come within 0.3 % of full k-means. Hence the default
-``batch_size = max(4096, 32 k)`` (at most 65 536).
-
-Measured with ``OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 nice -n 10 python
-benchmarks/minibatch.py --batch B --repeat 5 [--epochs E --full]``.
+Why our own step rather than scikit-learn's ``MiniBatchKMeans`` (the same rule, and the
+reference): cosine rows, the batch objective returned by ``partial_fit``, and the block
+functions of :mod:`deepclust.cluster.lloyd` (faiss assignment, float64 sums) reused. The
+default ``batch_size = max(4096, 32 k)`` (at most 65 536) keeps 32 or more rows per centre
+per step, below which centres freeze early. Measurements behind both: docs/scale.md,
+"Mini-batch k-means".
 """
 
 from __future__ import annotations
@@ -53,14 +28,8 @@ from numbers import Integral, Real
 import numpy as np
 
 from deepclust.cluster.base import BaseClusterer, register
-from deepclust.cluster.kmeans import (
-    accumulate_cluster_sums,
-    block_objective,
-    default_plus_plus_samples,
-    kmeans_plus_plus_init,
-    nearest_centroids,
-    random_init,
-)
+from deepclust.cluster.lloyd import accumulate_cluster_sums, block_objective, nearest_centroids
+from deepclust.cluster.seeding import default_plus_plus_samples, kmeans_plus_plus_init, random_init
 from deepclust.data.rows import BLOCK_ROWS, RowSource, as_row_source
 from deepclust.errors import InputError, NotFittedError
 from deepclust.validation import check_features, check_n_clusters, check_random_state
@@ -69,11 +38,9 @@ __all__ = ["MiniBatchKMeans", "default_batch_size", "minibatch_step"]
 
 #: Rows seen between two checks for low-count centres, per centre (scikit-learn's value).
 _REASSIGN_EVERY_PER_CENTRE = 10
-#: Steps with fewer multiply-adds (rows x k x d) than this assign with one BLAS thread.
-#: faiss's threaded OpenBLAS waits for its threads on every call: on the busy 2-core
-#: machine a 640 x 20 x 16 assignment took 12 ms with two threads and 0.045 ms with one
-#: (even 8192 x 256 x 128 lost there, 40 ms against 9 ms). Larger steps keep the threads,
-#: which should pay off on an idle many-core machine (not measured: none was at hand).
+#: Steps with fewer multiply-adds (rows x k x d) than this assign with one BLAS thread:
+#: faiss's threaded OpenBLAS waits for its threads on every call, which costs more than
+#: small products gain (measurements: docs/scale.md, "Mini-batch k-means").
 SMALL_STEP_MACS = 1 << 26
 
 
@@ -81,7 +48,7 @@ SMALL_STEP_MACS = 1 << 26
 def _threadpools():
     from threadpoolctl import ThreadpoolController
 
-    return ThreadpoolController()  # built once: scanning the loaded libraries takes ~0.4 ms
+    return ThreadpoolController()  # built once: it scans every loaded library
 
 
 def _step_threads(rows: int, k: int, d: int):

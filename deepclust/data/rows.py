@@ -80,10 +80,11 @@ class RowSource:
     def _read(self, a: int, b: int) -> np.ndarray:
         raise NotImplementedError
 
-    def blocks(self, block_rows: int) -> Iterator[tuple[int, np.ndarray]]:
+    def blocks(self, block_rows: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
         """``(offset, block)`` for consecutive float32 blocks of this range; ``offset`` is
         the block's first row relative to ``start``. Block edges fall on multiples of
-        ``block_rows`` of the global row order."""
+        ``block_rows`` of the global row order (default :data:`BLOCK_ROWS`)."""
+        block_rows = BLOCK_ROWS if block_rows is None else block_rows
         stop = self.n_total if self.stop is None else self.stop
         a = self.start
         check = not self.checked

@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 
 from deepclust.errors import DataNotFoundError, DeepclustError, InputError
-from deepclust.store import is_store, open_store, read_index, read_meta
 from deepclust.report.images import ArrayImages, FileImages, ImageSet, resolve_image_paths
+from deepclust.store import is_store, open_store, read_index, read_meta
 
 NOISE = -1
 UMAP2D_EPOCHS = 200
