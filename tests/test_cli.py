@@ -1,4 +1,4 @@
-"""Tests of the ``deepclust`` command (deepclust.cli, deepclust.cli_core), the demo, and the
+"""Tests of the ``deepclust`` command (deepclust.cli and its command modules), the demo, and the
 helpers that write its output (deepclust.runinfo, deepclust.tables).
 
 Commands run in-process through :func:`deepclust.cli.main`; one test runs the installed

@@ -64,10 +64,13 @@ class BaseClusterer(ClusterMixin, BaseEstimator):
     """Shared helpers; subclasses implement ``fit``.
 
     ``takes_n_clusters`` says whether the method is told k (k-means) or finds it
-    (HDBSCAN, affinity propagation); the CLI and the k sweep read it.
+    (HDBSCAN, affinity propagation); the CLI and the k sweep read it. ``streams_rows`` says
+    whether ``fit`` takes a :class:`~deepclust.cluster.rows.RowSource` (or a store) and reads
+    it block by block without loading it; the pipeline streams stores to those that do.
     """
 
     takes_n_clusters: bool = True
+    streams_rows: bool = False
 
     def _validate_X(self, X, *, min_samples: int = 1) -> np.ndarray:
         return check_features(X, min_samples=min_samples)

@@ -690,6 +690,8 @@ class KMeans(BaseClusterer):
     [20, 20]
     """
 
+    streams_rows = True
+
     def __init__(
         self,
         n_clusters: int = 8,
