@@ -150,7 +150,8 @@ def test_k_auto_prints_the_curve(files, tmp_path, capsys):
     for name in ("umap_silhouette", "silhouette", "davies_bouldin", "calinski_harabasz"):
         assert name in out
     run_json = json.loads((tmp_path / "run.json").read_text())
-    assert run_json["k"] == "auto" and run_json["k_selection"]["best_k"] == 4
+    assert run_json["k_requested"] == "auto" and run_json["k_selection"]["best_k"] == 4
+    assert run_json["k"] == 4  # k is the int the method was given; the request is apart
     assert [c["k"] for c in run_json["k_selection"]["curve"]] == [2, 3, 4, 5, 6]
     assert run_json["label_free"]["umap_silhouette"] > 0.5
     assert run_json["reducer"] == "pca:5,umap:5:n_epochs=100"
