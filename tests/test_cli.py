@@ -165,6 +165,44 @@ def test_k_auto_with_the_oracle_says_so(files, tmp_path, capsys):
     assert json.loads((tmp_path / "run.json").read_text())["k_selection"]["oracle"] is True
 
 
+def test_streamed_store_with_report_and_labels_never_loads_it(files, tmp_path, monkeypatch,
+                                                               capsys):
+    from deepclust.record import SCHEMA_VERSION, RunRecord
+    from deepclust.store import EmbeddingStore, write_array_store
+
+    X, y = np.load(files / "blobs.npy"), np.load(files / "labels.npy")
+    write_array_store(tmp_path / "store", X, n=len(X), dim=X.shape[1], shard_size=64)
+
+    def loaded(self, *args, **kwargs):
+        raise AssertionError("the store was loaded whole")
+
+    monkeypatch.setattr(EmbeddingStore, "X", property(loaded))
+    monkeypatch.setattr(EmbeddingStore, "as_feature_set", loaded)
+    code, out, _ = run(capsys, "cluster", tmp_path / "store", "--k", "4", "--labels",
+                       files / "labels.npy", "--report", "--out", tmp_path / "streamed")
+    assert code == 0, out
+    assert "not loaded" in out and "report.html" in out
+    streamed = json.loads((tmp_path / "streamed" / "run.json").read_text())
+    assert streamed["input"]["streamed"] and streamed["metrics"]["ari"] > 0.95
+    assert streamed["label_free_rows"] == len(X) and streamed["label_free"] is not None
+    manifest = json.loads((tmp_path / "streamed" / "report" / "report.json").read_text())
+    assert manifest["errors"] == []
+
+    code, _, _ = run(capsys, "cluster", files / "blobs.npy", "--k", "4", "--labels",
+                     files / "labels.npy", "--out", tmp_path / "memory")
+    assert code == 0
+    memory = json.loads((tmp_path / "memory" / "run.json").read_text())
+    assert not memory["input"]["streamed"]
+    assert set(streamed) == set(memory) and set(streamed["input"]) == set(memory["input"])
+    assert set(streamed["timings"]) == set(memory["timings"])
+    for run_json in (streamed, memory):
+        assert run_json["schema_version"] == SCHEMA_VERSION
+        assert run_json["k"] == 4 and run_json["k_requested"] == 4
+    back = RunRecord.read(tmp_path / "streamed")
+    assert back.to_dict() == streamed and back.k == 4 and back.input["streamed"]
+    assert RunRecord.from_dict(memory).to_dict() == memory
+
+
 # ----------------------------------------------------------------------------- evaluate
 
 
