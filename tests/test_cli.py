@@ -170,7 +170,7 @@ def test_streamed_store_with_report_and_labels_never_loads_it(files, tmp_path, m
     from deepclust.record import SCHEMA_VERSION, RunRecord
     from deepclust.store import EmbeddingStore, write_array_store
 
-    X, y = np.load(files / "blobs.npy"), np.load(files / "labels.npy")
+    X = np.load(files / "blobs.npy")
     write_array_store(tmp_path / "store", X, n=len(X), dim=X.shape[1], shard_size=64)
 
     def loaded(self, *args, **kwargs):
