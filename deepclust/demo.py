@@ -61,19 +61,22 @@ def _feature_sets(ds, say) -> list[tuple[str, np.ndarray]]:
 
 
 def run_demo(dataset: str = "fashion-mnist", out: str | None = None, as_json: bool = False,
-             seed: int = 0, report: bool = False) -> int:
+             seed: int = 0, report: bool = False, argv: list[str] | None = None) -> int:
     """Run :data:`DEMO_PIPELINES` on ``dataset`` and print the ranked table.
 
     With ``out``, write ``run.json`` and one ``labels_XX.npy`` per pipeline (each row of
     ``run.json`` names its file in ``labels_file``); with ``report`` too, the HTML report of
-    the best pipeline in ``out/report`` (see :mod:`deepclust.report`).
+    the best pipeline in ``out/report`` (see :mod:`deepclust.report`). ``run.json`` is a
+    :class:`~deepclust.record.RunRecord`: ``k`` the class count, the ranked pipelines in
+    ``rows``; ``argv`` is recorded in it.
     """
     from tqdm.auto import tqdm
 
     from deepclust.metrics import PROXY_UMAP
     from deepclust.pipeline import run_clustering
+    from deepclust.record import RunRecord
     from deepclust.reduce import reduce
-    from deepclust.runinfo import environment, now_iso, write_json, write_npy
+    from deepclust.runinfo import now_iso, write_npy
 
     def say(msg: str) -> None:
         print(msg, file=sys.stderr if as_json else sys.stdout, flush=True)
@@ -86,6 +89,7 @@ def run_demo(dataset: str = "fashion-mnist", out: str | None = None, as_json: bo
     umap_spec = "pca:50,umap:{n_components}:n_neighbors={n_neighbors}:min_dist={min_dist}" \
                 ":n_epochs={n_epochs}".format(**PROXY_UMAP)
     rows, labels_by_name, features_by_name = [], {}, {}
+    reduce_total = 0.0
     for feat_name, X in _feature_sets(ds, say):
         if report:
             features_by_name[feat_name] = X  # the report's UMAP and galleries need them
@@ -99,6 +103,7 @@ def run_demo(dataset: str = "fashion-mnist", out: str | None = None, as_json: bo
         for name, spec in specs.items():
             reduced[name] = X if spec is None else reduce(X, spec, random_state=seed)
         reduce_s = time.perf_counter() - t
+        reduce_total += reduce_s
         proxy = reduced["umap"]
         bar = tqdm(DEMO_PIPELINES, desc=f"{feat_name} pipelines", unit="run",
                    disable=None if not as_json else True, leave=False)
@@ -136,17 +141,21 @@ def run_demo(dataset: str = "fashion-mnist", out: str | None = None, as_json: bo
     rho = float(spearmanr([r["ami"] for r in rows],
                           [r["umap_silhouette"] for r in rows]).statistic) if len(rows) > 2 else None
     total = time.perf_counter() - t_start
-    summary = {
-        "command": "demo", "dataset": ds.name, "split": ds.split, "n_samples": len(ds),
-        "n_classes": k, "seed": seed, "proxy": "umap_silhouette", "proxy_umap": PROXY_UMAP,
-        "spearman_proxy_vs_ami": rho, "proxy_pick": proxy_order[0]["pipeline"],
-        "rows": rows, "total_s": total, "environment": environment(),
-        "started": started, "finished": now_iso(),
-    }
+    record = RunRecord(
+        command="demo", argv=list(argv or []), seed=seed,
+        input={"path": ds.name, "source": f"{ds.name}:{ds.split}", "n_samples": len(ds),
+               "has_labels": True, "streamed": False, "out_of_core": False},
+        k=k, k_requested="classes", noise="cluster", proxy_umap=PROXY_UMAP,
+        timings={"reduce_s": reduce_total, "total_s": total}, started=started,
+        finished=now_iso(),
+        extra={"dataset": ds.name, "split": ds.split, "n_samples": len(ds), "n_classes": k,
+               "proxy": "umap_silhouette", "spearman_proxy_vs_ami": rho,
+               "proxy_pick": proxy_order[0]["pipeline"], "rows": rows})
+    summary = record.to_dict()
     page = None
     if out:
         outdir = Path(out)
-        write_json(outdir / "run.json", summary)
+        record.write(outdir)
         for i, name in enumerate(labels_by_name):
             write_npy(outdir / f"labels_{i:02d}.npy", labels_by_name[name])
         if report:

@@ -1,28 +1,191 @@
-"""One clustering run: features -> reduce -> cluster -> score.
+"""One clustering run: rows -> reduce -> cluster -> scores -> run record.
 
-:func:`run_clustering` is what the CLI's ``cluster`` command and the demo call; each stage is
-also usable alone (:mod:`deepclust.reduce`, :mod:`deepclust.cluster`, :mod:`deepclust.metrics`).
+:func:`run_clustering` is what the CLI's ``cluster`` command, the demo and the benchmark
+runner call; each stage is also usable alone (:mod:`deepclust.reduce`,
+:mod:`deepclust.cluster`, :mod:`deepclust.metrics`).
+
+One road for every size of input: :func:`open_input` turns an array, a feature file, a
+FeatureSet, an embedding store (or its folder) or a RowSource into a :class:`RunInput`. A store
+(or a memory map) is streamed to a clusterer whose ``streams_rows`` is True when there is no
+reducer and k is given; anything else is loaded first. Label-free scores are computed on all
+rows when they are in memory and at most :data:`LABEL_FREE_ROWS`; otherwise on a seeded
+sample of that many rows (:func:`sample_rows`), read with ``RowSource.take``.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from deepclust.cluster import get_clusterer_class, make_clusterer
+from deepclust.data.rows import RowSource, as_row_source
 from deepclust.errors import InputError
-from deepclust.metrics.proxy import proxy_space
+from deepclust.metrics.proxy import PROXY_UMAP, proxy_space
 from deepclust.reduce import build_reducer, describe_reducer, parse_reducer_spec
 from deepclust.selection import KSelection, check_clusterer_params, select_k
 from deepclust.validation import check_features, check_labels
 
+#: Most rows the label-free scores (and their UMAP space) are computed on; a larger input is
+#: scored on a seeded sample of this many rows (see docs/architecture.md).
+LABEL_FREE_ROWS = 20_000
+
+
+@dataclass
+class RowSample:
+    """Rows of a run's input read into memory: ``X[i]`` is input row ``rows[i]``.
+
+    ``rows`` is sorted; None means every row, in order.
+    """
+
+    rows: np.ndarray | None
+    X: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.X)
+
+
+@dataclass
+class RunInput:
+    """What a run clusters: rows in memory (``X``) or a :class:`RowSource` that is read block
+    by block (``rows``), with true labels (-1 = unknown) when known.
+
+    Exactly one of ``X`` and ``rows`` is set until :meth:`load` reads the rows in.
+    """
+
+    X: np.ndarray | None
+    rows: RowSource | None
+    y: np.ndarray | None
+    source: str
+    class_names: list[str] | None = None
+    labels_path: str | None = None
+
+    @property
+    def n(self) -> int:
+        return len(self.X) if self.X is not None else self.rows.n
+
+    @property
+    def d(self) -> int:
+        return int(self.X.shape[1]) if self.X is not None else self.rows.d
+
+    @property
+    def has_labels(self) -> bool:
+        return self.y is not None and bool(np.any(self.y >= 0))
+
+    def load(self) -> RunInput:
+        """The rows in memory (float32), read from the source block by block."""
+        if self.X is None:
+            self.X = load_rows(self.rows)
+        return self
+
+    def feature_set(self):
+        """The input as a :class:`~deepclust.data.features.FeatureSet` (rows in memory)."""
+        from deepclust.data.features import FeatureSet
+
+        if self.X is None:
+            raise InputError("the rows of a streamed input are not in memory")
+        return FeatureSet(self.X, self.y, None, self.class_names, self.source)
+
+
+def _is_store_dir(path: str | os.PathLike) -> bool:
+    p = Path(path).expanduser()
+    return p.is_dir() and (p / "meta.json").is_file()
+
+
+def _store_labels(store, label_column: str | None) -> np.ndarray:
+    if label_column in (None, "label"):
+        return store.labels  # the label column alone, never the rows
+    name = label_column[6:] if label_column.startswith("label_") else label_column
+    return store.extra_labels(name)
+
+
+def open_input(X, y=None, *, label_column: str | None = None) -> RunInput:
+    """The rows and labels of a run, without loading a store or a memory map.
+
+    Parameters
+    ----------
+    X : array, memory map, path, FeatureSet, EmbeddingStore or RowSource
+        A path is an embedding store folder, a feature file (``.npy/.npz/.parquet/.csv``) or
+        a built-in dataset name. Arrays are validated (2-D, finite) and kept in memory;
+        stores, memory maps and row sources are read only when needed.
+    y : array or path, optional
+        True labels (-1 = unknown), or a ``.npy``/text file of them; default: the labels
+        the input carries (a store's label column, a feature file's labels).
+    label_column : str, optional
+        The label column of a ``.parquet``/``.csv`` table, or an extra label column of a
+        store.
+    """
+    from deepclust.data.features import FeatureSet, load_features, read_labels_file
+    from deepclust.store import EmbeddingStore, open_store
+
+    labels_path = str(y) if isinstance(y, (str, os.PathLike)) else None
+    if isinstance(X, (str, os.PathLike)) and not _is_store_dir(X):
+        fs = load_features(X, labels_path=labels_path, label_column=label_column)
+        X, y, labels_path = fs, (fs.y if labels_path else y), labels_path
+    if isinstance(X, (str, os.PathLike)):
+        X = open_store(X)
+    if isinstance(X, EmbeddingStore):
+        data = RunInput(None, as_row_source(X, name="store rows"), None,
+                        f"{X.path} ({X.meta.get('encoder')})", X.class_names, labels_path)
+        if y is None:
+            y = _store_labels(X, label_column)
+    elif isinstance(X, FeatureSet):
+        data = RunInput(check_features(X.X, name=f"features in {X.source}"), None, None,
+                        X.source, X.class_names, labels_path)
+        if y is None:
+            y = X.y
+    elif isinstance(X, RowSource) or isinstance(X, np.memmap):
+        rows = as_row_source(X, name="rows")
+        data = RunInput(None, rows, None, rows.description, None, labels_path)
+    else:
+        data = RunInput(check_features(X, name="features"), None, None, "array", None,
+                        labels_path)
+    if isinstance(y, (str, os.PathLike)):
+        y = read_labels_file(y)
+    if y is not None:
+        data.y = check_labels(y, data.n, name=f"labels in {labels_path or data.source}")
+    return data
+
+
+def load_rows(source: RowSource) -> np.ndarray:
+    """Every row of ``source`` as one float32 array, read block by block."""
+    from deepclust.cluster.kmeans import BLOCK_ROWS
+
+    out = np.empty((source.n, source.d), dtype=np.float32)
+    for offset, block in source.blocks(BLOCK_ROWS):
+        out[offset: offset + len(block)] = block
+    return out
+
+
+def sample_rows(n: int, size: int | None, random_state: int = 0) -> np.ndarray | None:
+    """Sorted rows of a seeded sample of ``size`` of ``n`` rows; None when ``size`` is None
+    or not smaller than ``n`` (every row)."""
+    if size is None or n <= size:
+        return None
+    rng = np.random.default_rng(random_state)
+    return np.sort(rng.choice(n, size=int(size), replace=False))
+
+
+def read_sample(source: RowSource, size: int | None = LABEL_FREE_ROWS,
+                random_state: int = 0) -> RowSample:
+    """A seeded sample of at most ``size`` rows of ``source`` (:func:`sample_rows`), read
+    with ``source.take``: the rest of the source is never read."""
+    rows = sample_rows(source.n, size, random_state)
+    return RowSample(rows, source.take(np.arange(source.n) if rows is None else rows))
+
 
 @dataclass
 class ClusteringResult:
-    """Everything one run produced; ``as_dict`` is what goes into run.json."""
+    """Everything one run produced; :meth:`record` makes its run record.
+
+    ``input`` is what was clustered (``input.X`` None when the rows were streamed);
+    ``sample`` the rows the label-free scores were computed on, when those were not all
+    of the input's rows or were read from a stream.
+    """
 
     labels: np.ndarray
     method: str
@@ -33,23 +196,50 @@ class ClusteringResult:
     timings: dict = field(default_factory=dict)
     metrics: dict | None = None
     label_free: dict | None = None
+    label_free_rows: int | None = None
     k_selection: KSelection | None = None
     estimator: Any = None
     reduced_shape: tuple | None = None
+    streamed: bool = False
+    input: RunInput | None = None
+    sample: RowSample | None = None
 
     def as_dict(self) -> dict:
+        """The run's results as the run record's fields."""
+        from deepclust.record import estimator_stats, json_safe
+
         return {
             "method": self.method,
-            "params": self.params,
+            "params": json_safe(self.params),
             "reducer": self.reducer,
             "reduced_shape": list(self.reduced_shape) if self.reduced_shape else None,
+            "k": self.params.get("n_clusters"),
             "n_clusters": self.n_clusters,
             "n_noise": self.n_noise,
             "k_selection": self.k_selection.as_dict() if self.k_selection else None,
             "metrics": self.metrics,
             "label_free": self.label_free,
+            "label_free_rows": self.label_free_rows,
+            "stats": estimator_stats(self.estimator),
             "timings": self.timings,
         }
+
+    def record(self, command: str = "cluster", **fields):
+        """A :class:`~deepclust.record.RunRecord` of this run; ``fields`` (argv, seed,
+        input, k_requested, noise, started, finished, ...) are set on it as given."""
+        from deepclust.record import RunRecord
+
+        inp = None
+        if self.input is not None:
+            inp = {"source": self.input.source, "n_samples": self.input.n,
+                   "n_features": self.input.d, "has_labels": self.input.has_labels,
+                   "labels_path": self.input.labels_path, "streamed": self.streamed,
+                   "out_of_core": self.streamed}
+        given_input = fields.pop("input", None)
+        if given_input is not None:
+            inp = {**given_input, **(inp or {})}
+        return RunRecord(command=command, input=inp, proxy_umap=PROXY_UMAP,
+                         **self.as_dict(), **fields)
 
 
 def run_clustering(
@@ -68,15 +258,20 @@ def run_clustering(
     reduced: np.ndarray | None = None,
     noise: str = "cluster",
     progress: bool = False,
+    label_column: str | None = None,
+    label_free_rows: int | None = LABEL_FREE_ROWS,
 ) -> ClusteringResult:
     """Reduce, cluster and score ``X``.
 
     Parameters
     ----------
-    X : array (n_samples, n_features)
-        Features (embeddings or pixels).
-    y : array (n_samples,), optional
-        True labels (-1 = unknown); when given, ``metrics`` holds ACC/NMI/AMI/ARI/...
+    X : array, path, FeatureSet, EmbeddingStore or RowSource
+        Features (embeddings or pixels): see :func:`open_input`. A store, memory map or
+        row source is streamed, never loaded, when the method's ``streams_rows`` is True,
+        ``reducer`` is empty and ``k`` is not ``"auto"``; otherwise it is read into memory.
+    y : array or path, optional
+        True labels (-1 = unknown), or a labels file; default: the input's own labels.
+        When there are labels, ``metrics`` holds ACC/NMI/AMI/ARI/...
     method : str
         A registered clusterer (see :func:`deepclust.cluster.available_methods`).
     k : int, "auto" or None
@@ -90,12 +285,17 @@ def run_clustering(
         Compute the label-free scores (silhouette, UMAP-silhouette, DB, CH).
     proxy_embedding : array, optional
         The UMAP space for the proxy, shared across runs to make them comparable; default:
-        the pipeline's own output when it ends in UMAP, else
-        :func:`deepclust.metrics.proxy_space` of ``X``.
+        the pipeline's own output when it ends in UMAP, else :func:`deepclust.metrics.proxy_space` of the rows
+        scored.
     reduced : array, optional
         ``X`` already passed through ``reducer`` (reuse across methods); skips reduction.
     noise : {"cluster", "singletons", "exclude"}
         How noise points (-1) are scored; see :mod:`deepclust.metrics`.
+    label_column : str, optional
+        Where the labels are in a table or a store (see :func:`open_input`).
+    label_free_rows : int or None
+        Label-free scores on a seeded sample of this many rows when there are more (None:
+        every row, only when the rows are in memory). A streamed input is always sampled.
     """
     from deepclust import metrics as M
 
@@ -107,8 +307,8 @@ def run_clustering(
 
             print(f"  {text} ...", file=sys.stderr, flush=True)
 
-    X = check_features(X, name="features")
-    y = None if y is None else check_labels(y, len(X))
+    t = time.perf_counter()
+    data = open_input(X, y, label_column=label_column)
     params = check_clusterer_params(params)
     cls = get_clusterer_class(method)
     thresholded = params.get("distance_threshold") is not None  # agglomerative without k
@@ -123,10 +323,22 @@ def run_clustering(
         )
     if not cls.takes_n_clusters and k is not None:
         raise InputError(f"{method} finds the number of clusters itself; do not give k")
+    if isinstance(k, str) and k != "auto":
+        raise InputError(f"k must be an integer or 'auto', got {k!r}")
     steps = parse_reducer_spec(reducer)
+    streamed = (data.X is None and cls.streams_rows and not steps and reduced is None
+                and k != "auto")
+    if data.X is None and not streamed:
+        stage(f"reading {data.rows.description} into memory")
+        data.load()
+    timings["load_s"] = time.perf_counter() - t
+    X = data.X
+    y = data.y
 
     t = time.perf_counter()
-    if reduced is None:
+    if streamed:
+        Z = data.rows
+    elif reduced is None:
         if steps:
             stage(f"reducing {X.shape[0]} x {X.shape[1]} with {describe_reducer(steps)}")
         pipe = build_reducer(steps, random_state=random_state)
@@ -140,9 +352,7 @@ def run_clustering(
         proxy_embedding = Z
 
     selection = None
-    if isinstance(k, str):
-        if k != "auto":
-            raise InputError(f"k must be an integer or 'auto', got {k!r}")
+    if k == "auto":
         t = time.perf_counter()
         if criterion == "umap_silhouette" and proxy_embedding is None:
             stage("computing the UMAP space of the label-free proxy")
@@ -156,7 +366,8 @@ def run_clustering(
     if k is not None:
         params["n_clusters"] = k
     model = make_clusterer(method, random_state=random_state, **params)
-    stage(f"clustering with {method}" + (f", k={k}" if k is not None else ""))
+    stage(f"clustering with {method}" + (f", k={k}" if k is not None else "")
+          + (f", streaming {data.rows.description}" if streamed else ""))
     t = time.perf_counter()
     labels = np.asarray(model.fit_predict(Z), dtype=np.int64)
     timings["cluster_s"] = time.perf_counter() - t
@@ -167,7 +378,8 @@ def run_clustering(
         params={kk: v for kk, v in model.get_params().items()},
         reducer=describe_reducer(steps), n_clusters=int(len(np.unique(found))),
         n_noise=int(np.count_nonzero(labels < 0)), k_selection=selection, estimator=model,
-        reduced_shape=tuple(Z.shape),
+        reduced_shape=(data.n, data.d) if streamed else tuple(Z.shape), streamed=streamed,
+        input=data,
     )
     t = time.perf_counter()
     if y is not None and np.any(y >= 0):
@@ -175,13 +387,30 @@ def run_clustering(
     timings["evaluate_s"] = time.perf_counter() - t
     if label_free:
         t = time.perf_counter()
+        rows = sample_rows(data.n, label_free_rows if label_free_rows is not None or not streamed
+                           else LABEL_FREE_ROWS, random_state)
+        if streamed:
+            stage(f"reading {data.n if rows is None else len(rows)} rows for the label-free "
+                  "scores")
+            result.sample = RowSample(rows, data.rows.take(np.arange(data.n) if rows is None
+                                                           else rows))
+            Xs = result.sample.X
+        elif rows is not None:
+            result.sample = RowSample(rows, X[rows])
+            Xs = result.sample.X
+        else:
+            Xs = X
+        if proxy_embedding is not None and rows is not None:
+            proxy_embedding = np.asarray(proxy_embedding)[rows]
         if proxy_embedding is None:
             stage("computing the UMAP space of the label-free proxy")
-            proxy_embedding = proxy_space(X, random_state=random_state)
+            proxy_embedding = proxy_space(Xs, random_state=random_state)
         stage("label-free scores")
         # "silhouette" etc. in the original feature space; "umap_silhouette" in the proxy space.
-        result.label_free = M.label_free(X, labels, umap_embedding=proxy_embedding,
+        result.label_free = M.label_free(Xs, labels if rows is None else labels[rows],
+                                         umap_embedding=proxy_embedding,
                                          random_state=random_state)
+        result.label_free_rows = len(Xs)
         timings["label_free_s"] = time.perf_counter() - t
     result.timings = timings
     return result

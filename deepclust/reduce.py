@@ -228,7 +228,7 @@ def umap_embedding(
     return reducer.fit_transform(X)
 
 
-def _parse_value(text: str) -> Any:
+def parse_value(text: str) -> Any:
     low = text.lower()
     if low in ("true", "yes", "on"):
         return True
@@ -258,11 +258,11 @@ def _parse_step(step: str) -> tuple[str, dict]:
             continue
         if "=" in part:
             key, value = part.split("=", 1)
-            params[key.strip()] = _parse_value(value.strip())
+            params[key.strip()] = parse_value(value.strip())
         elif part.lower() == "whiten":
             params["whiten"] = True
         elif i == 0:
-            params["n_components"] = _parse_value(part)
+            params["n_components"] = parse_value(part)
         else:
             raise InputError(f"cannot read {part!r} in reducer step {step!r}")
     return name, params

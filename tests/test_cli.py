@@ -1,4 +1,4 @@
-"""Tests of the ``deepclust`` command (deepclust.cli, deepclust.cli_core), the demo, and the
+"""Tests of the ``deepclust`` command (deepclust.cli and its command modules), the demo, and the
 helpers that write its output (deepclust.runinfo, deepclust.tables).
 
 Commands run in-process through :func:`deepclust.cli.main`; one test runs the installed
@@ -150,7 +150,8 @@ def test_k_auto_prints_the_curve(files, tmp_path, capsys):
     for name in ("umap_silhouette", "silhouette", "davies_bouldin", "calinski_harabasz"):
         assert name in out
     run_json = json.loads((tmp_path / "run.json").read_text())
-    assert run_json["k"] == "auto" and run_json["k_selection"]["best_k"] == 4
+    assert run_json["k_requested"] == "auto" and run_json["k_selection"]["best_k"] == 4
+    assert run_json["k"] == 4  # k is the int the method was given; the request is apart
     assert [c["k"] for c in run_json["k_selection"]["curve"]] == [2, 3, 4, 5, 6]
     assert run_json["label_free"]["umap_silhouette"] > 0.5
     assert run_json["reducer"] == "pca:5,umap:5:n_epochs=100"
@@ -162,6 +163,44 @@ def test_k_auto_with_the_oracle_says_so(files, tmp_path, capsys):
     assert code == 0
     assert "k chosen by oracle_ami (ORACLE (uses true labels)): 4" in out
     assert json.loads((tmp_path / "run.json").read_text())["k_selection"]["oracle"] is True
+
+
+def test_streamed_store_with_report_and_labels_never_loads_it(files, tmp_path, monkeypatch,
+                                                               capsys):
+    from deepclust.record import SCHEMA_VERSION, RunRecord
+    from deepclust.store import EmbeddingStore, write_array_store
+
+    X = np.load(files / "blobs.npy")
+    write_array_store(tmp_path / "store", X, n=len(X), dim=X.shape[1], shard_size=64)
+
+    def loaded(self, *args, **kwargs):
+        raise AssertionError("the store was loaded whole")
+
+    monkeypatch.setattr(EmbeddingStore, "X", property(loaded))
+    monkeypatch.setattr(EmbeddingStore, "as_feature_set", loaded)
+    code, out, _ = run(capsys, "cluster", tmp_path / "store", "--k", "4", "--labels",
+                       files / "labels.npy", "--report", "--out", tmp_path / "streamed")
+    assert code == 0, out
+    assert "not loaded" in out and "report.html" in out
+    streamed = json.loads((tmp_path / "streamed" / "run.json").read_text())
+    assert streamed["input"]["streamed"] and streamed["metrics"]["ari"] > 0.95
+    assert streamed["label_free_rows"] == len(X) and streamed["label_free"] is not None
+    manifest = json.loads((tmp_path / "streamed" / "report" / "report.json").read_text())
+    assert manifest["errors"] == []
+
+    code, _, _ = run(capsys, "cluster", files / "blobs.npy", "--k", "4", "--labels",
+                     files / "labels.npy", "--out", tmp_path / "memory")
+    assert code == 0
+    memory = json.loads((tmp_path / "memory" / "run.json").read_text())
+    assert not memory["input"]["streamed"]
+    assert set(streamed) == set(memory) and set(streamed["input"]) == set(memory["input"])
+    assert set(streamed["timings"]) == set(memory["timings"])
+    for run_json in (streamed, memory):
+        assert run_json["schema_version"] == SCHEMA_VERSION
+        assert run_json["k"] == 4 and run_json["k_requested"] == 4
+    back = RunRecord.read(tmp_path / "streamed")
+    assert back.to_dict() == streamed and back.k == 4 and back.input["streamed"]
+    assert RunRecord.from_dict(memory).to_dict() == memory
 
 
 # ----------------------------------------------------------------------------- evaluate

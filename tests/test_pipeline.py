@@ -193,3 +193,86 @@ def test_agglomerative_without_k_by_distance_threshold():
     with pytest.raises(InputError, match="not both"):
         run_clustering(X, y, method="agglomerative", k=3,
                        params={"distance_threshold": 5.0}, label_free=False)
+
+
+# --------------------------------------------------------------------------- one road
+
+
+@pytest.fixture()
+def store(blobs, tmp_path):
+    from deepclust.store import write_array_store
+
+    X, y = blobs
+    return write_array_store(tmp_path / "store", X, n=len(X), dim=X.shape[1], shard_size=64,
+                             dtype="float32", labels=y)
+
+
+def _no_loading(monkeypatch):
+    from deepclust.store import EmbeddingStore
+
+    def loaded(self):
+        raise AssertionError("the store was loaded whole")
+
+    monkeypatch.setattr(EmbeddingStore, "X", property(loaded))
+    monkeypatch.setattr(EmbeddingStore, "as_feature_set", loaded)
+
+
+def test_streaming_methods_say_so():
+    streaming = {name for name in available_methods() if get_clusterer_class(name).streams_rows}
+    assert streaming == {"kmeans", "minibatch-kmeans"}
+
+
+def test_a_store_streams_and_scores_a_sample_read_with_take(store, blobs, monkeypatch):
+    from deepclust.data.rows import StoreRows
+
+    X, y = blobs
+    _no_loading(monkeypatch)
+    taken = []
+    real_take = StoreRows.take
+
+    def take(self, rows):
+        taken.append(np.asarray(rows).copy())
+        return real_take(self, rows)
+
+    monkeypatch.setattr(StoreRows, "take", take)
+    res = run_clustering(store.path, method="kmeans", k=4, random_state=1, label_free_rows=120,
+                         params={"precision": "fp32"})
+    assert res.streamed and res.input.X is None
+    ref = run_clustering(X, y, method="kmeans", k=4, random_state=1, label_free=False,
+                         params={"precision": "fp32"})
+    assert np.array_equal(res.labels, ref.labels)  # same rows, same blocks, same result
+    assert res.metrics["ari"] == pytest.approx(ref.metrics["ari"])  # the store's labels
+    assert res.label_free_rows == 120 and res.sample.rows.size == 120
+    assert np.array_equal(taken[-1], res.sample.rows)
+    assert np.all(np.diff(res.sample.rows) > 0)
+    np.testing.assert_array_equal(res.sample.X, X[res.sample.rows])
+    assert res.as_dict()["label_free_rows"] == 120
+
+
+def test_a_store_is_loaded_for_a_reducer_or_a_method_that_does_not_stream(store, blobs):
+    X, y = blobs
+    res = run_clustering(store.path, method="agglomerative", k=4, label_free=False)
+    assert not res.streamed and res.input.X is not None and res.metrics["ari"] > 0.95
+    res = run_clustering(store, method="kmeans", k=4, reducer="pca:3", label_free=False)
+    assert not res.streamed and res.reduced_shape == (200, 3)
+
+
+def test_in_memory_label_free_is_sampled_beyond_the_threshold(blobs, proxy):
+    X, y = blobs
+    res = run_clustering(X, y, method="kmeans", k=4, proxy_embedding=proxy,
+                         label_free_rows=150)
+    assert res.label_free_rows == 150 and res.label_free["n_samples"] == 150
+    full = run_clustering(X, y, method="kmeans", k=4, proxy_embedding=proxy)
+    assert full.label_free_rows == 200 and full.sample is None
+
+
+def test_labels_file_and_row_source_inputs(blobs, tmp_path):
+    from deepclust.data.rows import ArrayRows
+
+    X, y = blobs
+    np.save(tmp_path / "y.npy", y)
+    np.save(tmp_path / "x.npy", X)
+    rows = ArrayRows(np.load(tmp_path / "x.npy", mmap_mode="r"))
+    res = run_clustering(rows, tmp_path / "y.npy", method="kmeans", k=4, label_free=False)
+    assert res.streamed and res.input.labels_path == str(tmp_path / "y.npy")
+    assert res.metrics["ari"] > 0.95

@@ -313,13 +313,12 @@ class BenchRun:
                              "time": now_iso()}) + "\n")
 
     def _write_run_json(self, summary: dict) -> None:
-        from deepclust.runinfo import environment, write_json
+        from deepclust.record import RunRecord
 
-        write_json(self.out / "run.json", {
-            "command": "bench", "argv": sys.argv[1:], "config": self.cfg.raw,
-            "results": str(self.results.path), "summary": summary,
-            "environment": environment(),
-        })
+        RunRecord(command="bench", argv=sys.argv[1:], timings={"total_s": summary["seconds"]},
+                  started=summary.get("started"), finished=summary.get("finished"),
+                  extra={"config": self.cfg.raw, "results": str(self.results.path),
+                         "summary": summary}).write(self.out)
 
 
 def _progress_line(row: dict, total: int, n_rows: int) -> str:

@@ -64,7 +64,9 @@ class BaseClusterer(ClusterMixin, BaseEstimator):
     """Shared helpers; subclasses implement ``fit``.
 
     ``takes_n_clusters`` says whether the method is told k (k-means) or finds it
-    (HDBSCAN, affinity propagation); the CLI and the k sweep read it.
+    (HDBSCAN, affinity propagation); the CLI and the k sweep read it. ``streams_rows`` says
+    whether ``fit`` takes a :class:`~deepclust.data.rows.RowSource` (or a store) and reads
+    it block by block without loading it; the pipeline streams stores to those that do.
 
     The scikit-learn contract lives here once: :meth:`_validate_X` checks the input and
     records ``n_features_in_`` in ``fit`` (``reset=True``) or compares with it afterwards;
@@ -75,6 +77,7 @@ class BaseClusterer(ClusterMixin, BaseEstimator):
     """
 
     takes_n_clusters: bool = True
+    streams_rows: bool = False
     #: The learned attribute whose presence means "fitted".
     _fitted_attribute: str = "labels_"
 

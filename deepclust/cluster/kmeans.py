@@ -122,6 +122,8 @@ class KMeans(TransformerMixin, BaseClusterer):
     [20, 20]
     """
 
+    streams_rows = True
+
     def __init__(
         self,
         n_clusters: int = 8,

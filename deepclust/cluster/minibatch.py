@@ -194,6 +194,8 @@ class MiniBatchKMeans(BaseClusterer):
     [500, 500]
     """
 
+    streams_rows = True
+
     def __init__(
         self,
         n_clusters: int = 8,

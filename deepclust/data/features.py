@@ -116,6 +116,17 @@ def _load_table(path: Path, label_column: str | None) -> FeatureSet:
     return FeatureSet(X, y, ids, None, str(path))
 
 
+def read_labels_file(path: str | Path) -> np.ndarray:
+    """Labels, one per row, from a ``.npy`` file or a text file of integers (unchecked)."""
+    lp = Path(path)
+    if not lp.is_file():
+        raise DataNotFoundError(f"labels file {lp} does not exist")
+    try:
+        return np.load(lp) if lp.suffix == ".npy" else np.loadtxt(lp, dtype=np.int64, ndmin=1)
+    except Exception as exc:
+        raise InputError(f"{lp} could not be read as labels: {exc}") from None
+
+
 def load_features(
     path: str | Path,
     *,
@@ -181,14 +192,8 @@ def load_features(
             )
     label_source = fs.source
     if labels_path is not None:
-        lp = Path(labels_path)
-        if not lp.is_file():
-            raise DataNotFoundError(f"labels file {lp} does not exist")
-        try:
-            fs.y = np.load(lp) if lp.suffix == ".npy" else np.loadtxt(lp, dtype=np.int64, ndmin=1)
-        except Exception as exc:
-            raise InputError(f"{lp} could not be read as labels: {exc}") from None
-        label_source = str(lp)
+        fs.y = read_labels_file(labels_path)
+        label_source = str(labels_path)
     fs.X = check_features(fs.X, name=f"features in {fs.source}")
     if fs.y is not None:
         fs.y = check_labels(fs.y, len(fs.X), name=f"labels in {label_source}")

@@ -2,7 +2,7 @@
 and DeepCluster-v2 (Caron et al., NeurIPS 2020, appendix).
 
 >>> from deepclust.deepcluster import DeepCluster                      # doctest: +SKIP
->>> dc = DeepCluster("small", n_clusters=100, epochs=10).fit("fashion-mnist:train", out="runs/dc")
+>>> dc = DeepCluster("small", n_clusters=100, epochs=10).fit("fashion-mnist:train", out="runs/dc")  # doctest: +SKIP
 >>> # the trained network is now the encoder "checkpoint:runs/dc/encoder"
 
 Importing this package registers its networks (``deepcluster-<arch>``) with

@@ -10,7 +10,10 @@ Where each piece comes from
 ``cluster`` runs
     ``labels.npy``; features and true labels from ``run.json`` → ``input.path`` (a built-in
     dataset name, a feature file, or an embedding store), read again; images from the
-    built-in dataset, or from an embedding store's ``index.parquet`` ``path`` column.
+    built-in dataset, or from an embedding store's ``index.parquet`` ``path`` column. A store
+    is never loaded: its labels are its label column (or the run's labels file) and its
+    features a seeded sample of rows (:func:`deepclust.pipeline.read_sample`, the rows the
+    run's label-free scores used), so :attr:`RunData.X` holds rows :attr:`RunData.x_rows`.
 ``demo`` runs
     ``run.json`` → ``rows`` (the ranked pipelines); one pipeline is shown in detail (rank 1
     unless asked otherwise), its labels in ``row["labels_file"]``; the dataset
@@ -67,7 +70,10 @@ class RunData:
     features_name : str
         ``"features"`` for a cluster run; the demo's feature set (``"pixels"``, an encoder).
     X : ndarray or None
-        The run's features (what was clustered, before reduction), when readable.
+        The run's features (what was clustered, before reduction), when readable: every row,
+        or the rows ``x_rows``.
+    x_rows : ndarray or None
+        Which rows ``X`` holds (sorted), when it is a sample; None when it holds them all.
     images : ImageSet or None
         Row ``i``'s image, when the input has images.
     notes : dict
@@ -91,6 +97,7 @@ class RunData:
     images: ImageSet | None = None
     notes: dict[str, str] = field(default_factory=dict)
     pipeline: dict | None = None
+    x_rows: np.ndarray | None = None
 
     @property
     def n_samples(self) -> int:
@@ -115,13 +122,21 @@ class RunData:
             return self.run_dir / "umap2d.npy"
         return self.run_dir / f"umap2d-{_slug(self.features_name)}.npy"
 
+    def _umap_positions(self, max_points: int) -> np.ndarray | None:
+        """Positions in :attr:`X` the 2-D UMAP covers (None: all), drawn from the run's seed."""
+        n = self.n_samples if self.X is None else len(self.X)
+        if n <= max_points:
+            return None
+        rng = np.random.default_rng(self.seed)
+        return np.sort(rng.choice(n, size=max_points, replace=False))
+
     def umap_rows(self, max_points: int = UMAP2D_MAX_POINTS) -> np.ndarray | None:
         """Rows the 2-D UMAP covers: None for all of them, else a sorted random subset
         (drawn from the run's seed, so the same every time)."""
-        if self.n_samples <= max_points:
-            return None
-        rng = np.random.default_rng(self.seed)
-        return np.sort(rng.choice(self.n_samples, size=max_points, replace=False))
+        pos = self._umap_positions(max_points)
+        if self.x_rows is None:
+            return pos
+        return self.x_rows if pos is None else self.x_rows[pos]
 
     def umap2d(self, max_points: int = UMAP2D_MAX_POINTS) -> np.ndarray | None:
         """The 2-D UMAP of :attr:`X` (seeded by the run's seed), from the cache or computed.
@@ -139,8 +154,9 @@ class RunData:
         """
         if self.X is None:
             return None
+        pos = self._umap_positions(max_points)
         rows = self.umap_rows(max_points)
-        X = self.X if rows is None else self.X[rows]
+        X = self.X if pos is None else self.X[pos]
         n = len(X)
         cache, meta_path = self.umap_cache, self.umap_cache.with_suffix(".json")
         fingerprint = features_fingerprint(X, self.seed)
@@ -313,24 +329,21 @@ def load_run(
         Holds ``run.json`` and the labels.
     pipeline : int, optional
         Demo runs: the rank (1 = best by AMI) of the pipeline to show in detail.
-    features : FeatureSet, ndarray or dict, optional
+    features : FeatureSet, RowSample, ndarray or dict, optional
         The run's features when the caller still has them (``--report`` on ``cluster``
-        passes its FeatureSet, the demo a dict of feature-set name to array), so they are
-        not read again.
+        passes its FeatureSet, or for a streamed store the sample of rows its label-free
+        scores used; the demo a dict of feature-set name to array), so they are not read
+        again.
 
     Returns
     -------
     RunData
     """
+    from deepclust.record import RunRecord
+
     run_dir = Path(run_dir).expanduser()
     path = run_dir / "run.json"
-    if not path.is_file():
-        raise DataNotFoundError(f"{run_dir} holds no run.json; give the --out folder of a "
-                                "`deepclust cluster` or `deepclust demo` run")
-    try:
-        run = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path} is not readable JSON: {exc}") from None
+    run = RunRecord.read(run_dir).to_dict()
     command = run.get("command")
     if command == "cluster":
         return _load_cluster_run(run_dir, run, features)
@@ -398,7 +411,10 @@ def _load_cluster_run(run_dir: Path, run: dict, features: Any) -> RunData:
     data = RunData(run_dir, run, "cluster", title, labels, metrics=run.get("metrics"),
                    label_free=run.get("label_free"), seed=int(run.get("seed") or 0))
     fs = features if features is not None and hasattr(features, "X") else None
-    if _builtin_name(text):
+    store_dir = Path(text).expanduser() if text else None
+    if store_dir is not None and store_dir.is_dir() and (store_dir / "meta.json").is_file():
+        _read_store_features(data, store_dir, inp, features)
+    elif _builtin_name(text):
         from deepclust.data.builtin import load_dataset
         from deepclust.data.features import FeatureSet
 
@@ -422,7 +438,7 @@ def _load_cluster_run(run_dir: Path, run: dict, features: Any) -> RunData:
             data.notes["features"] = f"the run's input could not be read again ({exc})"
     else:
         data.notes["features"] = "run.json does not name the run's input"
-    if fs is not None:
+    if fs is not None and data.X is None and "features" not in data.notes:
         if len(fs.X) != labels.size:
             data.notes["features"] = (f"the input now has {len(fs.X)} rows but the run labelled "
                                       f"{labels.size}; it has changed since the run")
@@ -441,6 +457,36 @@ def _load_cluster_run(run_dir: Path, run: dict, features: Any) -> RunData:
     if data.y is None or not data.has_labels:
         data.notes.setdefault("labels", "the run's input has no true labels")
     return data
+
+
+def _read_store_features(data: RunData, store_dir: Path, inp: dict, features: Any) -> None:
+    """Labels (the label column, or the run's labels file) and a sample of the rows of the
+    store a run clustered; the store is never loaded whole."""
+    from deepclust.data.features import read_labels_file
+    from deepclust.data.rows import as_row_source
+    from deepclust.pipeline import LABEL_FREE_ROWS, RowSample, read_sample
+    from deepclust.store import open_store
+
+    try:
+        store = open_store(store_dir)
+        rows = as_row_source(store)
+        if rows.n != data.n_samples:
+            data.notes["features"] = (f"the store now has {rows.n} rows but the run labelled "
+                                      f"{data.n_samples}; it has changed since the run")
+            return
+        labels_path = inp.get("labels_path")
+        data.y = (read_labels_file(labels_path) if labels_path else store.labels).astype(np.int64)
+        data.class_names = store.class_names
+        if isinstance(features, RowSample):
+            sample = features
+        elif features is not None and hasattr(features, "X"):
+            sample = RowSample(None, features.X)
+        else:
+            sample = read_sample(rows, LABEL_FREE_ROWS, data.seed)
+    except DeepclustError as exc:
+        data.notes["features"] = f"the run's input could not be read again ({exc})"
+        return
+    data.X, data.x_rows = sample.X, sample.rows
 
 
 def _demo_features(row: dict, ds, features: Any) -> tuple[np.ndarray | None, str | None]:

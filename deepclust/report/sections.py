@@ -341,7 +341,7 @@ clustering agrees with the labels.{% endif %} Grey: noise or unknown label.</p>"
                   img=saved.img("2-D UMAP scatter"), feats="pixels" if data.features_name == "pixels" else
                   ("features" if data.features_name == "features" else
                    f"{data.features_name} embeddings"),
-                  n=format_number(data.X.shape[0]), d=data.X.shape[1], seed=data.seed,
+                  n=format_number(data.n_samples), d=data.X.shape[1], seed=data.seed,
                   labels=classes is not None,
                   sampled=None if rows is None else format_number(len(rows)))
     return Section("embedding", "2-D UMAP", html, [saved.link])
@@ -398,10 +398,17 @@ def _gallery_members(data: RunData, c: int, n_centre: int, n_random: int,
     if data.X is None or c == NOISE:  # no centre to be near: a larger random sample instead
         n_random += n_centre
     elif n_centre > 0:
-        Xm = np.asarray(data.X[members], dtype=np.float32)
-        d = ((Xm - Xm.mean(axis=0)) ** 2).sum(axis=1)
-        k = min(n_centre, len(members))
-        centre = members[np.argsort(d, kind="stable")[:k]]
+        near, at = members, members
+        if data.x_rows is not None:  # X is a sample: the centre of the members it holds
+            at = np.searchsorted(data.x_rows, members)
+            held = at < len(data.x_rows)
+            held[held] = data.x_rows[at[held]] == members[held]
+            near, at = members[held], at[held]
+        if len(near):
+            Xm = np.asarray(data.X[at], dtype=np.float32)
+            d = ((Xm - Xm.mean(axis=0)) ** 2).sum(axis=1)
+            k = min(n_centre, len(near))
+            centre = near[np.argsort(d, kind="stable")[:k]]
     rest = np.setdiff1d(members, centre, assume_unique=True)
     k = min(n_random, len(rest))
     random = rng.choice(rest, size=k, replace=False) if k else np.empty(0, dtype=np.int64)
@@ -474,6 +481,9 @@ def galleries_section(ctx: ReportContext) -> Section | None:
     intro = ("Per cluster, the members nearest the cluster's mean in the run's feature space "
              f"(first row, up to {opts.n_centre}) and a random sample of the others (second "
              f"row, up to {opts.n_random}), in the same order as above.")
+    if data.x_rows is not None:
+        intro += (f" The store was not loaded: the centre and its nearest members come from "
+                  f"the {format_number(len(data.x_rows))} rows sampled from it.")
     if data.X is None:
         intro = ("Per cluster, a random sample of its members (the features are not available, "
                  "so the members nearest the centre cannot be found: "

@@ -1,7 +1,8 @@
 """The ``deepclust`` command: a thin shell over the Python API.
 
-Each group of commands lives in a ``cli_*`` module with a ``register(subparsers)`` function
-that adds its sub-commands; every sub-command sets ``func(args) -> int``.
+Each group of commands lives in a module of this package with a ``register(subparsers)``
+function that adds its sub-commands; every sub-command sets ``func(args) -> int``, which
+parses, calls the library and prints.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from deepclust import __version__
 from deepclust.errors import DeepclustError
 
 # Modules that add sub-commands, in the order they appear in --help.
-COMMAND_MODULES = ("deepclust.cli_core", "deepclust.cli_embed", "deepclust.cli_report", "deepclust.cli_deepcluster",
-                   "deepclust.cli_bench")
+COMMAND_MODULES = ("deepclust.cli.cluster", "deepclust.cli.evaluate", "deepclust.cli.demo",
+                   "deepclust.cli.info", "deepclust.cli.embed", "deepclust.cli.report",
+                   "deepclust.cli.deepcluster", "deepclust.cli.bench")
 
 
 def build_parser() -> argparse.ArgumentParser:

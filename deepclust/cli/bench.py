@@ -55,7 +55,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(format_non_primary(rows))
     if args.report:
         from deepclust.bench.report import write_bench_report
-        from deepclust.cli_report import print_written
+        from deepclust.cli.report import print_written
 
         t = time.perf_counter()
         page = write_bench_report(run.out / "report", rows, title=cfg.title, metrics=metrics,

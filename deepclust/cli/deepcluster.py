@@ -6,6 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
+from deepclust import runtime
 from deepclust.errors import InputError
 
 ARCH_NAMES = ("alexnet", "vgg16", "resnet18", "resnet50", "small")
@@ -66,7 +67,8 @@ def register(subparsers) -> None:
                    help="features of the exported encoder: conv trunk (default) or the "
                         "clustered FC features")
     p.add_argument("--seed", type=int, default=31)
-    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
+    p.add_argument("--precision", choices=list(runtime.PRECISIONS), default="auto",
+                   help=runtime.PRECISION_HELP)
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: GPU if available)")
     p.add_argument("--threads", type=int,
                    help="torch and BLAS threads (1 is fastest on a machine busy with other work)")
@@ -103,7 +105,8 @@ def _estimator(args):
 
 def cmd_deepcluster(args: argparse.Namespace) -> int:
     from deepclust import runtime
-    from deepclust.runinfo import environment, now_iso, write_json
+    from deepclust.record import RunRecord, json_safe
+    from deepclust.runinfo import now_iso
 
     started = now_iso()
     t0 = time.perf_counter()
@@ -122,28 +125,33 @@ def cmd_deepcluster(args: argparse.Namespace) -> int:
                 overwrite=args.overwrite, num_workers=args.workers, source_options=source_options)
         if di.is_main:
             last = est.history_[-1] if est.history_ else {}
-            run = {
-                "command": "deepcluster",
-                "argv": getattr(args, "argv", []),
-                "started": started,
-                "finished": now_iso(),
-                "variant": est._variant,
-                "parameters": est.get_params(),
-                "source": args.source,
-                "limit": args.limit,
-                "n_images": est.n_images_,
-                "world_size": di.world_size,
-                "input_size": est.input_size_,
-                "resize_size": est.resize_size_,
-                "precision": est.precision_,
-                "normalisation": {"mean": est.mean_, "std": est.std_},
-                "epochs_done": est.epochs_done_,
-                "last_epoch": last,
-                "encoder": str(est.encoder_path_) if est.encoder_path_ else None,
-                "timings": {"total_s": time.perf_counter() - t0, "fit_s": est.fit_seconds_},
-                "environment": environment(),
-            }
-            write_json(out / "run.json", run)
+            params = est.get_params()
+            record = RunRecord(
+                command="deepcluster", argv=getattr(args, "argv", []),
+                seed=params.get("random_state"),
+                input={"path": args.source, "source": args.source, "n_samples": est.n_images_,
+                       "limit": args.limit},
+                method="deepcluster-v2" if est._variant == "v2" else "deepcluster",
+                params=params, k=params.get("n_clusters"),
+                k_requested=params.get("n_clusters"),
+                timings={"train_s": est.fit_seconds_, "total_s": time.perf_counter() - t0},
+                started=started, finished=now_iso(),
+                extra={
+                    "variant": est._variant,
+                    "parameters": json_safe(params),
+                    "source": args.source,
+                    "limit": args.limit,
+                    "n_images": est.n_images_,
+                    "world_size": di.world_size,
+                    "input_size": est.input_size_,
+                    "resize_size": est.resize_size_,
+                    "precision": est.precision_,
+                    "normalisation": {"mean": est.mean_, "std": est.std_},
+                    "epochs_done": est.epochs_done_,
+                    "last_epoch": last,
+                    "encoder": str(est.encoder_path_) if est.encoder_path_ else None,
+                })
+            record.write(out)
             print(f"{out}: {est.epochs_done_} epoch(s) on {est.n_images_} images; encoder "
                   f"checkpoint:{est.encoder_path_}")
             scores = [f"NMI with the {what} {last[key]:.4f}" for key, what in

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from deepclust import runtime
 from deepclust.errors import InputError
 
 
@@ -52,8 +53,8 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=None, help="default 32 on CPU, 256 on GPU")
     p.add_argument("--workers", type=int, default=None,
                    help="decoding worker processes (default: the cores the model leaves free)")
-    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
-                   help="compute precision (auto: bf16 on GPUs and on CPUs with AVX-512 BF16 or AMX)")
+    p.add_argument("--precision", choices=list(runtime.PRECISIONS), default="auto",
+                   help=runtime.PRECISION_HELP)
     p.add_argument("--dtype", choices=["float16", "float32"], default=None,
                    help="storage dtype (default float16, or the existing store's)")
     p.add_argument("--shard-size", type=int, default=None,
