@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,6 +27,7 @@ from deepclust.errors import InputError
 from deepclust.metrics.proxy import PROXY_UMAP, proxy_space
 from deepclust.reduce import build_reducer, describe_reducer, parse_reducer_spec
 from deepclust.selection import KSelection, check_clusterer_params, select_k
+from deepclust.store import is_store
 from deepclust.validation import check_features, check_labels
 
 #: Most rows the label-free scores (and their UMAP space) are computed on; a larger input is
@@ -79,7 +79,7 @@ class RunInput:
     def load(self) -> RunInput:
         """The rows in memory (float32), read from the source block by block."""
         if self.X is None:
-            self.X = load_rows(self.rows)
+            self.X = self.rows.to_array(np.float32)
         return self
 
     def feature_set(self):
@@ -89,11 +89,6 @@ class RunInput:
         if self.X is None:
             raise InputError("the rows of a streamed input are not in memory")
         return FeatureSet(self.X, self.y, None, self.class_names, self.source)
-
-
-def _is_store_dir(path: str | os.PathLike) -> bool:
-    p = Path(path).expanduser()
-    return p.is_dir() and (p / "meta.json").is_file()
 
 
 def _store_labels(store, label_column: str | None) -> np.ndarray:
@@ -123,7 +118,7 @@ def open_input(X, y=None, *, label_column: str | None = None) -> RunInput:
     from deepclust.store import EmbeddingStore, open_store
 
     labels_path = str(y) if isinstance(y, (str, os.PathLike)) else None
-    if isinstance(X, (str, os.PathLike)) and not _is_store_dir(X):
+    if isinstance(X, (str, os.PathLike)) and not is_store(X):
         fs = load_features(X, labels_path=labels_path, label_column=label_column)
         X, y, labels_path = fs, (fs.y if labels_path else y), labels_path
     if isinstance(X, (str, os.PathLike)):
@@ -149,16 +144,6 @@ def open_input(X, y=None, *, label_column: str | None = None) -> RunInput:
     if y is not None:
         data.y = check_labels(y, data.n, name=f"labels in {labels_path or data.source}")
     return data
-
-
-def load_rows(source: RowSource) -> np.ndarray:
-    """Every row of ``source`` as one float32 array, read block by block."""
-    from deepclust.cluster.kmeans import BLOCK_ROWS
-
-    out = np.empty((source.n, source.d), dtype=np.float32)
-    for offset, block in source.blocks(BLOCK_ROWS):
-        out[offset: offset + len(block)] = block
-    return out
 
 
 def sample_rows(n: int, size: int | None, random_state: int = 0) -> np.ndarray | None:

@@ -412,7 +412,7 @@ def _load_cluster_run(run_dir: Path, run: dict, features: Any) -> RunData:
                    label_free=run.get("label_free"), seed=int(run.get("seed") or 0))
     fs = features if features is not None and hasattr(features, "X") else None
     store_dir = Path(text).expanduser() if text else None
-    if store_dir is not None and store_dir.is_dir() and (store_dir / "meta.json").is_file():
+    if store_dir is not None and is_store(store_dir):
         _read_store_features(data, store_dir, inp, features)
     elif _builtin_name(text):
         from deepclust.data.builtin import load_dataset
