@@ -35,12 +35,12 @@ METRICS = ("acc", "nmi", "ari")
 
 
 def _parse(items: list[str] | None) -> dict:
-    from deepclust.reduce import _parse_value
+    from deepclust.reduce import parse_value
 
     out = {}
     for item in items or []:
         key, value = item.split("=", 1)
-        out[key.replace("-", "_")] = _parse_value(value)
+        out[key.replace("-", "_")] = parse_value(value)
     return out
 
 
