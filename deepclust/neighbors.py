@@ -87,6 +87,7 @@ __all__ = [
     "mine_neighbors",
     "neighbors_for",
     "resolve_knn_method",
+    "search",
 ]
 
 Precision = Literal["auto", "fp32", "bf16"]
@@ -406,6 +407,48 @@ def mine_neighbors(
         info["exact_fallback_rows"] = n_fallback
     info.update(device=str(dev), seconds=time.perf_counter() - t0)
     return Neighbors(out_ids, out_sims, info)
+
+
+def search(queries, X, k: int, *, precision: Precision = "fp32", device: str | torch.device = "cpu",
+           block_rows: int = BLOCK_ROWS) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` rows of ``X`` most cosine-similar to each query (exact, block by block).
+
+    Unlike :func:`mine_neighbors` the queries are not rows of ``X``, so nothing is left out.
+
+    Parameters
+    ----------
+    queries : array-like of shape (n_queries, n_features)
+    X : array-like, EmbeddingStore or store path
+        The rows searched (a store is read shard by shard).
+    k : int
+        Results per query; at most the number of rows of ``X``.
+    precision, device
+        As in :func:`mine_neighbors` (default exact float32 on the CPU).
+
+    Returns
+    -------
+    similarities : ndarray of shape (n_queries, k), float32
+        Cosine similarities, most similar first.
+    indices : ndarray of shape (n_queries, k), int64
+        Row numbers in ``X``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = np.array([[1.0, 0.0], [0.0, 1.0], [0.7, 0.7]])
+    >>> search(np.array([[1.0, 0.1]]), X, 2)[1].tolist()
+    [[0, 2]]
+    """
+    rows = as_row_source(X)
+    q = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+    if q.ndim != 2 or q.shape[1] != rows.d:
+        raise InputError(f"queries have shape {q.shape}; expected (n, {rows.d}) to match the rows")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= rows.n:
+        raise InputError(f"k must be an integer between 1 and the number of rows {rows.n}, got {k!r}")
+    dev = resolve_device(device)
+    prec = resolve_precision("neighbors", precision, dev)
+    return _exact_search(_unit_rows(q), rows, int(k), precision=prec, device=dev,
+                         block_rows=max(1, int(block_rows)))
 
 
 # ----------------------------------------------------------------------------- caching

@@ -17,7 +17,8 @@ from deepclust.errors import DeepclustError
 # Modules that add sub-commands, in the order they appear in --help.
 COMMAND_MODULES = ("deepclust.cli.cluster", "deepclust.cli.evaluate", "deepclust.cli.demo",
                    "deepclust.cli.info", "deepclust.cli.embed", "deepclust.cli.report",
-                   "deepclust.cli.deepcluster", "deepclust.cli.bench")
+                   "deepclust.cli.deepcluster", "deepclust.cli.bench", "deepclust.cli.similar",
+                   "deepclust.cli.export")
 
 
 def build_parser() -> argparse.ArgumentParser:

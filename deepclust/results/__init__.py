@@ -1,0 +1,1 @@
+"""Per-image results of a run: assignments, duplicates, outliers, find similar, export."""
