@@ -348,7 +348,11 @@ def _run_shards(src, enc, writer, shards, n, shard_size, *, batch_size, num_work
             rows = bad_rows = None
             if x is not None:
                 with autocast:
-                    out = enc(x).cpu().numpy()
+                    out = enc(x).float().cpu().numpy()
+                if out.ndim != 2 or out.shape != (len(x), enc.dim):
+                    raise InputError(f"encoder {enc.name} gave features of shape {out.shape} for "
+                                     f"{len(x)} images, but declares dim={enc.dim}; nothing more "
+                                     "is written (fix the encoder's declared dim)")
                 with np.errstate(over="ignore", invalid="ignore"):  # handled just below
                     rows = out.astype(np_dtype)
                 # A non-finite row fails its item (with the reason) rather than the whole run.

@@ -80,6 +80,34 @@ def atomic_write(path: str | Path, write) -> None:
             os.unlink(tmp)
 
 
+def check_output_dir(path: str | Path, flag: str = "--out") -> Path:
+    """Create the output folder ``path`` (and its parents) and prove a file can be written in
+    it, before any work starts; :class:`~deepclust.errors.InputError` naming the folder
+    otherwise (under a file, a read-only or full file system, ``/proc``...)."""
+    from deepclust.errors import InputError
+
+    path = Path(path).expanduser()
+    for parent in (path, *path.parents):
+        if parent.exists() and not parent.is_dir():
+            raise InputError(f"{flag} {path}: {parent} is a file, not a folder; choose another "
+                             f"{flag}")
+        if parent.exists():
+            break
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".deepclust-probe.", suffix=".tmp")
+        try:
+            os.write(fd, b"0")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as exc:
+        raise InputError(f"{flag} {path} cannot be written ({exc.strerror or exc}); choose "
+                         f"another {flag}") from None
+    return path
+
+
 def write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path``, atomically."""
     atomic_write(path, lambda f: f.write(data))
