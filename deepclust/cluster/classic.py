@@ -104,7 +104,6 @@ class Agglomerative(_CentroidPredictMixin, BaseClusterer):
     """
 
     _parameter_constraints = {
-        "n_clusters": [POSITIVE_INT, None],
         "linkage": [Options("ward", "average", "complete", "single")],
         "metric": [Options("euclidean", "l1", "l2", "manhattan", "cosine")],
         "distance_threshold": [NON_NEGATIVE, None],
@@ -174,7 +173,6 @@ class Spectral(_CentroidPredictMixin, BaseClusterer):
     """
 
     _parameter_constraints = {
-        "n_clusters": [POSITIVE_INT],
         "n_neighbors": [Interval(Integral, 2, None)],
         "assign_labels": [Options("kmeans", "discretize", "cluster_qr")],
         "random_state": RANDOM_STATE,
@@ -393,7 +391,6 @@ class GaussianMixture(BaseClusterer):
     """
 
     _parameter_constraints = {
-        "n_clusters": [POSITIVE_INT],
         "covariance_type": [Options("full", "tied", "diag", "spherical")],
         "n_init": [POSITIVE_INT],
         "max_iter": [POSITIVE_INT],

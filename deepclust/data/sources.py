@@ -538,7 +538,7 @@ class TarShardSource(ImageSource):
         keys: list[str] = []
         shard_of: list[int] = []
         image_at: list[tuple[int, int, str] | None] = []
-        label_at: list[tuple[int, int] | None] = []
+        labels: list[int] = []
         stats = []
         for s, path in enumerate(self.shards):
             st = path.stat()
@@ -550,33 +550,56 @@ class TarShardSource(ImageSource):
                     f"{path} is not an uncompressed tar file ({exc}); WebDataset shards must be "
                     "plain .tar for random access"
                 ) from None
-            with tf:
-                current = None
-                for member in tf:
-                    if not member.isfile():
-                        continue
-                    key, ext = _split_key(member.name)
-                    if key is None or os.path.basename(key).startswith("."):
-                        continue
-                    if key != current:
-                        current = key
-                        keys.append(key)
-                        shard_of.append(s)
-                        image_at.append(None)
-                        label_at.append(None)
-                    low = ext.lower()
-                    last = low.rsplit(".", 1)[-1]
-                    if image_at[-1] is None and last in _TAR_IMAGE_EXTS:
-                        image_at[-1] = (member.offset_data, member.size, member.name)
-                    elif label_at[-1] is None and low in _LABEL_EXTS:
-                        label_at[-1] = (member.offset_data, member.size)
+            try:
+                with tf:
+                    self._index_tar(tf, path, s, keys, shard_of, image_at, labels)
+            except (tarfile.TarError, EOFError, OSError) as exc:
+                raise InputError(f"{path} is damaged or truncated ({exc}); re-create or re-download "
+                                 "the shard") from None
         if not keys:
             raise InputError(f"the tar shards at {shards} hold no samples")
         self.keys, self._shard_of = keys, np.asarray(shard_of, dtype=np.int32)
-        self._image_at, self._label_at = image_at, label_at
+        self._image_at, self._labels = image_at, labels
         self._fingerprint = _digest(["tar"] + stats)
         self._handles: dict[int, Any] = {}
         self._pid = os.getpid()
+
+    @staticmethod
+    def _index_tar(tf, path, s, keys, shard_of, image_at, labels) -> None:
+        """Append the samples of one open tar: keys, image members, labels (read now, so a
+        label that is not an integer is refused up front, not turned into -1)."""
+        current = None
+        label_seen = False
+        for member in tf:
+            if not member.isfile():
+                continue
+            key, ext = _split_key(member.name)
+            if key is None or os.path.basename(key).startswith("."):
+                continue
+            if key != current:
+                current = key
+                keys.append(key)
+                shard_of.append(s)
+                image_at.append(None)
+                labels.append(-1)
+                label_seen = False
+            low = ext.lower()
+            last = low.rsplit(".", 1)[-1]
+            if image_at[-1] is None and last in _TAR_IMAGE_EXTS:
+                image_at[-1] = (member.offset_data, member.size, member.name)
+            elif not label_seen and low in _LABEL_EXTS:
+                label_seen = True
+                raw = tf.extractfile(member).read(64 + 1) if member.size <= 64 else b"?" * 65
+                text = raw.decode("utf-8", "replace").strip()
+                try:
+                    labels[-1] = int(text)
+                except ValueError:
+                    shown = text if len(text) <= 64 else text[:61] + "..."
+                    raise InputError(f"{path}: {member.name} holds the label {shown!r}, which is not "
+                                     "an integer; fix that .cls file (labels are class numbers)") from None
+                if labels[-1] < -1:
+                    raise InputError(f"{path}: {member.name} holds the label {labels[-1]}; labels "
+                                     "are class numbers >= 0 (-1: unknown)")
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -597,13 +620,7 @@ class TarShardSource(ImageSource):
 
     def _load(self, i: int) -> Item:
         s = int(self._shard_of[i])
-        label = -1
-        if self._label_at[i] is not None:
-            text = self._read(s, *self._label_at[i]).decode("utf-8", "replace").strip()
-            try:
-                label = int(text)
-            except ValueError:
-                label = -1
+        label = self._labels[i]
         where = f"{self.shards[s]}:{self.keys[i]}"
         if self._image_at[i] is None:
             return Item(None, label, self.keys[i], where, "sample has no image member")
