@@ -222,6 +222,9 @@ def embed(
         threads = auto_threads()
     if num_workers is None:
         num_workers = default_workers(dev, threads)
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+        raise InputError(f"num_workers={num_workers!r} is not allowed; give 0 (decode in this "
+                         "process) or a positive number of worker processes")
     prec = runtime.resolve_precision("embed", precision, dev)
     enc = get_encoder(encoder, **(encoder_options or {}))
     n_shards = (n + shard_size - 1) // shard_size

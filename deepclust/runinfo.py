@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import json
 import os
 import platform
@@ -63,20 +64,36 @@ def to_json(obj: Any, **kw) -> str:
     return json.dumps(_jsonable(obj), **kw)
 
 
+#: errno of a write that failed because of the disk, not of deepclust -> how to say it.
+_DISK_ERRORS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+                errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
+                errno.EPERM: "operation not permitted"}
+
+
 def atomic_write(path: str | Path, write) -> None:
     """Call ``write(file_object)`` on a temporary file next to ``path``, then rename it:
     readers see the old file or the new one, never half of one."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)  # readers see the old file or the new one, never half of one
+    except OSError as exc:
+        if exc.errno not in _DISK_ERRORS:
+            raise
+        from deepclust.errors import InputError
+
+        raise InputError(f"cannot write {path.name} in {path.parent}: {_DISK_ERRORS[exc.errno]}; "
+                         f"{'free space there' if exc.errno in (errno.ENOSPC, errno.EDQUOT) else 'choose a writable folder'} "
+                         "and run the same command again (what was finished is kept and "
+                         "the run resumes)") from None
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
 
 

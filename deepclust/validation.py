@@ -97,14 +97,23 @@ def check_features(
     if n < min_samples:
         raise InputError(f"{name} has {n} sample(s); at least {min_samples} are needed")
     accepted = dtype if isinstance(dtype, tuple) else (dtype,)
+    original = arr
     if arr.dtype not in accepted:
-        arr = arr.astype(accepted[0])
+        with np.errstate(over="ignore"):  # overflow is named below
+            arr = arr.astype(accepted[0])
     arr = np.ascontiguousarray(arr)
     if not allow_nonfinite:
         finite = np.isfinite(arr).all(axis=1)
         if not finite.all():
             bad = np.flatnonzero(~finite)
             shown = ", ".join(map(str, bad[:5])) + (" ..." if bad.size > 5 else "")
+            if original is not arr and np.isfinite(original[bad]).all():
+                limit = np.finfo(arr.dtype).max
+                raise InputError(
+                    f"{name} has {bad.size} row(s) with values beyond the {arr.dtype} range "
+                    f"(|x| > {limit:.3g}; rows {shown}); rescale the features (e.g. zscore) "
+                    "before clustering"
+                )
             raise InputError(
                 f"{name} has {bad.size} row(s) with NaN or infinite values (rows {shown}); "
                 "drop or impute them before clustering"
