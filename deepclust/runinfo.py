@@ -104,7 +104,9 @@ def check_output_dir(path: str | Path, flag: str = "--out") -> Path:
     from deepclust.errors import InputError
 
     path = Path(path).expanduser()
-    for parent in (path, *path.parents):
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{flag} {path} exists and is not a directory; choose another {flag}")
+    for parent in path.parents:
         if parent.exists() and not parent.is_dir():
             raise InputError(f"{flag} {path}: {parent} is a file, not a folder; choose another "
                              f"{flag}")
