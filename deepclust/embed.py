@@ -222,6 +222,9 @@ def embed(
         threads = auto_threads()
     if num_workers is None:
         num_workers = default_workers(dev, threads)
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+        raise InputError(f"num_workers={num_workers!r} is not allowed; give 0 (decode in this "
+                         "process) or a positive number of worker processes")
     prec = runtime.resolve_precision("embed", precision, dev)
     enc = get_encoder(encoder, **(encoder_options or {}))
     n_shards = (n + shard_size - 1) // shard_size
@@ -348,7 +351,11 @@ def _run_shards(src, enc, writer, shards, n, shard_size, *, batch_size, num_work
             rows = bad_rows = None
             if x is not None:
                 with autocast:
-                    out = enc(x).cpu().numpy()
+                    out = enc(x).float().cpu().numpy()
+                if out.ndim != 2 or out.shape != (len(x), enc.dim):
+                    raise InputError(f"encoder {enc.name} gave features of shape {out.shape} for "
+                                     f"{len(x)} images, but declares dim={enc.dim}; nothing more "
+                                     "is written (fix the encoder's declared dim)")
                 with np.errstate(over="ignore", invalid="ignore"):  # handled just below
                     rows = out.astype(np_dtype)
                 # A non-finite row fails its item (with the reason) rather than the whole run.

@@ -143,6 +143,10 @@ def open_input(X, y=None, *, label_column: str | None = None) -> RunInput:
         y = read_labels_file(y)
     if y is not None:
         data.y = check_labels(y, data.n, name=f"labels in {labels_path or data.source}")
+        if labels_path is not None and not (data.y >= 0).any():
+            raise InputError(f"labels in {labels_path}: every label is negative (unknown), so "
+                             "there is nothing to score against; give class numbers >= 0 "
+                             "(-1 marks an unknown label), or leave out --labels")
     return data
 
 

@@ -31,7 +31,16 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import Normalizer, StandardScaler
 
 from deepclust.errors import InputError
-from deepclust.validation import check_features, seed_from
+from deepclust.validation import (
+    METRICS,
+    NON_NEGATIVE,
+    POSITIVE_INT,
+    Interval,
+    Options,
+    check_features,
+    check_params,
+    seed_from,
+)
 
 #: UMAP settings of the zero-shot study; also UMAP's own advice for clustering.
 UMAP_DEFAULTS = {"n_neighbors": 30, "min_dist": 0.0, "metric": "euclidean"}
@@ -124,6 +133,14 @@ class UMAPReducer(TransformerMixin, BaseEstimator):
         Fixing it makes UMAP reproducible (and single-threaded).
     """
 
+    _parameter_constraints = {
+        "n_neighbors": [Interval(Integral, 2, None)],
+        "min_dist": [NON_NEGATIVE],
+        "metric": [Options(*METRICS, "correlation")],
+        "n_epochs": [POSITIVE_INT, None],
+        "init": [Options("auto", "spectral", "pca", "random")],
+    }
+
     def __init__(
         self,
         n_components: int = 50,
@@ -164,6 +181,7 @@ class UMAPReducer(TransformerMixin, BaseEstimator):
             warnings.simplefilter("ignore")  # numba/tqdm chatter on import
             import umap
 
+        check_params("umap", self.get_params(), self._parameter_constraints)
         if isinstance(self.n_components, bool) or not isinstance(self.n_components, Integral):
             raise InputError(f"umap: n_components must be an integer, got {self.n_components!r}")
         nc = int(self.n_components)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import json
 import os
 import platform
@@ -63,21 +64,67 @@ def to_json(obj: Any, **kw) -> str:
     return json.dumps(_jsonable(obj), **kw)
 
 
+#: errno of a write that failed because of the disk, not of deepclust -> how to say it.
+_DISK_ERRORS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+                errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
+                errno.EPERM: "operation not permitted"}
+
+
 def atomic_write(path: str | Path, write) -> None:
     """Call ``write(file_object)`` on a temporary file next to ``path``, then rename it:
     readers see the old file or the new one, never half of one."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)  # readers see the old file or the new one, never half of one
+    except OSError as exc:
+        if exc.errno not in _DISK_ERRORS:
+            raise
+        from deepclust.errors import InputError
+
+        raise InputError(f"cannot write {path.name} in {path.parent}: {_DISK_ERRORS[exc.errno]}; "
+                         f"{'free space there' if exc.errno in (errno.ENOSPC, errno.EDQUOT) else 'choose a writable folder'} "
+                         "and run the same command again (what was finished is kept and "
+                         "the run resumes)") from None
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def check_output_dir(path: str | Path, flag: str = "--out") -> Path:
+    """Create the output folder ``path`` (and its parents) and prove a file can be written in
+    it, before any work starts; :class:`~deepclust.errors.InputError` naming the folder
+    otherwise (under a file, a read-only or full file system, ``/proc``...)."""
+    from deepclust.errors import InputError
+
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{flag} {path} exists and is not a directory; choose another {flag}")
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            raise InputError(f"{flag} {path}: {parent} is a file, not a folder; choose another "
+                             f"{flag}")
+        if parent.exists():
+            break
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".deepclust-probe.", suffix=".tmp")
+        try:
+            os.write(fd, b"0")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as exc:
+        raise InputError(f"{flag} {path} cannot be written ({exc.strerror or exc}); choose "
+                         f"another {flag}") from None
+    return path
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:

@@ -64,6 +64,8 @@ FAILED = "failed.parquet"
 RUN = "run.json"
 LOCK = ".lock"
 SHARDS = "shards"
+#: key of a shard table's schema metadata holding its .npy's size and checksums.
+SHARD_RECORD_KEY = "deepclust.npy"
 STORE_DTYPES = ("float16", "float32")
 
 #: meta.json keys that must agree for a run to resume (or be a no-op on) an existing store.
@@ -90,7 +92,14 @@ def read_index(path: str | os.PathLike):
     """The ``index.parquet`` table (pyarrow) of the store folder ``path``."""
     import pyarrow.parquet as pq
 
-    return pq.read_table(Path(path).expanduser() / INDEX)
+    f = Path(path).expanduser() / INDEX
+    if not f.is_file():
+        raise InputError(f"{f} is missing; re-run the same `deepclust embed` command to rebuild it")
+    try:
+        return pq.read_table(f)
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        raise InputError(f"{f} is damaged ({str(exc).splitlines()[0][:80]}); re-run the same "
+                         "`deepclust embed` command to rebuild it") from None
 
 
 def _write_json(path: Path, obj: dict) -> None:
@@ -192,6 +201,9 @@ class StoreWriter:
             old = _read_json(meta_path)
             if overwrite:
                 self.remove()
+            elif not isinstance(old, dict):
+                raise InputError(f"{meta_path} is damaged (not a JSON object); pass --overwrite "
+                                 "(overwrite=True) to rebuild the store")
             else:
                 diffs = [k for k in IDENTITY_KEYS if old.get(k) != meta.get(k)]
                 if diffs:
@@ -203,7 +215,13 @@ class StoreWriter:
                         "Choose another output folder, or pass --overwrite (overwrite=True) to replace it."
                     )
                 if old.get("complete"):
-                    return [], True
+                    check_meta(self.path, old)
+                    bad, index_bad = damaged_parts(self.path, old)
+                    if not bad and not index_bad:
+                        return [], True
+                    for k in bad:  # rebuilt from the source: the same rows as before
+                        for ext in (".parquet", ".npy"):
+                            (self.shard_dir / f"{shard_stem(k)}{ext}").unlink(missing_ok=True)
                 meta = {**old, **meta, "created_at": old.get("created_at", meta.get("created_at"))}
         self.shard_dir.mkdir(exist_ok=True)
         for stray in self.shard_dir.glob(".*.tmp"):  # left by an interrupted write
@@ -234,11 +252,15 @@ class StoreWriter:
         import pyarrow.parquet as pq
 
         stem = shard_stem(k)
-        atomic_write(self.shard_dir / f"{stem}.npy", lambda f: np.save(f, rows, allow_pickle=False))
+        npy = self.shard_dir / f"{stem}.npy"
+        atomic_write(npy, lambda f: np.save(f, rows, allow_pickle=False))
+        # The .npy's size and checksums travel in its table (the commit marker), so a shard
+        # damaged between its commit and the end of the run is caught by finalize.
+        record = json.dumps(file_record(npy, rows=len(rows)))
         schema = pa.schema([
             ("item", pa.int64()), ("id", pa.string()), ("label", pa.int64()),
             ("path", pa.string()), ("row", pa.int64()), ("error", pa.string()),
-        ])
+        ], metadata={SHARD_RECORD_KEY: record})
         t = pa.table({name: table[name] for name in schema.names}, schema=schema)
         atomic_write(self.shard_dir / f"{stem}.parquet", lambda f: pq.write_table(t, f))
 
@@ -254,16 +276,21 @@ class StoreWriter:
         missing = [k for k in range(n_shards) if not self._committed(k)]
         if missing:
             raise InputError(f"{self.path}: shards {missing[:5]} are missing; cannot finalise")
-        parts, count = [], 0
+        parts, records, count = [], [], 0
         for k in range(n_shards):
             t = pq.read_table(self.shard_dir / f"{shard_stem(k)}.parquet")
             n_ok = int((t["row"].to_numpy() >= 0).sum())
-            rows = np.load(self.shard_dir / f"{shard_stem(k)}.npy", mmap_mode="r")
-            if rows.shape[0] != n_ok:
-                raise InputError(
-                    f"{self.path}: shard {k} has {rows.shape[0]} rows but its table lists {n_ok}; "
-                    "delete that shard's two files and re-run to rewrite it"
-                )
+            npy = self.shard_dir / f"{shard_stem(k)}.npy"
+            raw = (t.schema.metadata or {}).get(SHARD_RECORD_KEY.encode())
+            rec = json.loads(raw) if raw else file_record(npy, rows=n_ok)  # older writers
+            rec["rows"] = n_ok
+            try:
+                check_shard(self.path, {**meta, "shards": [None] * k + [rec]}, k, checksum=True)
+            except InputError:  # uncommit it, so that the re-run the message asks for rewrites it
+                for ext in (".parquet", ".npy"):
+                    (self.shard_dir / f"{shard_stem(k)}{ext}").unlink(missing_ok=True)
+                raise
+            records.append(rec)
             count += n_ok
             parts.append(t.append_column("shard", pa.array(np.full(t.num_rows, k, dtype=np.int64))))
         table = pa.concat_tables(parts)
@@ -280,6 +307,8 @@ class StoreWriter:
         atomic_write(self.path / FAILED, lambda f: pq.write_table(failed, f))
         meta.update({
             "count": count,
+            "shards": records,
+            "index_file": file_record(self.path / INDEX),
             "n_failed": failed.num_rows,
             "extra_label_names": extra_names,
             "complete": True,
@@ -299,6 +328,208 @@ class StoreWriter:
 def _short(value: Any) -> str:
     text = json.dumps(value, default=str) if not isinstance(value, str) else value
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+# ---------------------------------------------------------------------------------------
+# Verification: the same structural checks for every reader, checksums on demand.
+
+#: bytes of each shard file hashed at open (``head``): two shards swapped or rewritten with
+#: the same number of rows are caught without reading them whole.
+HEAD_BYTES = 1 << 16
+_REPAIR = "re-run the same `deepclust embed` command to rebuild it"
+
+
+def _hash_file(path: Path, limit: int | None = None, algo: str = "sha256") -> str:
+    h = hashlib.new(algo)
+    left = limit
+    with open(path, "rb") as f:
+        while left is None or left > 0:
+            chunk = f.read(1 << 22 if left is None else min(1 << 22, left))
+            if not chunk:
+                break
+            h.update(chunk)
+            if left is not None:
+                left -= len(chunk)
+    return h.hexdigest()
+
+
+def file_record(path: Path, rows: int | None = None) -> dict:
+    """Size, SHA-256 and head hash of a committed file, as recorded in ``meta.json``."""
+    rec = {"bytes": path.stat().st_size, "sha256": _hash_file(path),
+           "head": _hash_file(path, HEAD_BYTES, "blake2b")}
+    if rows is not None:
+        rec["rows"] = int(rows)
+    return rec
+
+
+def npy_header(path: Path) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """(shape, fortran_order, dtype, data offset) of a ``.npy`` file, from its header alone
+    (ValueError or OSError when it is not one)."""
+    from numpy.lib import format as npy
+
+    with open(path, "rb") as f:
+        major, _ = npy.read_magic(f)
+        read = npy.read_array_header_1_0 if major == 1 else npy.read_array_header_2_0
+        shape, fortran, dtype = read(f)
+        return shape, fortran, dtype, f.tell()
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+#: meta.json keys every finished store has: key -> (check, what is allowed).
+META_SCHEMA: dict[str, tuple[Any, str]] = {
+    "format": (lambda v: v == FORMAT, f"{FORMAT!r}"),
+    "dim": (lambda v: _is_int(v) and v > 0, "a positive integer"),
+    "dtype": (lambda v: v in STORE_DTYPES, " or ".join(STORE_DTYPES)),
+    "n_shards": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "count": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "class_names": (lambda v: v is None or (isinstance(v, list) and all(isinstance(c, str) for c in v)),
+                    "a list of names or null"),
+}
+
+
+def check_meta(path: Path, meta: Any) -> dict:
+    """``meta`` if it has the schema of a finished store, else :class:`InputError` naming the
+    first bad key."""
+    where = f"{path}/{META}"
+    if not isinstance(meta, dict):
+        raise InputError(f"{where} is damaged: it holds a {type(meta).__name__}, not an object; "
+                         "re-run `deepclust embed` with --overwrite to rebuild the store")
+    if meta.get("format") != FORMAT:
+        raise InputError(f"{where} is not a deepclust store (format {meta.get('format')!r})")
+    version = meta.get("format_version", 0)
+    if not _is_int(version):
+        raise InputError(f"{where} is damaged: format_version is {version!r}, not an integer")
+    if version > FORMAT_VERSION:
+        raise InputError(f"{path} was written by a newer deepclust; upgrade deepclust to read it")
+    if not meta.get("complete"):
+        done = len(list((path / SHARDS).glob("shard-*.parquet")))
+        raise InputError(
+            f"{path} is incomplete ({done} of {meta.get('n_shards')} shards written): "
+            "the extraction was interrupted. Run the same `deepclust embed` command again to finish it."
+        )
+    for key, (ok, allowed) in META_SCHEMA.items():
+        if key not in meta and key != "class_names":
+            raise InputError(f"{where} is damaged: it has no {key!r}; re-run `deepclust embed` "
+                             "with --overwrite to rebuild the store")
+        if not ok(meta.get(key)):
+            raise InputError(f"{where} is damaged: {key} is {_short(meta.get(key))}, but must be "
+                             f"{allowed}; re-run `deepclust embed` with --overwrite to rebuild the store")
+    shards = meta.get("shards")
+    if shards is not None and (not isinstance(shards, list) or len(shards) != meta["n_shards"] or not all(
+            isinstance(s, dict) and _is_int(s.get("rows")) and _is_int(s.get("bytes")) for s in shards)):
+        raise InputError(f"{where} is damaged: its shard records do not match n_shards="
+                         f"{meta['n_shards']}; re-run `deepclust embed` with --overwrite to rebuild the store")
+    return meta
+
+
+def check_shard(path: Path, meta: dict, k: int, *, checksum: bool = False) -> int:
+    """The number of rows of shard ``k`` once its file agrees with ``meta`` (dtype, dim,
+    size, recorded rows and hashes), else :class:`InputError` naming the damage."""
+    f = path / SHARDS / f"{shard_stem(k)}.npy"
+    rec = (meta.get("shards") or [None] * (k + 1))[k]
+
+    def damaged(what: str) -> InputError:
+        return InputError(f"{path}: shard {k} is damaged: {what}; {_REPAIR}")
+
+    if not f.is_file():
+        raise damaged(f"{f.name} is missing")
+    try:
+        shape, fortran, dtype, offset = npy_header(f)
+    except (ValueError, OSError, SyntaxError, EOFError) as exc:
+        raise damaged(f"{f.name} is not a readable .npy file ({str(exc).splitlines()[0][:80]})") from None
+    if dtype != np.dtype(meta["dtype"]):
+        raise damaged(f"it holds {dtype} values but the store says {meta['dtype']}")
+    if len(shape) != 2 or fortran:
+        raise damaged(f"it holds a {'Fortran-ordered ' if fortran else ''}array of shape {shape}, "
+                      f"not (rows, {meta['dim']})")
+    rows, dim = shape
+    if dim != meta["dim"]:
+        raise damaged(f"its rows have {dim} values but the store says dim={meta['dim']}")
+    if rec is not None and rows != rec["rows"]:
+        raise damaged(f"it holds {rows} rows but the store says {rec['rows']}")
+    size = f.stat().st_size
+    expected = offset + rows * dim * dtype.itemsize
+    if size != expected:
+        raise damaged(f"{f.name} has {size} bytes, but {rows} rows take {expected} "
+                      f"({'truncated' if size < expected else 'extra bytes'})")
+    if rec is not None and "head" in rec and _hash_file(f, HEAD_BYTES, "blake2b") != rec["head"]:
+        raise damaged(f"{f.name} is not the file written for shard {k} (its content changed, or "
+                      "shards were swapped)")
+    if checksum and rec is not None and "sha256" in rec and _hash_file(f) != rec["sha256"]:
+        raise damaged(f"{f.name}'s SHA-256 differs from the one recorded when it was written")
+    return int(rows)
+
+
+def check_index(path: Path, meta: dict, *, checksum: bool = False) -> None:
+    """:class:`InputError` unless ``index.parquet`` is there, readable, of the recorded size
+    (and checksum) and has one row per embedding."""
+    import pyarrow.parquet as pq
+
+    f = path / INDEX
+    fix = "re-run the same `deepclust embed` command to rebuild it"
+    if not f.is_file():
+        raise InputError(f"{path}: {INDEX} is missing; {fix}")
+    rec = meta.get("index_file")
+    if rec is not None and f.stat().st_size != rec.get("bytes"):
+        raise InputError(f"{path}: {INDEX} is damaged: it has {f.stat().st_size} bytes, but "
+                         f"{rec.get('bytes')} were written; {fix}")
+    if checksum and rec is not None and _hash_file(f) != rec.get("sha256"):
+        raise InputError(f"{path}: {INDEX} is damaged: its SHA-256 differs from the one recorded; {fix}")
+    try:
+        n = pq.read_metadata(f).num_rows
+    except Exception as exc:  # pyarrow raises several types for a garbage file
+        raise InputError(f"{path}: {INDEX} is damaged ({str(exc).splitlines()[0][:80]}); {fix}") from None
+    if n != meta["count"]:
+        raise InputError(f"{path}: {INDEX} is damaged: it lists {n} rows but the store holds "
+                         f"{meta['count']}; {fix}")
+
+
+def verify_store(path: str | os.PathLike, *, checksums: bool = True) -> tuple[dict | None, list[str]]:
+    """Check a store fully: ``(meta, problems)`` with one line per problem found (none: whole).
+
+    Structural checks (what every reader does at open) on every shard and the index, plus,
+    with ``checksums``, each file's SHA-256 against the one recorded when it was written.
+    """
+    path = Path(path).expanduser()
+    if not (path / META).is_file():
+        return None, [f"{path} is not an embedding store (no {META})"]
+    try:
+        meta = check_meta(path, _read_json(path / META))
+    except InputError as exc:
+        return None, [str(exc)]
+    problems, total = [], 0
+    for k in range(meta["n_shards"]):
+        try:
+            total += check_shard(path, meta, k, checksum=checksums)
+        except InputError as exc:
+            problems.append(str(exc))
+    if not problems and total != meta["count"]:
+        problems.append(f"{path}: the shards hold {total} rows but {META} says count={meta['count']}; "
+                        f"{_REPAIR}")
+    try:
+        check_index(path, meta, checksum=checksums)
+    except InputError as exc:
+        problems.append(str(exc))
+    return meta, problems
+
+
+def damaged_parts(path: Path, meta: dict) -> tuple[list[int], bool]:
+    """Shards whose files fail the structural checks, and whether the index does."""
+    bad = []
+    for k in range(meta["n_shards"]):
+        try:
+            check_shard(path, meta, k)
+        except InputError:
+            bad.append(k)
+    try:
+        check_index(path, meta)
+        index_bad = False
+    except InputError:
+        index_bad = True
+    return bad, index_bad
 
 
 class EmbeddingStore:
@@ -322,19 +553,16 @@ class EmbeddingStore:
             raise DataNotFoundError(f"embedding store {self.path} does not exist")
         if not (self.path / META).is_file():
             raise InputError(f"{self.path} is not an embedding store (no {META})")
-        self.meta = _read_json(self.path / META)
-        if self.meta.get("format") != FORMAT:
-            raise InputError(f"{self.path}/{META} is not a deepclust store (format {self.meta.get('format')!r})")
-        if self.meta.get("format_version", 0) > FORMAT_VERSION:
-            raise InputError(f"{self.path} was written by a newer deepclust; upgrade deepclust to read it")
-        if not self.meta.get("complete"):
-            done = len(list((self.path / SHARDS).glob("shard-*.parquet")))
-            raise InputError(
-                f"{self.path} is incomplete ({done} of {self.meta.get('n_shards')} shards written): "
-                "the extraction was interrupted. Run the same `deepclust embed` command again to finish it."
-            )
+        # The structural checks of verify_store, cheap enough for every open: a damaged store
+        # is named, never read.
+        self.meta = check_meta(self.path, _read_json(self.path / META))
         self.dim = int(self.meta["dim"])
         self.dtype = np.dtype(self.meta["dtype"])
+        self.shard_rows = [check_shard(self.path, self.meta, k) for k in range(self.n_shards)]
+        if sum(self.shard_rows) != self.meta["count"]:
+            raise InputError(f"{self.path}: the shards hold {sum(self.shard_rows)} rows but {META} says "
+                             f"count={self.meta['count']}; the store is damaged: {_REPAIR}")
+        check_index(self.path, self.meta)
         self._index = None
         self._X = None
 
@@ -402,7 +630,11 @@ class EmbeddingStore:
         """Rows of shard ``k`` as a read-only memory map."""
         if not 0 <= k < self.n_shards:
             raise IndexError(f"shard {k} out of range (store has {self.n_shards})")
-        return np.load(self.shard_path(k), mmap_mode="r")
+        rows = np.load(self.shard_path(k), mmap_mode="r", allow_pickle=False)
+        if rows.shape != (self.shard_rows[k], self.dim) or rows.dtype != self.dtype:
+            raise InputError(f"{self.path}: shard {k} is damaged: it changed since the store was "
+                             f"opened ({rows.shape} {rows.dtype}); {_REPAIR}")
+        return rows
 
     def fingerprint(self) -> str:
         """A short key of what the store holds (encoder, source, size, completion time), for
@@ -422,12 +654,10 @@ class EmbeddingStore:
         if self._X is None:
             if self.n_shards == 1:
                 self._X = self.shard(0)
-            else:
-                out = np.empty((len(self), self.dim), dtype=self.dtype)
-                at = 0
-                for rows in self.iter_shards():
-                    out[at: at + len(rows)] = rows
-                    at += len(rows)
+            elif self.n_shards == 0:
+                self._X = np.zeros((0, self.dim), dtype=self.dtype)
+            else:  # shards checked at open; concatenate, never fill an uninitialised array
+                out = np.concatenate(list(self.iter_shards()), axis=0)
                 out.flags.writeable = False
                 self._X = out
             if self._X.shape != (len(self), self.dim):

@@ -97,14 +97,23 @@ def check_features(
     if n < min_samples:
         raise InputError(f"{name} has {n} sample(s); at least {min_samples} are needed")
     accepted = dtype if isinstance(dtype, tuple) else (dtype,)
+    original = arr
     if arr.dtype not in accepted:
-        arr = arr.astype(accepted[0])
+        with np.errstate(over="ignore"):  # overflow is named below
+            arr = arr.astype(accepted[0])
     arr = np.ascontiguousarray(arr)
     if not allow_nonfinite:
         finite = np.isfinite(arr).all(axis=1)
         if not finite.all():
             bad = np.flatnonzero(~finite)
             shown = ", ".join(map(str, bad[:5])) + (" ..." if bad.size > 5 else "")
+            if original is not arr and np.isfinite(original[bad]).all():
+                limit = np.finfo(arr.dtype).max
+                raise InputError(
+                    f"{name} has {bad.size} row(s) with values beyond the {arr.dtype} range "
+                    f"(|x| > {limit:.3g}; rows {shown}); rescale the features (e.g. zscore) "
+                    "before clustering"
+                )
             raise InputError(
                 f"{name} has {bad.size} row(s) with NaN or infinite values (rows {shown}); "
                 "drop or impute them before clustering"
@@ -182,3 +191,104 @@ def seed_from(random_state) -> int:
     if isinstance(random_state, Integral) and not isinstance(random_state, bool):
         return int(random_state)
     return int(check_random_state(random_state).integers(0, 2**31 - 1))
+
+
+# ---------------------------------------------------------------------------------------
+# Parameters: declared once per class, checked in one place (scikit-learn's
+# ``_parameter_constraints`` idea). A constraint is an Interval, Options, Boolean, a Python
+# type, or None (the value None is allowed).
+
+
+class Interval:
+    """Numbers of ``kind`` (``Integral`` or ``Real``) between ``low`` and ``high`` (None: no
+    bound); ``closed`` is "both", "left", "right" or "neither". Booleans, NaN and infinities
+    are never in an interval."""
+
+    def __init__(self, kind: type, low: float | None, high: float | None, closed: str = "both"):
+        self.kind, self.low, self.high, self.closed = kind, low, high, closed
+
+    def accepts(self, v) -> bool:
+        if isinstance(v, bool) or not isinstance(v, self.kind) or not np.isfinite(float(v)):
+            return False
+        lo_ok = self.low is None or (v >= self.low if self.closed in ("both", "left") else v > self.low)
+        hi_ok = self.high is None or (v <= self.high if self.closed in ("both", "right") else v < self.high)
+        return lo_ok and hi_ok
+
+    def describe(self) -> str:
+        what = "an integer" if self.kind is Integral else "a number"
+        if self.low is not None and self.high is not None:
+            lb = "[" if self.closed in ("both", "left") else "("
+            rb = "]" if self.closed in ("both", "right") else ")"
+            return f"{what} in {lb}{self.low}, {self.high}{rb}"
+        if self.low is not None:
+            return f"{what} {'>=' if self.closed in ('both', 'left') else '>'} {self.low}"
+        if self.high is not None:
+            return f"{what} {'<=' if self.closed in ('both', 'right') else '<'} {self.high}"
+        return what
+
+
+class Options:
+    """One of the given values (strings compared exactly)."""
+
+    def __init__(self, *values):
+        self.values = values
+
+    def accepts(self, v) -> bool:
+        return isinstance(v, (str, bool, type(None))) and v in self.values
+
+    def describe(self) -> str:
+        return "one of " + ", ".join(map(repr, self.values))
+
+
+class Boolean(Options):
+    """True or False (a string such as "abc" is not a boolean)."""
+
+    def __init__(self):
+        super().__init__(True, False)
+
+    def accepts(self, v) -> bool:
+        return isinstance(v, (bool, np.bool_))
+
+    def describe(self) -> str:
+        return "true or false"
+
+
+def _accepts(constraint, v) -> bool:
+    if constraint is None:
+        return v is None
+    if isinstance(constraint, type):
+        return isinstance(v, constraint)
+    return constraint.accepts(v)
+
+
+def _describe(constraint) -> str:
+    if constraint is None:
+        return "None"
+    if isinstance(constraint, type):
+        return {np.random.Generator: "a numpy Generator"}.get(constraint, f"a {constraint.__name__}")
+    return constraint.describe()
+
+
+def check_params(owner: str, params: dict, constraints: dict) -> None:
+    """Raise :class:`InputError` for the first parameter in ``params`` whose value none of
+    its constraints accept: one line naming the parameter, the value and what is allowed.
+
+    ``constraints`` maps a parameter name to a list of constraints (see above); parameters
+    without an entry are not checked here.
+    """
+    for name, allowed in constraints.items():
+        if name not in params:
+            continue
+        v = params[name]
+        if not any(_accepts(c, v) for c in allowed):
+            shown = repr(v) if len(repr(v)) <= 60 else repr(v)[:57] + "..."
+            raise InputError(f"{owner}: {name}={shown} is not allowed; {name} must be "
+                             + " or ".join(_describe(c) for c in allowed))
+
+
+#: Constraints shared by many classes.
+POSITIVE_INT = Interval(Integral, 1, None)
+NON_NEGATIVE = Interval(Real, 0, None)
+RANDOM_STATE = [None, Interval(Integral, 0, None), np.random.Generator, np.random.RandomState]
+#: Metric names that scikit-learn's neighbour trees and pairwise distances all accept.
+METRICS = ("euclidean", "l2", "l1", "manhattan", "cityblock", "chebyshev", "minkowski", "cosine")

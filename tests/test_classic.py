@@ -361,14 +361,14 @@ def test_two_distinct_points_with_k_two_are_two_clusters():
 @pytest.mark.parametrize(
     "model, match",
     [
-        (Agglomerative(2, linkage="median"), "linkage must be ward, average"),
+        (Agglomerative(2, linkage="median"), "linkage='median' is not allowed; linkage must be one of 'ward'"),
         (Agglomerative(2, metric="cosine"), "ward linkage works only with metric='euclidean'"),
         (Agglomerative(2, distance_threshold=1.0), "exactly one of n_clusters and distance_thr"),
         (Agglomerative(None), "exactly one of n_clusters and distance_threshold"),
-        (HDBSCAN(min_cluster_size=1), "min_cluster_size must be at least 2"),
-        (AffinityPropagation(damping=1.0), "damping must lie in \\[0.5, 1\\)"),
-        (AffinityPropagation(damping=0.2), "damping must lie in \\[0.5, 1\\)"),
-        (GaussianMixture(2, covariance_type="banana"), "covariance_type must be full, tied"),
+        (HDBSCAN(min_cluster_size=1), "min_cluster_size=1 is not allowed; .* >= 2"),
+        (AffinityPropagation(damping=1.0), "damping=1.0 is not allowed; damping must be a number in \\[0.5, 1\\)"),
+        (AffinityPropagation(damping=0.2), "damping=0.2 is not allowed; damping must be a number in \\[0.5, 1\\)"),
+        (GaussianMixture(2, covariance_type="banana"), "covariance_type='banana' is not allowed"),
     ],
 )
 def test_bad_parameters_fail_in_fit_with_clear_errors(model, match):

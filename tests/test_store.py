@@ -142,7 +142,7 @@ def test_shard_row_count_mismatch_is_detected(tmp_path):
     w.prepare(base_meta(n_items=2, shard_size=2))
     table, _ = shard_table([0, 1])
     w.write_shard(0, np.zeros((1, 3), np.float16), table)  # table says 2 rows
-    with pytest.raises(InputError, match="has 1 rows but its table lists 2"):
+    with pytest.raises(InputError, match="shard 0 is damaged: it holds 1 rows but the store says 2"):
         w.finalize()
 
 

@@ -12,13 +12,14 @@ import importlib
 import sys
 
 from deepclust import __version__
+from deepclust.cli.common import terminal_safe
 from deepclust.errors import DeepclustError
 
 # Modules that add sub-commands, in the order they appear in --help.
 COMMAND_MODULES = ("deepclust.cli.cluster", "deepclust.cli.evaluate", "deepclust.cli.demo",
                    "deepclust.cli.info", "deepclust.cli.embed", "deepclust.cli.report",
                    "deepclust.cli.deepcluster", "deepclust.cli.bench", "deepclust.cli.similar",
-                   "deepclust.cli.export")
+                   "deepclust.cli.export", "deepclust.cli.verify")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except DeepclustError as exc:
-        print(f"deepclust {args.command}: error: {exc}", file=sys.stderr)
+        print(f"deepclust {args.command}: error: {terminal_safe(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"deepclust {args.command}: interrupted", file=sys.stderr)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 from deepclust import runtime
 from deepclust.cli.common import parse_k, parse_params, print_json, scores_rows
@@ -33,14 +32,12 @@ def _runtime_params(args, params: dict) -> dict:
 
 def cmd_cluster(args) -> int:
     from deepclust.pipeline import run_clustering
-    from deepclust.runinfo import now_iso, write_npy
+    from deepclust.runinfo import check_output_dir, now_iso, write_npy
     from deepclust.selection import parse_k_range
 
     started = now_iso()
     t0 = time.perf_counter()
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out} exists and is not a directory")
+    out = check_output_dir(args.out)  # before the work, not after it
     k = parse_k(args.k)
     params = _runtime_params(args, parse_params(args.param))
     result = run_clustering(

@@ -8,6 +8,15 @@ METRIC_COLUMNS = ("acc", "nmi", "ami", "ari", "purity", "homogeneity", "complete
 LABEL_FREE_COLUMNS = ("umap_silhouette", "silhouette", "davies_bouldin", "calinski_harabasz")
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
+
+
+def terminal_safe(text: object) -> str:
+    """``text`` with control characters and escape sequences written as ``\\xNN``, so a file
+    name or a CSV value cannot move the cursor, recolour or rewrite the terminal."""
+    return str(text).translate(_CONTROL)
+
+
 def parse_params(items: list[str] | None) -> dict:
     """``--param KEY=VALUE`` items as a dict (values read as numbers/booleans when they are)."""
     from deepclust.reduce import parse_value

@@ -50,6 +50,9 @@ def register(subparsers) -> None:
     p.add_argument("--unlabelled", action="store_true", help="ignore class subfolders of an image folder")
     p.add_argument("--max-pixels", type=int, default=None,
                    help="refuse images with more pixels than this (decompression bombs; default Pillow's 89M)")
+    p.add_argument("--follow-outside", action="store_true",
+                   help="follow links and manifest paths that lead outside the source folder "
+                        "(refused by default)")
     p.add_argument("--batch-size", type=int, default=None, help="default 32 on CPU, 256 on GPU")
     p.add_argument("--workers", type=int, default=None,
                    help="decoding worker processes (default: the cores the model leaves free)")
@@ -90,6 +93,8 @@ def _source_options(args) -> dict:
         opts["labelled"] = False
     if args.max_pixels is not None:
         opts["max_pixels"] = args.max_pixels
+    if args.follow_outside:
+        opts["follow_outside"] = True
     return opts
 
 

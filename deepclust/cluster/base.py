@@ -12,7 +12,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin
 
 from deepclust.errors import InputError, NotFittedError
-from deepclust.validation import check_features, check_n_clusters
+from deepclust.validation import check_features, check_n_clusters, check_params
 
 _REGISTRY: dict[str, type] = {}
 _DESCRIPTIONS: dict[str, str] = {}
@@ -57,7 +57,9 @@ def make_clusterer(name: str, **params) -> BaseClusterer:
             f"method {name!r} does not take parameter(s) {', '.join(unknown)}; "
             f"it takes: {', '.join(accepted)}"
         )
-    return cls(**params)
+    est = cls(**params)
+    est._validate_params()  # before any data is read
+    return est
 
 
 class BaseClusterer(ClusterMixin, BaseEstimator):
@@ -80,6 +82,14 @@ class BaseClusterer(ClusterMixin, BaseEstimator):
     streams_rows: bool = False
     #: The learned attribute whose presence means "fitted".
     _fitted_attribute: str = "labels_"
+    #: parameter -> allowed constraints (:mod:`deepclust.validation`), checked by
+    #: :meth:`_validate_params` at the start of ``fit`` (and by :func:`make_clusterer`).
+    _parameter_constraints: dict = {}
+
+    def _validate_params(self) -> None:
+        """Refuse a parameter of a wrong type, range or choice, naming it and what is allowed."""
+        name = next((n for n, c in _REGISTRY.items() if c is type(self)), type(self).__name__)
+        check_params(name, self.get_params(deep=False), self._parameter_constraints)
 
     def _validate_X(self, X, *, reset: bool = True, min_samples: int = 1,
                     dtype=(np.float32, np.float64)) -> np.ndarray:
@@ -88,6 +98,8 @@ class BaseClusterer(ClusterMixin, BaseEstimator):
         ``reset=True`` (in ``fit``) records ``n_features_in_``; ``reset=False`` (after
         fitting) checks that ``X`` has that many features.
         """
+        if reset:
+            self._validate_params()
         X = check_features(X, min_samples=min_samples, dtype=dtype)
         if reset:
             self.n_features_in_ = X.shape[1]

@@ -9,6 +9,7 @@ for methods that leave points unassigned, and ``cluster_centers_`` (cluster mean
 from __future__ import annotations
 
 import warnings
+from numbers import Integral, Real
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
@@ -16,7 +17,15 @@ from sklearn.exceptions import ConvergenceWarning
 from deepclust.cluster.base import BaseClusterer, register
 from deepclust.data.rows import fewer_distinct_rows
 from deepclust.errors import InputError
-from deepclust.validation import seed_from
+from deepclust.validation import (
+    METRICS,
+    NON_NEGATIVE,
+    POSITIVE_INT,
+    RANDOM_STATE,
+    Interval,
+    Options,
+    seed_from,
+)
 
 # Methods that hold an (N, N) matrix refuse inputs whose matrix would pass this size.
 PAIRWISE_MEMORY_LIMIT_BYTES = 8 * 2**30
@@ -94,6 +103,13 @@ class Agglomerative(_CentroidPredictMixin, BaseClusterer):
     the number of distinct rows.
     """
 
+    _parameter_constraints = {
+        "linkage": [Options("ward", "average", "complete", "single")],
+        "metric": [Options("euclidean", "l1", "l2", "manhattan", "cosine")],
+        "distance_threshold": [NON_NEGATIVE, None],
+        "random_state": RANDOM_STATE,
+    }
+
     def __init__(self, n_clusters: int | None = 8, *, linkage: str = "ward",
                  metric: str = "euclidean", distance_threshold: float | None = None,
                  random_state=None):
@@ -156,6 +172,12 @@ class Spectral(_CentroidPredictMixin, BaseClusterer):
     row; with fewer distinct rows than ``n_clusters`` a ConvergenceWarning says so.
     """
 
+    _parameter_constraints = {
+        "n_neighbors": [Interval(Integral, 2, None)],
+        "assign_labels": [Options("kmeans", "discretize", "cluster_qr")],
+        "random_state": RANDOM_STATE,
+    }
+
     def __init__(self, n_clusters: int = 8, *, n_neighbors: int = 10,
                  assign_labels: str = "cluster_qr", random_state=None):
         self.n_clusters = n_clusters
@@ -174,7 +196,7 @@ class Spectral(_CentroidPredictMixin, BaseClusterer):
         elif exact is not None:
             self.labels_ = exact
         else:
-            n_neighbors = max(2, min(int(self.n_neighbors), len(X) - 1))
+            n_neighbors = min(int(self.n_neighbors), len(X) - 1)  # fewer on tiny inputs only
             model = SpectralClustering(
                 n_clusters=k, affinity="nearest_neighbors", n_neighbors=n_neighbors,
                 assign_labels=self.assign_labels, random_state=seed_from(self.random_state),
@@ -212,6 +234,14 @@ class HDBSCAN(_CentroidPredictMixin, BaseClusterer):
     """
 
     takes_n_clusters = False
+    _parameter_constraints = {
+        "min_cluster_size": [Interval(Integral, 2, None)],
+        "min_samples": [POSITIVE_INT, None],
+        "cluster_selection_epsilon": [NON_NEGATIVE],
+        "cluster_selection_method": [Options("eom", "leaf")],
+        "metric": [Options(*METRICS)],
+        "random_state": RANDOM_STATE,
+    }
 
     def __init__(self, *, min_cluster_size: int = 5, min_samples: int | None = None,
                  cluster_selection_epsilon: float = 0.0, cluster_selection_method: str = "eom",
@@ -278,6 +308,13 @@ class AffinityPropagation(BaseClusterer):
     """
 
     takes_n_clusters = False
+    _parameter_constraints = {
+        "damping": [Interval(Real, 0.5, 1, closed="left")],
+        "preference": [Interval(Real, None, None), None],
+        "max_iter": [POSITIVE_INT],
+        "convergence_iter": [POSITIVE_INT],
+        "random_state": RANDOM_STATE,
+    }
 
     def __init__(self, *, damping: float = 0.5, preference: float | None = None,
                  max_iter: int = 200, convergence_iter: int = 15, random_state=None):
@@ -352,6 +389,14 @@ class GaussianMixture(BaseClusterer):
         EM iterations of the kept initialisation.
     n_features_in_ : int
     """
+
+    _parameter_constraints = {
+        "covariance_type": [Options("full", "tied", "diag", "spherical")],
+        "n_init": [POSITIVE_INT],
+        "max_iter": [POSITIVE_INT],
+        "reg_covar": [NON_NEGATIVE],
+        "random_state": RANDOM_STATE,
+    }
 
     def __init__(self, n_clusters: int = 8, *, covariance_type: str = "diag", n_init: int = 1,
                  max_iter: int = 200, reg_covar: float = 1e-6, random_state=None):

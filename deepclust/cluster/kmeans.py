@@ -30,7 +30,7 @@ from deepclust.data.rows import (
     unit_rows,
 )
 from deepclust.errors import InputError
-from deepclust.validation import check_features, check_random_state
+from deepclust.validation import Boolean, Interval, check_features, check_random_state
 
 __all__ = ["KMeans"]
 
@@ -124,6 +124,9 @@ class KMeans(TransformerMixin, BaseClusterer):
 
     streams_rows = True
 
+    # the rest is checked by _check_params, where it depends on the data
+    _parameter_constraints = {"spherical": [Boolean()], "verbose": [Boolean(), Interval(Integral, 0, None)]}
+
     def __init__(
         self,
         n_clusters: int = 8,
@@ -215,6 +218,7 @@ class KMeans(TransformerMixin, BaseClusterer):
         """
 
         t_start = time.perf_counter()
+        self._validate_params()
         source = as_row_source(X)
         in_memory = (isinstance(source, ArrayRows) and source.X.dtype == np.float32
                      and not isinstance(source.X, np.memmap))

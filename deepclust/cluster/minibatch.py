@@ -32,7 +32,13 @@ from deepclust.cluster.lloyd import accumulate_cluster_sums, block_objective, ne
 from deepclust.cluster.seeding import default_plus_plus_samples, kmeans_plus_plus_init, random_init
 from deepclust.data.rows import BLOCK_ROWS, RowSource, as_row_source
 from deepclust.errors import InputError, NotFittedError
-from deepclust.validation import check_features, check_n_clusters, check_random_state
+from deepclust.validation import (
+    Boolean,
+    Interval,
+    check_features,
+    check_n_clusters,
+    check_random_state,
+)
 
 __all__ = ["MiniBatchKMeans", "default_batch_size", "minibatch_step"]
 
@@ -196,6 +202,9 @@ class MiniBatchKMeans(BaseClusterer):
 
     streams_rows = True
 
+    # the rest is checked by _check_params, where it depends on the data
+    _parameter_constraints = {"spherical": [Boolean()], "verbose": [Boolean(), Interval(Integral, 0, None)]}
+
     def __init__(
         self,
         n_clusters: int = 8,
@@ -334,6 +343,7 @@ class MiniBatchKMeans(BaseClusterer):
         self
         """
         t_start = time.perf_counter()
+        self._validate_params()
         batch_size = self._check_params()
         rows = _row_source(X, spherical=bool(self.spherical))
         n, d = rows.n, rows.d
@@ -385,6 +395,7 @@ class MiniBatchKMeans(BaseClusterer):
         self
         """
         t_start = time.perf_counter()
+        self._validate_params()
         batch_size = self._check_params()
         rows = _row_source(X, spherical=bool(self.spherical), what="batch")
         if not hasattr(self, "cluster_centers_"):

@@ -191,8 +191,7 @@ class StoreRows(RowSource):
         self.n_total, self.d = len(store), int(store.dim)
         self.dtype = np.dtype(store.dtype)
         self.description = f"store {store.path} ({self.n_total} x {self.d} {store.dtype})"
-        sizes = [int(np.load(_shard_path(store, k), mmap_mode="r").shape[0])
-                 for k in range(store.n_shards)]
+        sizes = store.shard_rows  # checked against the files when the store was opened
         self._offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         self._headers: dict[int, tuple[int, int]] = {}
         if self._offsets[-1] != self.n_total:
@@ -223,6 +222,9 @@ class StoreRows(RowSource):
                     raise InputError(f"{self.store.path}: shard {k} is shorter than its header "
                                      "says; the store is damaged")
             at += hi - lo
+        if at != b - a:
+            raise InputError(f"{self.store.path}: rows [{a}, {b}) could not all be read; the store "
+                             "is damaged")
         return out
 
     def _layout(self, k: int) -> tuple[int, int]:
@@ -238,7 +240,10 @@ class StoreRows(RowSource):
 
     def take(self, rows: np.ndarray) -> np.ndarray:
         rows = np.asarray(rows, dtype=np.int64)
-        out = np.empty((rows.shape[0], self.d), dtype=np.float32)
+        if rows.size and (rows.min() < 0 or rows.max() >= self.n_total):
+            raise InputError(f"rows {rows.min()}..{rows.max()} are outside the store's "
+                             f"{self.n_total} rows")
+        out = np.empty((rows.shape[0], self.d), dtype=np.float32)  # every row is set below
         shard_of = np.searchsorted(self._offsets, rows, side="right") - 1
         for k in np.unique(shard_of):
             sel = np.flatnonzero(shard_of == k)

@@ -147,6 +147,21 @@ def _encode_labels(values: list, what: str) -> tuple[np.ndarray, list[str] | Non
 # --------------------------------------------------------------------------- folder
 
 
+def _inside(path: str, root: str) -> bool:
+    """Whether ``path`` is ``root`` or below it (both absolute, normalised)."""
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def check_max_pixels(value) -> int | None:
+    """``max_pixels`` as a positive int or None (no limit), else :class:`InputError`."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(f"max_pixels={value!r} is not allowed; give a positive number of pixels "
+                         "(or none for no limit)")
+    return value
+
+
 class FolderSource(ImageSource):
     """Every file under a folder.
 
@@ -177,12 +192,15 @@ class FolderSource(ImageSource):
     kind = "folder"
 
     def __init__(self, root: str | os.PathLike, *, labelled: bool | None = None,
-                 extensions=None, max_pixels: int | None = DEFAULT_MAX_PIXELS):
+                 extensions=None, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                 follow_outside: bool = False):
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
             raise DataNotFoundError(f"image folder {self.root} does not exist (or is not a folder)")
         self.max_pixels = max_pixels
         exts = tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in extensions) if extensions else None
+        self.follow_outside = bool(follow_outside)
+        root_real = os.path.realpath(self.root)
         files: list[tuple[str, int, int]] = []
         seen: set[tuple[int, int]] = set()
         for dirpath, dirnames, filenames in os.walk(self.root, followlinks=True):
@@ -194,11 +212,15 @@ class FolderSource(ImageSource):
             if is_store(dirpath):  # an embedding store (e.g. an --out inside the folder)
                 dirnames[:] = []
                 continue
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            # A link to a folder inside the root is not followed: that folder is walked under
+            # its own name, so a link can neither relabel its images nor hide its class.
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
+                                 and self._follow(os.path.join(dirpath, d), root_real))
             for name in filenames:
                 if name.startswith(".") or (exts and not name.lower().endswith(exts)):
                     continue
                 full = os.path.join(dirpath, name)
+                self._follow(full, root_real)  # refuses a file link leaving the root
                 try:
                     st = os.stat(full)
                 except OSError:
@@ -227,6 +249,21 @@ class FolderSource(ImageSource):
             self.labels = np.full(len(self.paths), -1, dtype=np.int64)
             self.class_names = None
         self._fingerprint: str | None = None
+
+    def _follow(self, path: str, root_real: str) -> bool:
+        """Whether the walk enters ``path``: True for a plain folder or file, False for a link
+        to a folder inside the root; a link leaving the root is followed only with
+        ``follow_outside`` and refused otherwise."""
+        if not os.path.islink(path):
+            return True
+        real = os.path.realpath(path)
+        if _inside(real, root_real):
+            return not os.path.isdir(real)
+        if not self.follow_outside:
+            raise InputError(f"{path} is a link to {real}, outside the image folder {self.root}; "
+                             "move the images in, or pass --follow-outside (follow_outside=True) "
+                             "to include them")
+        return True
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -285,7 +322,7 @@ class ManifestSource(ImageSource):
     def __init__(self, manifest: str | os.PathLike, *, root: str | os.PathLike | None = None,
                  path_column: str | None = None, label_column: str | bool | None = None,
                  extra_label_columns=(), id_column: str | None = None,
-                 max_pixels: int | None = DEFAULT_MAX_PIXELS):
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS, follow_outside: bool = False):
         import pyarrow as pa
 
         self.manifest = Path(manifest).expanduser()
@@ -334,6 +371,16 @@ class ManifestSource(ImageSource):
         if bad:
             raise InputError(f"{self.manifest}: rows {bad[:5]} have an empty {self.path_column!r} cell")
         self.raw_paths = raw_paths
+        self.follow_outside = bool(follow_outside)
+        if not self.follow_outside:
+            root_abs = os.path.abspath(self.root)
+            outside = [k for k, p in enumerate(raw_paths) if not _inside(
+                os.path.normpath(os.path.join(root_abs, os.path.expanduser(p))), root_abs)]
+            if outside:
+                raise InputError(
+                    f"{self.manifest}: {len(outside)} path(s) lead outside the folder {self.root} "
+                    f"(row {outside[0]}: {raw_paths[outside[0]][:80]!r}); pass --root to a folder "
+                    "that holds them, or --follow-outside (follow_outside=True) to allow it")
         if self.label_column:
             self.labels, self.class_names = _encode_labels(table.column(self.label_column).to_pylist(), "label")
         else:
@@ -360,6 +407,9 @@ class ManifestSource(ImageSource):
     def _load(self, i: int) -> Item:
         p = Path(self.raw_paths[i]).expanduser()
         full = p if p.is_absolute() else self.root / p
+        if not self.follow_outside and not _inside(os.path.realpath(full), os.path.realpath(self.root)):
+            return Item(None, int(self.labels[i]), self.ids[i], str(full),
+                        f"a link leading outside {self.root} (pass --follow-outside to allow it)")
         image, error = open_image(full, max_pixels=self.max_pixels)
         return Item(image, int(self.labels[i]), self.ids[i], str(full), error)
 
@@ -538,7 +588,7 @@ class TarShardSource(ImageSource):
         keys: list[str] = []
         shard_of: list[int] = []
         image_at: list[tuple[int, int, str] | None] = []
-        label_at: list[tuple[int, int] | None] = []
+        labels: list[int] = []
         stats = []
         for s, path in enumerate(self.shards):
             st = path.stat()
@@ -550,33 +600,56 @@ class TarShardSource(ImageSource):
                     f"{path} is not an uncompressed tar file ({exc}); WebDataset shards must be "
                     "plain .tar for random access"
                 ) from None
-            with tf:
-                current = None
-                for member in tf:
-                    if not member.isfile():
-                        continue
-                    key, ext = _split_key(member.name)
-                    if key is None or os.path.basename(key).startswith("."):
-                        continue
-                    if key != current:
-                        current = key
-                        keys.append(key)
-                        shard_of.append(s)
-                        image_at.append(None)
-                        label_at.append(None)
-                    low = ext.lower()
-                    last = low.rsplit(".", 1)[-1]
-                    if image_at[-1] is None and last in _TAR_IMAGE_EXTS:
-                        image_at[-1] = (member.offset_data, member.size, member.name)
-                    elif label_at[-1] is None and low in _LABEL_EXTS:
-                        label_at[-1] = (member.offset_data, member.size)
+            try:
+                with tf:
+                    self._index_tar(tf, path, s, keys, shard_of, image_at, labels)
+            except (tarfile.TarError, EOFError, OSError) as exc:
+                raise InputError(f"{path} is damaged or truncated ({exc}); re-create or re-download "
+                                 "the shard") from None
         if not keys:
             raise InputError(f"the tar shards at {shards} hold no samples")
         self.keys, self._shard_of = keys, np.asarray(shard_of, dtype=np.int32)
-        self._image_at, self._label_at = image_at, label_at
+        self._image_at, self._labels = image_at, labels
         self._fingerprint = _digest(["tar"] + stats)
         self._handles: dict[int, Any] = {}
         self._pid = os.getpid()
+
+    @staticmethod
+    def _index_tar(tf, path, s, keys, shard_of, image_at, labels) -> None:
+        """Append the samples of one open tar: keys, image members, labels (read now, so a
+        label that is not an integer is refused up front, not turned into -1)."""
+        current = None
+        label_seen = False
+        for member in tf:
+            if not member.isfile():
+                continue
+            key, ext = _split_key(member.name)
+            if key is None or os.path.basename(key).startswith("."):
+                continue
+            if key != current:
+                current = key
+                keys.append(key)
+                shard_of.append(s)
+                image_at.append(None)
+                labels.append(-1)
+                label_seen = False
+            low = ext.lower()
+            last = low.rsplit(".", 1)[-1]
+            if image_at[-1] is None and last in _TAR_IMAGE_EXTS:
+                image_at[-1] = (member.offset_data, member.size, member.name)
+            elif not label_seen and low in _LABEL_EXTS:
+                label_seen = True
+                raw = tf.extractfile(member).read(64 + 1) if member.size <= 64 else b"?" * 65
+                text = raw.decode("utf-8", "replace").strip()
+                try:
+                    labels[-1] = int(text)
+                except ValueError:
+                    shown = text if len(text) <= 64 else text[:61] + "..."
+                    raise InputError(f"{path}: {member.name} holds the label {shown!r}, which is not "
+                                     "an integer; fix that .cls file (labels are class numbers)") from None
+                if labels[-1] < -1:
+                    raise InputError(f"{path}: {member.name} holds the label {labels[-1]}; labels "
+                                     "are class numbers >= 0 (-1: unknown)")
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -597,13 +670,7 @@ class TarShardSource(ImageSource):
 
     def _load(self, i: int) -> Item:
         s = int(self._shard_of[i])
-        label = -1
-        if self._label_at[i] is not None:
-            text = self._read(s, *self._label_at[i]).decode("utf-8", "replace").strip()
-            try:
-                label = int(text)
-            except ValueError:
-                label = -1
+        label = self._labels[i]
         where = f"{self.shards[s]}:{self.keys[i]}"
         if self._image_at[i] is None:
             return Item(None, label, self.keys[i], where, "sample has no image member")
@@ -778,6 +845,8 @@ def open_source(spec, *, kind: str | None = None, **kwargs) -> ImageSource:
 
     if isinstance(spec, ImageSource):
         return spec
+    if "max_pixels" in kwargs:
+        check_max_pixels(kwargs["max_pixels"])
     if isinstance(spec, Dataset):
         return ArraySource.from_dataset(spec)
     if kind is not None and kind not in SOURCE_KINDS:

@@ -267,9 +267,13 @@ class CheckpointEncoder(Encoder):
 
         p = _checkpoint_dir(path)
         config = read_checkpoint_config(p)
+        if not isinstance(config["transform"], dict):
+            raise InputError(f"{p / CONFIG_FILE}: transform must be an object, got "
+                             f"{type(config['transform']).__name__}")
         t = dict(config["transform"])
         for key in ("mean", "std"):
-            t[key] = tuple(t[key])
+            if isinstance(t.get(key), list):
+                t[key] = tuple(t[key])
         for key in ("crop_size", "resize_size"):
             if isinstance(t.get(key), list):
                 t[key] = tuple(t[key])
@@ -299,7 +303,13 @@ class CheckpointEncoder(Encoder):
                 f"missing {list(result.missing_keys)[:5]}, unexpected {list(result.unexpected_keys)[:5]}"
             )
         self.model = freeze(model)
-        self.dim = int(config["dim"])
+        declared = config["dim"]
+        measured = _measure_dim(self.model, self.transform)
+        if isinstance(declared, bool) or not isinstance(declared, int) or declared != measured:
+            raise InputError(f"{p / CONFIG_FILE} declares dim={declared!r}, but the model gives "
+                             f"{measured} values per image; fix \"dim\" in config.json (or re-export "
+                             "the checkpoint)")
+        self.dim = measured
         self.path = p
         self.name = f"checkpoint:{p}"
         self.config = {

@@ -15,6 +15,8 @@ The output is a float32 CHW tensor: ``(pixel / 255 - mean) / std``.
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -102,11 +104,18 @@ class ImageTransform:
             raise InputError(
                 f"unknown interpolation {self.interpolation!r}; use one of {', '.join(INTERPOLATIONS)}"
             )
-        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            raise InputError("mean and std must each hold 3 numbers, std all positive")
+        for key in ("mean", "std"):
+            value = getattr(self, key)
+            if (isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 3
+                    or not all(isinstance(v, numbers.Real) and not isinstance(v, bool)
+                               and math.isfinite(v) for v in value)
+                    or (key == "std" and min(value) <= 0)):
+                raise InputError(f"{key} is {value!r}; it must be 3 finite numbers"
+                                 + (", all positive" if key == "std" else ""))
         if self.crop_offset not in ("round", "floor"):
             raise InputError(f"crop_offset must be 'round' or 'floor', not {self.crop_offset!r}")
-        if not 0 < self.crop_fraction <= 1:
+        if (not isinstance(self.crop_fraction, numbers.Real) or isinstance(self.crop_fraction, bool)
+                or not 0 < self.crop_fraction <= 1):
             raise InputError(f"crop_fraction must be in (0, 1], got {self.crop_fraction}")
         mean = np.asarray(self.mean, dtype=np.float64)
         std = np.asarray(self.std, dtype=np.float64)

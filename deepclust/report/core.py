@@ -12,7 +12,6 @@ without touching the others.
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 import time
@@ -200,7 +199,7 @@ def render_report(
     """
     from deepclust import __version__
     from deepclust.report.template import PAGE, render
-    from deepclust.runinfo import now_iso, write_json
+    from deepclust.runinfo import now_iso, write_bytes, write_json
 
     out = Path(ctx.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -234,9 +233,7 @@ def render_report(
                             for s in done],
                   version=__version__, generated=generated)
     page = out / PAGE_NAME
-    tmp = page.with_name(f".{PAGE_NAME}.tmp")
-    tmp.write_text(html, encoding="utf-8")
-    os.replace(tmp, page)
+    write_bytes(page, html.encode("utf-8"))  # atomic; no temporary file left on failure
     write_json(out / MANIFEST_NAME, {
         "title": ctx.title, "generated": generated, "deepclust": __version__,
         "page": PAGE_NAME, "sections": manifest_sections, "errors": errors,

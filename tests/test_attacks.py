@@ -1,0 +1,585 @@
+"""The attack suite (issue 15): deepclust used as a hostile or unlucky user would.
+
+Each case runs the command in-process through :func:`deepclust.cli.main` and asserts exit
+status 2 with a one-line message on stderr naming the problem (no "Traceback"), or, where the
+input is legitimate, the correct result. For damaged stores it also asserts that nothing was
+read: no labels were written. A property-based test (hypothesis) feeds random shapes, dtypes
+and values to ``load_features`` and to every estimator's ``fit``: a result or a
+``DeepclustError``, never another exception.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import tarfile
+import traceback
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from deepclust.cli import main
+from deepclust.errors import DeepclustError
+from deepclust.store import read_meta, write_array_store
+
+N_PER, K, D = 100, 4, 8
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def run_cli(argv: list[str]) -> tuple[int | str, str, str]:
+    """(exit status, stderr, stdout); an exception escaping ``main`` is status "TB"."""
+    err, out = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            rc = main([str(a) for a in argv])
+        except SystemExit as exc:  # argparse
+            rc = exc.code
+        except Exception:  # noqa: BLE001 - what the suite exists to catch
+            rc = "TB"
+            err.write(traceback.format_exc())
+    return rc, err.getvalue(), out.getvalue()
+
+
+def assert_clean_error(argv, *fragments: str) -> str:
+    argv = [str(a) for a in argv]
+    if argv[0] == "cluster":
+        argv.append("--json")  # no progress lines on stderr: the error is all there is
+    rc, err, _ = run_cli(argv)
+    assert "Traceback" not in err, err
+    assert rc == 2, (rc, err)
+    lines = err.strip("\n").split("\n")
+    assert len(lines) == 1, err
+    for f in fragments:
+        assert f in err, (f, err)
+    return err
+
+
+def blobs(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(K, D)) * 8
+    y = np.repeat(np.arange(K), N_PER)
+    return (centers[y] + rng.normal(size=(K * N_PER, D))).astype(np.float32), y
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    d = tmp_path_factory.mktemp("attacks")
+    X, y = blobs()
+    np.savez(d / "blobs.npz", X=X, y=y)
+    write_array_store(d / "store", X, n=len(X), dim=D, dtype="float32", shard_size=N_PER, labels=y)
+    return d
+
+
+@pytest.fixture
+def store(base, tmp_path):
+    """A fresh copy of a whole 4-shard store (400 x 8, labels 0..3) to damage."""
+    s = tmp_path / "store"
+    shutil.copytree(base / "store", s)
+    return s
+
+
+def shard(s: Path, k: int) -> Path:
+    return s / "shards" / f"shard-{k:05d}.npy"
+
+
+def edit_meta(s: Path, **changes) -> None:
+    meta = read_meta(s)
+    meta.update(changes)
+    (s / "meta.json").write_text(json.dumps(meta))
+
+
+# ----------------------------------------------------------------------------- damaged stores
+
+
+def _truncate(s):
+    f = shard(s, 2)
+    f.write_bytes(f.read_bytes()[:-500])
+
+
+def _shorten(s):
+    np.save(shard(s, 1), np.load(shard(s, 1))[:90])
+
+
+def _delete_shard(s):
+    shard(s, 3).unlink()
+
+
+def _swap(s):
+    a, b = shard(s, 1).read_bytes(), shard(s, 2).read_bytes()
+    shard(s, 1).write_bytes(b)
+    shard(s, 2).write_bytes(a)
+
+
+def _resize_same_total(s):
+    rows = np.concatenate([np.load(shard(s, 1)), np.load(shard(s, 2))])
+    np.save(shard(s, 1), rows[:120])
+    np.save(shard(s, 2), rows[120:])
+
+
+def _object_shard(s):
+    np.save(shard(s, 0), np.array([[object()]] * 3, dtype=object), allow_pickle=True)
+
+
+def _flip_byte(s):
+    f = shard(s, 2)
+    data = bytearray(f.read_bytes())
+    data[-3] ^= 0xFF
+    f.write_bytes(bytes(data))
+
+
+STORE_DAMAGE = {
+    "truncated shard": (_truncate, "shard 2 is damaged"),
+    "shard shortened (valid header)": (_shorten, "shard 1 is damaged: it holds 90 rows but the store says 100"),
+    "shard deleted": (_delete_shard, "shard 3 is damaged"),
+    "two shards swapped": (_swap, "shard 1 is damaged"),
+    "shards resized, total unchanged": (_resize_same_total, "shard 1 is damaged: it holds 120 rows"),
+    "object-dtype shard": (_object_shard, "shard 0 is damaged: it holds object values"),
+    "one byte flipped": (_flip_byte, "shard 2 is damaged"),
+    "index deleted": (lambda s: (s / "index.parquet").unlink(), "index.parquet is missing"),
+    "index garbage": (lambda s: (s / "index.parquet").write_bytes(b"garbage" * 10), "index.parquet is damaged"),
+    "meta is a list": (lambda s: (s / "meta.json").write_text("[1, 2]"), "it holds a list"),
+    "meta not JSON": (lambda s: (s / "meta.json").write_text("{"), "not readable JSON"),
+    "meta lacks count": (lambda s: edit_meta(s, count=None) or _drop_key(s, "count"), "it has no 'count'"),
+    "negative count": (lambda s: edit_meta(s, count=-5), "count is -5"),
+    "count too high": (lambda s: edit_meta(s, count=500), "the shards hold 400 rows but meta.json says count=500"),
+    "unknown dtype": (lambda s: edit_meta(s, dtype="complex64"), "dtype is complex64"),
+    "dim changed": (lambda s: edit_meta(s, dim=9), "store says dim=9"),
+    "n_shards not an integer": (lambda s: edit_meta(s, n_shards=3.5), "n_shards is 3.5"),
+    "n_shards edited": (lambda s: edit_meta(s, n_shards=3), "shard records do not match n_shards=3"),
+    "dim is a string": (lambda s: edit_meta(s, dim="8"), "dim is 8"),
+}
+
+
+def _drop_key(s, key):
+    meta = read_meta(s)
+    meta.pop(key)
+    (s / "meta.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("method", ["kmeans", "agglomerative"])  # streamed / loaded in memory
+@pytest.mark.parametrize("case", sorted(STORE_DAMAGE))
+def test_damaged_store_is_named_not_read(store, tmp_path, case, method):
+    damage, fragment = STORE_DAMAGE[case]
+    damage(store)
+    out = tmp_path / "run"
+    assert_clean_error(["cluster", store, "--k", K, "--method", method, "--out", out,
+                        "--no-label-free"], fragment)
+    assert not (out / "labels.npy").exists()  # nothing was read, nothing written
+
+
+@pytest.mark.parametrize("case", sorted(STORE_DAMAGE))
+def test_verify_names_the_damage(store, case):
+    damage, fragment = STORE_DAMAGE[case]
+    damage(store)
+    rc, err, out = run_cli(["verify", store])
+    assert rc == 2 and "Traceback" not in err and len(err.strip().split("\n")) == 1, (rc, err)
+    assert fragment in out + err
+
+
+def test_verify_whole_store(store):
+    rc, err, out = run_cli(["verify", store])
+    assert rc == 0 and "OK, 400 rows x 8 in 4 shards (structure and checksums checked)" in out
+
+
+def test_every_reader_refuses_a_damaged_store(store):
+    """In memory (X), streamed (StoreRows), shard maps, a distributed part: one check."""
+    from deepclust.data.rows import as_row_source
+    from deepclust.errors import InputError
+    from deepclust.store import open_store
+
+    _swap(store)
+    for read in (lambda: open_store(store).X, lambda: as_row_source(store).to_array(),
+                 lambda: open_store(store).shard(0), lambda: as_row_source(store).part(1, 2)):
+        with pytest.raises(InputError, match="shard 1 is damaged"):
+            read()
+
+
+def test_checksum_only_damage_is_found_by_verify(tmp_path):
+    """A byte changed past the hashed head: structure intact, verify's SHA-256 finds it."""
+    X, y = blobs()
+    big = np.repeat(X, 30, axis=0)  # 12 000 x 8 float32: 384 KB, past the 64 KiB head
+    write_array_store(tmp_path / "s", big, n=len(big), dim=D, dtype="float32", shard_size=len(big))
+    f = shard(tmp_path / "s", 0)
+    data = bytearray(f.read_bytes())
+    data[-5] ^= 0x01
+    f.write_bytes(bytes(data))
+    rc, err, out = run_cli(["verify", tmp_path / "s"])
+    assert rc == 2 and "SHA-256 differs" in out, (rc, out, err)
+    assert run_cli(["verify", tmp_path / "s", "--quick"])[0] == 0
+
+
+def test_old_store_without_records_still_opens(store, tmp_path):
+    meta = read_meta(store)
+    meta.pop("shards")
+    meta.pop("index_file")
+    (store / "meta.json").write_text(json.dumps(meta))
+    rc, err, out = run_cli(["cluster", store, "--k", K, "--out", tmp_path / "r", "--no-label-free",
+                            "--json"])
+    assert rc == 0, err
+    assert json.loads(out)["metrics"]["ami"] == pytest.approx(1.0)
+    rc, _, out = run_cli(["verify", store])
+    assert rc == 0 and "no checksums were recorded" in out
+
+
+def test_rerun_rebuilds_a_damaged_shard_with_the_same_rows(store):
+    X, y = blobs()
+    _shorten(store)
+    write_array_store(store, X, n=len(X), dim=D, dtype="float32", shard_size=N_PER, labels=y)
+    assert run_cli(["verify", store])[0] == 0
+    from deepclust.store import open_store
+
+    s = open_store(store)
+    assert np.array_equal(s.X, X) and np.array_equal(s.labels, y)
+
+
+def test_pickle_in_npy_is_refused(tmp_path):
+    np.save(tmp_path / "evil.npy", np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+    assert_clean_error(["cluster", tmp_path / "evil.npy", "--k", 2, "--out", tmp_path / "r"],
+                       "not a readable .npy file")
+
+
+# ----------------------------------------------------------------------------- parameters
+
+
+PARAM_CASES = {
+    "hdbscan min_cluster_size huge": (["--method", "hdbscan", "--param", "min_cluster_size=1e30"],
+                                       "min_cluster_size=1e+30 is not allowed"),
+    "hdbscan min_cluster_size above n": (["--method", "hdbscan", "--param", "min_cluster_size=100000"],
+                                          "needs at least that many points"),
+    "hdbscan min_samples=abc": (["--method", "hdbscan", "--param", "min_samples=abc"],
+                                "min_samples='abc' is not allowed"),
+    "hdbscan metric=bogus": (["--method", "hdbscan", "--param", "metric=bogus"],
+                             "metric='bogus' is not allowed"),
+    "hdbscan cluster_selection_epsilon=abc": (
+        ["--method", "hdbscan", "--param", "cluster_selection_epsilon=abc"],
+        "cluster_selection_epsilon='abc' is not allowed"),
+    "spectral n_neighbors=abc": (["--method", "spectral", "--k", K, "--param", "n_neighbors=abc"],
+                                 "n_neighbors='abc' is not allowed"),
+    "spectral n_neighbors=0": (["--method", "spectral", "--k", K, "--param", "n_neighbors=0"],
+                               "n_neighbors=0 is not allowed"),
+    "affinity preference=abc": (["--method", "affinity-propagation", "--param", "preference=abc"],
+                                "preference='abc' is not allowed"),
+    "agglomerative metric=bogus": (["--method", "agglomerative", "--k", K, "--param",
+                                    "linkage=average", "--param", "metric=bogus"],
+                                   "metric='bogus' is not allowed"),
+    "kmeans spherical=abc": (["--k", K, "--param", "spherical=abc"], "spherical='abc' is not allowed"),
+    "gmm covariance_type=bogus": (["--method", "gmm", "--k", K, "--param", "covariance_type=x"],
+                                  "covariance_type='x' is not allowed"),
+    "umap n_neighbors=abc": (["--k", K, "--reduce", "umap:2:n_neighbors=abc"],
+                             "n_neighbors='abc' is not allowed"),
+    "unknown parameter": (["--k", K, "--param", "bogus=1"], "does not take parameter(s) bogus"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PARAM_CASES))
+def test_bad_parameter_is_named(base, tmp_path, case):
+    argv, fragment = PARAM_CASES[case]
+    assert_clean_error(["cluster", base / "blobs.npz", "--out", tmp_path / "r", "--no-label-free",
+                        *argv], fragment)
+
+
+def test_all_negative_labels_are_refused(base, tmp_path):
+    np.save(tmp_path / "neg.npy", -np.ones(K * N_PER, dtype=np.int64))
+    assert_clean_error(["cluster", base / "blobs.npz", "--k", K, "--out", tmp_path / "r",
+                        "--labels", tmp_path / "neg.npy", "--no-label-free"], "every label is negative")
+
+
+def test_huge_finite_values_are_not_called_nan(tmp_path):
+    X, _ = blobs()
+    X = X.astype(np.float64)
+    X[3, 0] = 1e300
+    np.save(tmp_path / "big.npy", X)
+    err = assert_clean_error(["cluster", tmp_path / "big.npy", "--k", K, "--out", tmp_path / "r"],
+                             "beyond the float32 range")
+    assert "NaN" not in err
+
+
+def test_complex_features_are_refused(tmp_path):
+    X, _ = blobs()
+    np.save(tmp_path / "c.npy", X.astype(np.complex64) + 1j)
+    assert_clean_error(["cluster", tmp_path / "c.npy", "--k", K, "--out", tmp_path / "r"],
+                       "Complex data not supported")
+
+
+# ----------------------------------------------------------------------------- images and sources
+
+
+def _photos():
+    from sklearn.datasets import load_sample_images
+
+    return [Image.fromarray(im) for im in load_sample_images().images]
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """Class folders a/ and b/ of small crops of the two sample photos."""
+    d = tmp_path_factory.mktemp("photos") / "imgs"
+    for c, im in zip("ab", _photos(), strict=True):
+        (d / c).mkdir(parents=True)
+        for j in range(3):
+            im.crop((40 * j, 0, 40 * j + 64, 64)).save(d / c / f"{j}.png")
+    return d
+
+
+def _embed(src, out, *extra, encoder=("raw", "--encoder-opt", "size=8")):
+    return ["embed", src, "--encoder", *encoder, "--out", out, "--workers", "0", "--no-progress",
+            *extra]
+
+
+def test_symlink_to_sibling_class_keeps_labels(photos, tmp_path):
+    from deepclust.data.sources import FolderSource
+
+    src = tmp_path / "imgs"
+    shutil.copytree(photos, src)
+    os.symlink(src / "b", src / "a" / "link-to-b")
+    fs = FolderSource(src)
+    assert fs.class_names == ["a", "b"]
+    assert sorted(fs.paths) == [f"{c}/{j}.png" for c in "ab" for j in range(3)]
+    assert fs.labels.tolist() == [0, 0, 0, 1, 1, 1]
+
+
+def test_symlink_leaving_the_folder_is_refused(photos, tmp_path):
+    src = tmp_path / "imgs"
+    shutil.copytree(photos, src)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    _photos()[0].crop((0, 0, 32, 32)).save(outside / "x.png")
+    os.symlink(outside, src / "a" / "out")
+    assert_clean_error(_embed(src, tmp_path / "s"), "outside the image folder", "--follow-outside")
+    rc, err, _ = run_cli(_embed(src, tmp_path / "s2", "--follow-outside"))
+    assert rc == 0, err
+    assert read_meta(tmp_path / "s2")["count"] == 7
+
+
+def test_manifest_path_leaving_the_root_is_refused(photos, tmp_path):
+    (tmp_path / "m.csv").write_text("path,label\n/etc/passwd,0\n")
+    assert_clean_error(_embed(tmp_path / "m.csv", tmp_path / "s"), "lead outside the folder")
+    (tmp_path / "m2.csv").write_text("path,label\n../../x.png,0\n")
+    assert_clean_error(_embed(tmp_path / "m2.csv", tmp_path / "s"), "lead outside the folder")
+
+
+def test_terminal_escapes_in_names_are_escaped(tmp_path):
+    (tmp_path / "m.csv").write_text("path,label\n/tmp/\x1b[2Jevil.png,0\n")
+    err = assert_clean_error(_embed(tmp_path / "m.csv", tmp_path / "s"), "\\x1b[2J")
+    assert "\x1b" not in err
+
+
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_max_pixels_must_be_positive(photos, tmp_path, value):
+    assert_clean_error(_embed(photos, tmp_path / "s", "--max-pixels", value), "max_pixels")
+
+
+def test_negative_workers_are_refused(photos, tmp_path):
+    argv = _embed(photos, tmp_path / "s")
+    argv[argv.index("--workers") + 1] = "-1"
+    assert_clean_error(argv, "num_workers=-1 is not allowed")
+    assert not (tmp_path / "s" / "meta.json").exists()
+
+
+def _tar(path: Path, cls: bytes) -> Path:
+    buf = io.BytesIO()
+    _photos()[0].crop((0, 0, 16, 16)).save(buf, format="PNG")
+    with tarfile.open(path, "w") as tf:
+        for name, data in (("s0.png", buf.getvalue()), ("s0.cls", cls)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_non_integer_cls_in_a_tar_is_refused(tmp_path):
+    assert_clean_error(_embed(_tar(tmp_path / "t.tar", b"cat"), tmp_path / "s"),
+                       "s0.cls holds the label 'cat', which is not an integer")
+
+
+def test_truncated_tar_is_named(tmp_path):
+    t = _tar(tmp_path / "t.tar", b"1")
+    t.write_bytes(t.read_bytes()[:700])
+    assert_clean_error(_embed(t, tmp_path / "s"), "damaged or truncated")
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def _checkpoint(tmp_path, **config_changes) -> Path:
+    import torch
+
+    from deepclust.encoders.checkpoint import ConvNet, save_checkpoint
+    from deepclust.encoders.transform import ImageTransform
+
+    torch.manual_seed(0)
+    t = ImageTransform(crop_size=16, resize="exact", mean=(0.5,) * 3, std=(0.5,) * 3)
+    ck = save_checkpoint(tmp_path / "ckpt", ConvNet(widths=(4, 8)), "convnet", t,
+                         arch_kwargs={"widths": [4, 8]})
+    config = json.loads((ck / "config.json").read_text())
+    for key, value in config_changes.items():
+        if key in ("mean", "std"):
+            config["transform"][key] = value
+        else:
+            config[key] = value
+    (ck / "config.json").write_text(json.dumps(config))
+    return ck
+
+
+def test_checkpoint_with_wrong_dim_is_refused_before_a_store_is_written(photos, tmp_path):
+    ck = _checkpoint(tmp_path, dim=99)
+    argv = _embed(photos, tmp_path / "s", encoder=(f"checkpoint:{ck}",))
+    assert_clean_error(argv, "declares dim=99, but the model gives 8")
+    assert not (tmp_path / "s").exists()
+
+
+def test_checkpoint_mean_not_numbers_is_refused(photos, tmp_path):
+    ck = _checkpoint(tmp_path, mean="abc")
+    argv = _embed(photos, tmp_path / "s", encoder=(f"checkpoint:{ck}",))
+    assert_clean_error(argv, "mean is 'abc'; it must be 3 finite numbers")
+
+
+# ----------------------------------------------------------------------------- outputs and disks
+
+
+def test_out_under_a_file_fails_before_clustering(base, tmp_path):
+    (tmp_path / "file").write_text("x")
+    assert_clean_error(["cluster", base / "blobs.npz", "--k", K, "--out", tmp_path / "file" / "run"],
+                       "is a file, not a folder")
+
+
+def test_out_in_proc_fails_before_clustering(base):
+    assert_clean_error(["cluster", base / "blobs.npz", "--k", K, "--out", "/proc/deepclust-run"],
+                       "cannot be written")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through read-only permissions")
+def test_read_only_out_fails_before_clustering(base, tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        assert_clean_error(["cluster", base / "blobs.npz", "--k", K, "--out", ro / "run"],
+                           "cannot be written")
+    finally:
+        ro.chmod(0o700)
+
+
+def test_full_disk_before_the_run_is_a_clean_error_at_once(base, tmp_path, monkeypatch):
+    import errno
+
+    import deepclust.runinfo as runinfo
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(runinfo.os, "fsync", full)
+    out = tmp_path / "run"
+    assert_clean_error(["cluster", base / "blobs.npz", "--k", K, "--out", out],
+                       "cannot be written (No space left on device)")
+    assert not any(out.iterdir())
+
+
+def test_full_disk_while_writing_is_a_clean_error_and_leaves_no_temporary_file(
+        base, tmp_path, monkeypatch):
+    """ENOSPC while writing the run: one line naming the folder, no .tmp left, re-run works."""
+    import errno
+
+    real = np.save
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(np, "save", full)
+    assert_clean_error(["cluster", base / "blobs.npz", "--k", K, "--out", out, "--no-label-free"],
+                       "no space left on the device", str(out))
+    assert not list(out.glob(".*.tmp")), list(out.iterdir())
+    monkeypatch.setattr(np, "save", real)
+    rc, err, _ = run_cli(["cluster", base / "blobs.npz", "--k", K, "--out", out, "--no-label-free"])
+    assert rc == 0 and (out / "labels.npy").exists(), err
+
+
+def test_full_disk_during_embed_resumes(photos, tmp_path, monkeypatch):
+    import errno
+
+    real, calls = np.save, []
+
+    def fills_up(*args, **kwargs):  # the second shard written hits a full disk
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(np, "save", fills_up)
+    out = tmp_path / "s"
+    assert_clean_error(_embed(photos, out, "--shard-size", "2"), "no space left on the device")
+    assert not list((out / "shards").glob(".*.tmp"))
+    monkeypatch.setattr(np, "save", real)
+    assert run_cli(_embed(photos, out, "--shard-size", "2"))[0] == 0
+    whole = tmp_path / "whole"
+    assert run_cli(_embed(photos, whole, "--shard-size", "2"))[0] == 0
+    from deepclust.store import open_store
+
+    assert np.array_equal(open_store(out).X, open_store(whole).X)
+    assert run_cli(["verify", out])[0] == 0
+
+
+# ----------------------------------------------------------------------------- property-based
+
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.extra import numpy as hnp  # noqa: E402
+
+_DTYPES = [np.float16, np.float32, np.float64, np.int8, np.int64, np.uint8, np.bool_, np.complex64]
+_SHAPES = hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=12)
+
+
+def _array(dtype):
+    dtype = np.dtype(dtype)
+    # no subnormals: a library here sets flush-to-zero, which hypothesis refuses to draw under
+    elements = hnp.from_dtype(dtype, allow_subnormal=False) if dtype.kind in "fc" else None
+    return hnp.arrays(dtype=dtype, shape=_SHAPES, elements=elements)
+
+
+_ARRAYS = st.sampled_from(_DTYPES).flatmap(_array)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(X=_ARRAYS)
+def test_load_features_gives_a_result_or_a_deepclust_error(tmp_path_factory, X):
+    from deepclust.data.features import load_features
+
+    path = tmp_path_factory.mktemp("h") / "x.npy"
+    np.save(path, X)
+    try:
+        fs = load_features(path)
+    except DeepclustError:
+        return
+    assert fs.X.ndim == 2 and np.isfinite(fs.X).all()
+
+
+_METHODS = ["kmeans", "minibatch-kmeans", "agglomerative", "spectral", "hdbscan",
+            "affinity-propagation", "gmm"]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(X=_ARRAYS, method=st.sampled_from(_METHODS), k=st.integers(-1, 5))
+def test_fit_gives_a_result_or_a_deepclust_error(X, method, k):
+    from deepclust.cluster import get_clusterer_class, make_clusterer
+
+    params = {"n_clusters": k} if get_clusterer_class(method).takes_n_clusters else {}
+    try:
+        est = make_clusterer(method, random_state=0, **params)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            est.fit(X)
+    except DeepclustError:
+        return
+    assert est.labels_.shape == (np.asarray(X).shape[0],)
