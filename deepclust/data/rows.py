@@ -29,7 +29,7 @@ import numpy as np
 
 from deepclust.data.featureset import FeatureSet
 from deepclust.errors import InputError
-from deepclust.store import EmbeddingStore, is_store, open_store
+from deepclust.store import EmbeddingStore, is_store, npy_header, open_store
 from deepclust.validation import check_features
 
 __all__ = ["BLOCK_ROWS", "ArrayRows", "RowSource", "StoreRows", "as_row_source",
@@ -228,14 +228,18 @@ class StoreRows(RowSource):
         return out
 
     def _layout(self, k: int) -> tuple[int, int]:
-        """Byte offset of shard ``k``'s rows in its .npy file, and bytes per row."""
+        """Byte offset of shard ``k``'s rows in its .npy file, and bytes per row (from the
+        header alone: a memory map of a large shard would take its size in address space)."""
         if k not in self._headers:
-            m = np.load(_shard_path(self.store, k), mmap_mode="r")
-            if not m.flags.c_contiguous or m.dtype != np.dtype(self.store.dtype):
+            try:
+                shape, fortran, dtype, offset = npy_header(_shard_path(self.store, k))
+            except (OSError, ValueError) as exc:
+                raise InputError(f"{self.store.path}: shard {k} is damaged ({exc}); the store "
+                                 "is damaged") from None
+            if fortran or dtype != np.dtype(self.store.dtype) or len(shape) != 2:
                 raise InputError(f"{self.store.path}: shard {k} is not a C-ordered "
                                  f"{self.store.dtype} array; the store is damaged")
-            self._headers[k] = (int(m.offset), int(m.strides[0]))
-            del m
+            self._headers[k] = (int(offset), int(dtype.itemsize * shape[1]))
         return self._headers[k]
 
     def take(self, rows: np.ndarray) -> np.ndarray:
@@ -243,12 +247,18 @@ class StoreRows(RowSource):
         if rows.size and (rows.min() < 0 or rows.max() >= self.n_total):
             raise InputError(f"rows {rows.min()}..{rows.max()} are outside the store's "
                              f"{self.n_total} rows")
-        out = np.empty((rows.shape[0], self.d), dtype=np.float32)  # every row is set below
+        # plain reads of each row, like _read: no memory map of a whole shard
+        raw = np.empty((rows.shape[0], self.d), dtype=self.store.dtype)
         shard_of = np.searchsorted(self._offsets, rows, side="right") - 1
         for k in np.unique(shard_of):
-            sel = np.flatnonzero(shard_of == k)
-            out[sel] = self.store.shard(int(k))[rows[sel] - self._offsets[k]]
-        out = _float32(out, check=not self.checked, row_ids=rows)
+            header, row_bytes = self._layout(int(k))
+            with open(_shard_path(self.store, int(k)), "rb") as f:
+                for i in np.flatnonzero(shard_of == k):
+                    f.seek(header + int(rows[i] - self._offsets[k]) * row_bytes)
+                    if f.readinto(memoryview(raw[i]).cast("B")) != row_bytes:
+                        raise InputError(f"{self.store.path}: shard {k} is shorter than its "
+                                         "header says; the store is damaged")
+        out = _float32(raw, check=not self.checked, row_ids=rows)
         return unit_rows(out, row_ids=rows) if self.unit else out
 
     def fingerprint(self) -> str:
