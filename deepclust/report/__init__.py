@@ -125,5 +125,17 @@ def write_report(
     what = "demo" if data.command == "demo" else "cluster run"
     subtitle = f"deepclust {what} · {data.run_dir}"
     return render_report(ctx, list(sections or DEFAULT_SECTIONS), subtitle=subtitle,
-                         cards=_cards(data))
+                         cards=_cards(data), manifest=_manifest(data))
+
+
+def _manifest(data: RunData) -> dict:
+    """What ``report.json`` says about missing inputs (``deepclust report`` prints it)."""
+    warnings = []
+    if not data.input_found:
+        warnings.append(data.notes.get("input", "the run's input was not found"))
+    if data.missing:
+        m = data.missing
+        warnings.append(f"{m['expected'] - m['found']} of {m['expected']} image files not "
+                        f"found (looked in {', '.join(m['looked_in'])})")
+    return {"input_found": data.input_found, "warnings": warnings}
 

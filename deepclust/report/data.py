@@ -478,6 +478,12 @@ def find_store_images(store_dir: Path) -> StoreImages:
     recorded = index["path"].to_pylist()
     roots = [r for r in (source.get("root"), str(store_dir), str(store_dir.parent)) if r]
     paths = resolve_image_paths(recorded, roots)
+    root = source.get("root")
+    if ids is not None and root and Path(root).is_absolute():
+        # a folder store's paths are relative to where `embed` ran, its ids to the folder
+        # (recorded absolute): the id under the root finds a file the path no longer does
+        again = resolve_image_paths(ids, [root])
+        paths = [p if p is not None else q for p, q in zip(paths, again, strict=True)]
     names = ids or [Path(p).name if p else "" for p in recorded]
     return _file_images(recorded, paths, names, roots)
 
@@ -501,8 +507,10 @@ def _file_images(recorded: list, paths: list[str | None], names: list[str],
 def store_images(store_dir: Path) -> tuple[ImageSet | None, str | None]:
     """The images behind an embedding store's rows, or None and the reason.
 
-    Paths in ``index.parquet`` are tried as given, then under the source's ``root``, the
-    store folder and the folder holding it; a store made from a built-in dataset (in-memory
+    Paths in ``index.parquet`` are tried under the source's ``root``, the store folder and
+    the folder holding it, then as given; then each row's ``id`` under the source's
+    ``root`` (a folder store records paths relative to where ``embed`` ran, ids relative
+    to the folder); a store made from a built-in dataset (in-memory
     arrays) is read from the dataset by each row's ``item``.
     """
     found = find_store_images(store_dir)
