@@ -280,7 +280,7 @@ def galleries_section(ctx: ReportContext) -> Section | None:
                   f"{ctx.options.max_galleries}).")
     html = render("""<p class="note">{{ intro | safe }}</p>
 <div class="gallery-grid">{% for g in cards %}
-<div class="gcard{% if g.mixed %} mixed{% endif %}" id="gallery-{{ g.id }}" data-per-page="{{ per_page }}" data-shown="{{ g.shown }}">
+<div class="gcard"{% if g.mixed %} data-mixed="true"{% endif %} id="gallery-{{ g.id }}" data-per-page="{{ per_page }}" data-shown="{{ g.shown }}">
 <h3><span class="chip" style="background:{{ g.colour }}"></span>{{ g.name }}{% if g.mixed %} <span class="flag" title="spread over {{ factor }} x the median cluster's">mixed?</span>{% endif %}</h3>
 <div class="gmeta"><b>{{ g.size }}</b> images ({{ g.share }}){% if g.cohesion is not none %} ·
 cohesion <b>{{ g.cohesion | num(2) }}</b>{% endif %}{% if g.majority is not none %} ·

@@ -81,7 +81,7 @@ summary { cursor:pointer; color:var(--accent); font-size:13px; }
 a.sheet-cell, .sheet a { position:absolute; display:block; }
 .sheet a:hover { outline:2px solid var(--accent); }
 .sheet a.off { box-shadow:inset 0 0 0 2px var(--bad); }
-.gcard.mixed { border-color:#e8a33d; }
+.gcard[data-mixed] { border-color:#e8a33d; }
 .flag { font-size:11px; font-weight:600; color:#8a5200; background:#fdf0d8; border-radius:8px;
         padding:0 7px; }
 .gorder { font-size:11px; color:var(--muted); margin:0 0 4px; }
