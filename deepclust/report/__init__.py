@@ -7,7 +7,7 @@ into a report folder (``RUN_DIR/report`` by default)::
       report.html            the page: open it from file://, nothing is fetched from the network
       report.json            manifest: sections, the files each wrote, timings, errors
       assets/figures/*.png   the plots (matplotlib, 150 dpi), usable as they are in a paper
-      assets/thumbs/*.png    one sprite sheet of thumbnails per cluster
+      assets/thumbs/*.png    one sprite sheet of thumbnails per gallery page (and for duplicates, outliers)
 
 "Self-contained" means that folder: copy or zip it whole. Images are files beside the page
 rather than base64 inside it, which keeps a 10 000-image report quick to open.

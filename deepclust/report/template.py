@@ -2,7 +2,10 @@
 
 Everything the page needs is here or under ``assets/``: the CSS and the one script are
 inline, images are relative links, and nothing is fetched from the network, so the folder
-opens from ``file://`` on a machine without internet.
+opens from ``file://`` on a machine without internet. The script pages the galleries
+(swapping in ``<template class="gpage">`` pages), draws the interactive map of each
+``.dc-map`` from the JSON embedded in it (and sets its ``data-points``), and runs the
+self-check below.
 
 The script at the end of the page checks, once the page has loaded, that every image decoded
 (``complete && naturalWidth > 0``) and writes the result and the page's load time
