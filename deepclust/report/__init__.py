@@ -7,7 +7,7 @@ into a report folder (``RUN_DIR/report`` by default)::
       report.html            the page: open it from file://, nothing is fetched from the network
       report.json            manifest: sections, the files each wrote, timings, errors
       assets/figures/*.png   the plots (matplotlib, 150 dpi), usable as they are in a paper
-      assets/thumbs/*.png    one sprite sheet of thumbnails per cluster
+      assets/thumbs/*.png    one sprite sheet of thumbnails per gallery page (and for duplicates, outliers)
 
 "Self-contained" means that folder: copy or zip it whole. Images are files beside the page
 rather than base64 inside it, which keeps a 10 000-image report quick to open.
@@ -125,5 +125,17 @@ def write_report(
     what = "demo" if data.command == "demo" else "cluster run"
     subtitle = f"deepclust {what} · {data.run_dir}"
     return render_report(ctx, list(sections or DEFAULT_SECTIONS), subtitle=subtitle,
-                         cards=_cards(data))
+                         cards=_cards(data), manifest=_manifest(data))
+
+
+def _manifest(data: RunData) -> dict:
+    """What ``report.json`` says about missing inputs (``deepclust report`` prints it)."""
+    warnings = []
+    if not data.input_found:
+        warnings.append(data.notes.get("input", "the run's input was not found"))
+    if data.missing:
+        m = data.missing
+        warnings.append(f"{m['expected'] - m['found']} of {m['expected']} image files not "
+                        f"found (looked in {', '.join(m['looked_in'])})")
+    return {"input_found": data.input_found, "warnings": warnings}
 

@@ -64,19 +64,30 @@ class ReportOptions:
 
     Attributes
     ----------
-    n_centre : int
-        Thumbnails per cluster nearest the cluster's mean (in the run's feature space).
-    n_random : int
-        Thumbnails per cluster drawn at random from the other members.
+    per_page : int
+        Thumbnails per gallery page (0: no galleries); every member of a cluster is on one
+        of its pages, nearest the centre first.
+    cols : int
+        Thumbnails per row of a gallery page.
+    max_thumbs : int
+        Thumbnails in all the galleries at most; above it each cluster shows its members
+        nearest the centre (the page says so).
     max_galleries : int
         Galleries shown at most; beyond it, the largest clusters are shown.
+    map_points : int
+        Points of the interactive map at most (a seeded subset above it).
+    top_outliers : int
+        Thumbnails in the outliers section.
     thumb_target, thumb_max : int
         Tile size rules (see :func:`deepclust.report.images.tile_size_for`).
     """
 
-    n_centre: int = 8
-    n_random: int = 8
+    per_page: int = 48
+    cols: int = 8
+    max_thumbs: int = 20_000
     max_galleries: int = 100
+    map_points: int = 20_000
+    top_outliers: int = 24
     thumb_target: int = 64
     thumb_max: int = 96
 
@@ -176,6 +187,7 @@ def render_report(
     *,
     subtitle: str = "",
     cards: Sequence[dict] = (),
+    manifest: dict | None = None,
 ) -> Path:
     """Run ``sections`` and write ``report.html``, ``report.json`` and ``assets/``.
 
@@ -191,6 +203,9 @@ def render_report(
         Line under the title.
     cards : sequence of dict
         Headline numbers in the header: ``name``, ``value`` (text), ``help`` (tooltip).
+    manifest : dict, optional
+        More keys for ``report.json`` (a run's report adds ``input_found`` and
+        ``warnings``).
 
     Returns
     -------
@@ -237,5 +252,6 @@ def render_report(
     write_json(out / MANIFEST_NAME, {
         "title": ctx.title, "generated": generated, "deepclust": __version__,
         "page": PAGE_NAME, "sections": manifest_sections, "errors": errors,
+        **(manifest or {}),
     })
     return page

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,24 @@ class RunData:
         Why a piece is missing: keys ``"features"``, ``"labels"``, ``"images"``.
     pipeline : dict or None
         Demo runs: the ranked row shown in detail.
+    paths : list of (str or None) or None
+        Absolute path of row ``i``'s image file, when the input has files (None where the
+        file was not found).
+    names : list of str or None
+        What to call row ``i`` on the page: its id (the image path relative to the source
+        root), else the file name; None when rows have neither (use ``row N``).
+    assignments : dict of str to ndarray, or None
+        ``RUN/assignments.parquet`` column by column, when the run wrote it and it matches
+        the labels (see :func:`read_assignments`).
+    failed : list of dict
+        Images the run could not read (``path``, ``reason``), from ``run.json`` ``failed``.
+    missing : dict or None
+        When image files were expected but some were not found: ``expected``, ``found``,
+        ``looked_in`` (folders tried), ``examples`` (a few paths not found).
+    input_found : bool
+        False when ``run.json`` names an input that exists nowhere the report looked; the
+        report is then made of ``run.json`` and the labels alone (``deepclust report``
+        exits with status 1).
     """
 
     run_dir: Path
@@ -98,6 +117,12 @@ class RunData:
     notes: dict[str, str] = field(default_factory=dict)
     pipeline: dict | None = None
     x_rows: np.ndarray | None = None
+    paths: list[str | None] | None = None
+    names: list[str] | None = None
+    assignments: dict[str, np.ndarray] | None = None
+    failed: list[dict] = field(default_factory=list)
+    missing: dict | None = None
+    input_found: bool = True
 
     @property
     def n_samples(self) -> int:
@@ -106,6 +131,12 @@ class RunData:
     @property
     def has_labels(self) -> bool:
         return self.y is not None and bool(np.any(self.y >= 0))
+
+    def row_name(self, i: int) -> str:
+        """Row ``i`` as the page names it: its file name or id, else ``row i``."""
+        if self.names is not None and self.names[i]:
+            return str(self.names[i])
+        return f"row {int(i)}"
 
     def class_name(self, c: int) -> str:
         """Display name of class ``c``."""
@@ -341,7 +372,7 @@ def load_run(
     """
     from deepclust.record import RunRecord
 
-    run_dir = Path(run_dir).expanduser()
+    run_dir = Path(os.path.abspath(Path(run_dir).expanduser()))
     path = run_dir / "run.json"
     run = RunRecord.read(run_dir).to_dict()
     command = run.get("command")
@@ -367,18 +398,68 @@ def _builtin_name(text: str) -> bool:
     return not Path(text).expanduser().exists() and text.split(":")[0].lower() in BUILTIN_DATASETS
 
 
-def store_images(store_dir: Path) -> tuple[ImageSet | None, str | None]:
-    """The images behind an embedding store's rows, or None and the reason.
+def recorded_cwd(run: dict) -> Path | None:
+    """The working folder the run was made in, when ``run.json`` recorded it (``cwd`` at
+    the top level, in ``input`` or in ``environment``)."""
+    inp = run.get("input") or {}
+    for value in (run.get("cwd"), inp.get("cwd"), (run.get("environment") or {}).get("cwd")):
+        if isinstance(value, str) and value and Path(value).is_absolute():
+            return Path(value)
+    return None
 
-    Paths in ``index.parquet`` are tried as given, then under the source's ``root`` and the
-    store folder; a store made from a built-in dataset (in-memory arrays) is read from the
-    dataset by each row's ``item``.
+
+def resolve_recorded_path(text: str, run_dir: Path, run: dict) -> tuple[Path | None, list[str]]:
+    """A path ``run.json`` recorded, as an existing absolute path, and the folders tried.
+
+    Absolute paths (what runs record now) are taken as they are. A relative one (older runs
+    stored the path as typed) is tried against the working folder the run recorded, then
+    the run folder and up to three folders above it (``deepclust cluster stores/x --out
+    runs/km`` made from ``/p`` leaves ``/p/runs/km``), then the current working folder.
+
+    Returns
+    -------
+    path, looked_in : Path or None, list of str
     """
+    path = Path(text).expanduser()
+    if path.is_absolute():
+        return (path if path.exists() else None), [str(path.parent)]
+    bases: list[Path] = []
+    cwd = recorded_cwd(run)
+    if cwd is not None:
+        bases.append(cwd)
+    run_dir = Path(os.path.abspath(run_dir))
+    bases += [run_dir, *list(run_dir.parents)[:3], Path.cwd()]
+    looked: list[str] = []
+    for base in bases:
+        if str(base) in looked:
+            continue
+        looked.append(str(base))
+        if (base / path).exists():
+            return Path(os.path.abspath(base / path)), looked
+    return None, looked
+
+
+@dataclass
+class StoreImages:
+    """The image files behind a store's rows, as the report found them."""
+
+    images: ImageSet | None
+    paths: list[str | None] | None = None
+    names: list[str] | None = None
+    missing: dict | None = None
+    why: str | None = None
+
+
+def find_store_images(store_dir: Path) -> StoreImages:
+    """The images behind an embedding store's rows (see :func:`store_images`), with the
+    absolute path and id of each row and, when files are missing, where the report looked."""
+    store_dir = Path(os.path.abspath(store_dir))
     try:
         meta, index = read_meta(store_dir), read_index(store_dir)
     except (DeepclustError, OSError, ValueError) as exc:
-        return None, f"the embedding store's index could not be read ({exc})"
+        return StoreImages(None, why=f"the embedding store's index could not be read ({exc})")
     source = meta.get("source") if isinstance(meta.get("source"), dict) else {}
+    ids = [str(v) for v in index["id"].to_pylist()] if "id" in index.column_names else None
     if source.get("kind") in ("arrays", "builtin") and "item" in index.column_names:
         name = str(source.get("name", ""))
         if _builtin_name(name):
@@ -387,18 +468,114 @@ def store_images(store_dir: Path) -> tuple[ImageSet | None, str | None]:
             try:
                 ds = load_dataset(name, download=False)
             except DeepclustError as exc:
-                return None, f"the store's dataset {name} is not available ({exc})"
+                return StoreImages(None, why=f"the store's dataset {name} is not available ({exc})")
             items = index["item"].to_numpy()
-            return ArrayImages(ds.images[items]), None
-        return None, "the store was made from in-memory arrays, which it does not keep"
+            return StoreImages(ArrayImages(ds.images[items]))
+        return StoreImages(None, why="the store was made from in-memory arrays, which it does "
+                                     "not keep")
     if "path" not in index.column_names:
-        return None, "the embedding store records no image paths"
-    roots = [r for r in (source.get("root"), str(store_dir)) if r]
-    paths = resolve_image_paths(index["path"].to_pylist(), roots)
-    found = sum(p is not None for p in paths)
+        return StoreImages(None, why="the embedding store records no image paths")
+    recorded = index["path"].to_pylist()
+    roots = [r for r in (source.get("root"), str(store_dir), str(store_dir.parent)) if r]
+    paths = resolve_image_paths(recorded, roots)
+    root = source.get("root")
+    if ids is not None and root and Path(root).is_absolute():
+        # a folder store's paths are relative to where `embed` ran, its ids to the folder
+        # (recorded absolute): the id under the root finds a file the path no longer does
+        again = resolve_image_paths(ids, [root])
+        paths = [p if p is not None else q for p, q in zip(paths, again, strict=True)]
+    names = ids or [Path(p).name if p else "" for p in recorded]
+    return _file_images(recorded, paths, names, roots)
+
+
+def _file_images(recorded: list, paths: list[str | None], names: list[str],
+                 looked_in: list[str]) -> StoreImages:
+    expected = [i for i, p in enumerate(recorded) if p]
+    found = sum(paths[i] is not None for i in expected)
+    missing = None
+    if found < len(expected):
+        gone = [str(recorded[i]) for i in expected if paths[i] is None]
+        missing = {"expected": len(expected), "found": found, "looked_in": looked_in,
+                   "examples": gone[:5]}
     if not found:
-        return None, "none of the image files the embedding store lists could be found"
-    return FileImages(paths), None
+        return StoreImages(None, paths, names, missing,
+                           f"none of the {len(expected)} image files the run lists could be "
+                           f"found (looked in {', '.join(looked_in) or 'their recorded paths'})")
+    return StoreImages(FileImages(paths), paths, names, missing)
+
+
+def store_images(store_dir: Path) -> tuple[ImageSet | None, str | None]:
+    """The images behind an embedding store's rows, or None and the reason.
+
+    Paths in ``index.parquet`` are tried under the source's ``root``, the store folder and
+    the folder holding it, then as given; then each row's ``id`` under the source's
+    ``root`` (a folder store records paths relative to where ``embed`` ran, ids relative
+    to the folder); a store made from a built-in dataset (in-memory
+    arrays) is read from the dataset by each row's ``item``.
+    """
+    found = find_store_images(store_dir)
+    return found.images, found.why
+
+
+#: Columns of ``RUN/assignments.parquet`` the report reads (the per-image results contract).
+ASSIGNMENT_COLUMNS = ("row", "id", "path", "cluster", "probability", "distance", "rank",
+                      "representative", "outlier_score", "duplicate_group",
+                      "near_duplicate_group")
+
+
+def read_assignments(run_dir: Path, n_rows: int) -> tuple[dict[str, np.ndarray] | None,
+                                                           str | None]:
+    """``RUN/assignments.parquet`` as a dict of columns, or None and why.
+
+    Columns the file lacks are absent from the dict (older writers); a file whose rows do
+    not match the run's labels is refused with the reason, since its groups and scores
+    would land on the wrong images.
+    """
+    path = run_dir / "assignments.parquet"
+    if not path.is_file():
+        return None, None
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path, columns=[c for c in ASSIGNMENT_COLUMNS
+                                             if c in pq.read_schema(path).names])
+    except (OSError, ValueError) as exc:
+        return None, f"{path} could not be read ({exc})"
+    if table.num_rows != n_rows:
+        return None, (f"{path} has {table.num_rows} rows but the run labelled {n_rows}; "
+                      "it is left out")
+    out: dict[str, np.ndarray] = {}
+    for name in table.column_names:
+        col = table[name]
+        if name in ("id", "path"):
+            out[name] = np.array(col.to_pylist(), dtype=object)
+        elif name in ("probability", "distance", "outlier_score"):
+            out[name] = col.to_numpy(zero_copy_only=False).astype(np.float64)
+        else:
+            out[name] = np.asarray(col.to_numpy(zero_copy_only=False))
+    if "row" in out and not np.array_equal(out["row"].astype(np.int64), np.arange(n_rows)):
+        order = np.argsort(out["row"].astype(np.int64), kind="stable")
+        out = {k: v[order] for k, v in out.items()}
+    return out, None
+
+
+def _assignment_images(data: RunData) -> None:
+    """Images, names and missing files from the assignments' absolute ``path`` column."""
+    a = data.assignments or {}
+    if "id" in a:
+        data.names = [str(v) if v is not None else "" for v in a["id"]]
+    if "path" not in a or not any(p for p in a["path"]):
+        return
+    recorded = [str(p) if p else None for p in a["path"]]
+    paths = resolve_image_paths(recorded, [])
+    names = data.names or [Path(p).name if p else "" for p in recorded]
+    parents = sorted({str(Path(p).parent) for p in recorded if p})
+    found = _file_images(recorded, paths, names, parents[:5])
+    data.names, data.missing = names, found.missing
+    if found.images is not None:
+        data.images, data.paths = found.images, found.paths
+    else:
+        data.notes["images"] = found.why or "the image files are missing"
 
 
 def _load_cluster_run(run_dir: Path, run: dict, features: Any) -> RunData:
@@ -410,11 +587,29 @@ def _load_cluster_run(run_dir: Path, run: dict, features: Any) -> RunData:
         f", {k} clusters" if k is not None else "")
     data = RunData(run_dir, run, "cluster", title, labels, metrics=run.get("metrics"),
                    label_free=run.get("label_free"), seed=int(run.get("seed") or 0))
+    data.failed = [f for f in (run.get("failed") or []) if isinstance(f, dict)]
+    data.assignments, why = read_assignments(run_dir, labels.size)
+    if why:
+        data.notes["assignments"] = why
     fs = features if features is not None and hasattr(features, "X") else None
-    store_dir = Path(text).expanduser() if text else None
-    if store_dir is not None and is_store(store_dir):
+    builtin = bool(text) and _builtin_name(text)
+    input_path, looked = (None, [])
+    if text and not builtin:
+        input_path, looked = resolve_recorded_path(text, run_dir, run)
+    store_dir = None
+    if inp.get("store"):
+        store_dir, _ = resolve_recorded_path(str(inp["store"]), run_dir, run)
+    if store_dir is None and input_path is not None and is_store(input_path):
+        store_dir = input_path
+    if store_dir is not None and not is_store(store_dir):
+        store_dir = None
+    if text and not builtin and input_path is None and store_dir is None:
+        data.input_found = fs is not None
+        data.notes["input"] = (f"the run's input {text} was not found (looked in "
+                               f"{', '.join(looked)})")
+    if store_dir is not None:
         _read_store_features(data, store_dir, inp, features)
-    elif _builtin_name(text):
+    elif builtin:
         from deepclust.data.builtin import load_dataset
         from deepclust.data.features import FeatureSet
 
@@ -429,31 +624,43 @@ def _load_cluster_run(run_dir: Path, run: dict, features: Any) -> RunData:
                 fs = FeatureSet(ds.features(), ds.labels, None, ds.class_names, ds.name)
     elif fs is not None:
         pass
-    elif text:
+    elif input_path is not None:
         from deepclust.data import load_features
 
         try:
-            fs = load_features(text, labels_path=inp.get("labels_path"), download=False)
+            fs = load_features(str(input_path), labels_path=inp.get("labels_path"),
+                               download=False)
         except DeepclustError as exc:
             data.notes["features"] = f"the run's input could not be read again ({exc})"
     else:
-        data.notes["features"] = "run.json does not name the run's input"
+        data.notes["features"] = data.notes.get("input", "run.json does not name the run's input")
     if fs is not None and data.X is None and "features" not in data.notes:
         if len(fs.X) != labels.size:
             data.notes["features"] = (f"the input now has {len(fs.X)} rows but the run labelled "
                                       f"{labels.size}; it has changed since the run")
         else:
             data.X, data.y, data.class_names = fs.X, fs.y, fs.class_names
-    if text and is_store(text):
-        images, why = store_images(Path(text).expanduser())
-        if images is not None and len(images) == labels.size:
-            data.images = images
+            if fs.ids is not None and data.names is None and len(fs.ids) == labels.size:
+                data.names = [str(v) for v in fs.ids]
+    if data.assignments is not None and "path" in data.assignments:
+        _assignment_images(data)
+    if data.images is None and store_dir is not None:
+        found = find_store_images(store_dir)
+        if found.images is not None and len(found.images) == labels.size:
+            data.images, data.paths, data.names = found.images, found.paths, found.names
+            data.missing = found.missing
         else:
-            data.notes["images"] = why or "the store's rows no longer match the run"
-    elif data.images is None and "images" not in data.notes:
-        data.notes["images"] = ("the run's input is a feature file, which holds no images; "
-                                "cluster an embedding store or a built-in dataset to see "
-                                "thumbnails")
+            data.missing = found.missing
+            data.notes["images"] = found.why or "the store's rows no longer match the run"
+    elif data.names is None and data.assignments is not None and "id" in data.assignments:
+        data.names = [str(v) for v in data.assignments["id"]]
+    if data.images is None and "images" not in data.notes:
+        if "input" in data.notes:
+            data.notes["images"] = data.notes["input"]
+        else:
+            data.notes["images"] = ("the run's input is a feature file, which holds no images; "
+                                    "cluster an embedding store or a folder of images to see "
+                                    "thumbnails")
     if data.y is None or not data.has_labels:
         data.notes.setdefault("labels", "the run's input has no true labels")
     return data

@@ -286,3 +286,34 @@ def pipelines_figure(rows: Sequence[Mapping], highlight: str | None = None) -> F
     ax.legend(fontsize=8, frameon=False, title="features", title_fontsize=8)
     ax.spines[["top", "right"]].set_visible(False)
     return fig
+
+
+def k_curve_figure(ks: Sequence[int], scores: Sequence[float | None], best: int | None,
+                   criterion: str) -> Figure:
+    """The label-free score of each k of a sweep, the chosen k marked.
+
+    Parameters
+    ----------
+    ks : sequence of int
+        The k values tried, ascending.
+    scores : sequence of float or None
+        Score of each (None or NaN where it could not be computed).
+    best : int or None
+        The chosen k.
+    criterion : str
+        Name of the score, for the axis.
+    """
+    fig = new_figure(5.5, 2.8)
+    ax = fig.add_subplot()
+    y = np.array([np.nan if s is None else float(s) for s in scores], dtype=np.float64)
+    ax.plot(ks, y, marker="o", markersize=4, color="#2a6fdb", linewidth=1.2)
+    if best is not None and best in ks:
+        yb = y[list(ks).index(best)]
+        ax.plot([best], [yb], marker="o", markersize=9, markerfacecolor="none",
+                markeredgecolor="#d62728", markeredgewidth=1.6)
+        ax.annotate(f"k = {best}", xy=(best, yb), xytext=(6, 6), textcoords="offset points",
+                    fontsize=8, color="#d62728")
+    ax.set_xlabel("k")
+    ax.set_ylabel(criterion.replace("_", "-"))
+    ax.spines[["top", "right"]].set_visible(False)
+    return fig

@@ -92,7 +92,8 @@ class FileImages:
 def resolve_image_paths(
     paths: Sequence[str | None], roots: Sequence[str | os.PathLike]
 ) -> list[str | None]:
-    """Each path as an existing file: as given, else under each of ``roots`` in turn.
+    """Each path as an existing file, made absolute: an absolute path as it is; a relative
+    one under each of ``roots`` in turn, then against the current working folder.
 
     Parameters
     ----------
@@ -105,14 +106,15 @@ def resolve_image_paths(
     Returns
     -------
     list of str or None
-        None where no file was found.
+        Absolute paths; None where no file was found.
     """
     out: list[str | None] = []
     for p in paths:
         found = None
         if p:
-            candidates = [Path(p)] + [Path(r) / p for r in roots if not os.path.isabs(p)]
-            found = next((str(c) for c in candidates if c.is_file()), None)
+            candidates = ([Path(p)] if os.path.isabs(p)
+                          else [Path(r) / p for r in roots] + [Path(p)])
+            found = next((os.path.abspath(c) for c in candidates if c.is_file()), None)
         out.append(found)
     return out
 

@@ -4,24 +4,37 @@
 section         what it shows
 ==============  ==========================================================================
 ``overview``    what was run: input, reducer, method, parameters, seed, timings, versions
+``missing``     a notice when the run's input or image files were not found (where it looked)
 ``pipelines``   demo runs only: the ranked pipelines, and AMI against the label-free proxy
 ``scores``      scores with labels (ACC, NMI, AMI, ...; per class) and without (UMAP-sil, ...)
+                and a plain-language guide to them
 ``sizes``       cluster sizes
-``embedding``   2-D UMAP of the features, coloured by cluster and by class
-``confusion``   clusters × classes, Hungarian order (matched pairs on the diagonal)
-``galleries``   per cluster: thumbnails nearest its centre and a random sample, majority
-                class and purity
+``k-selection`` the k sweep's curve, when ``--k auto`` chose k (:mod:`.actions`)
+``embedding``   an interactive 2-D map (:mod:`.mapview`) and the same UMAP as a PNG
+``confusion``   clusters × classes, Hungarian order; only with labels
+``galleries``   every member of every cluster, paged, nearest the centre first, with
+                cohesion and a flag on mixed clusters (:mod:`.gallery`)
+``duplicates``  exact and near-duplicate groups from ``assignments.parquet``
+``outliers``    the most isolated images by ``outlier_score``
+``failed``      images the run could not read, with the reason
 ==============  ==========================================================================
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
+from deepclust.report.actions import (
+    duplicates_section,
+    failed_section,
+    kselection_section,
+    missing_section,
+    outliers_section,
+)
 from deepclust.report.core import ReportContext, Section
-from deepclust.report.data import NOISE, ClusterSummary, RunData, cluster_order, cluster_summaries
+from deepclust.report.data import NOISE, RunData
+from deepclust.report.gallery import galleries_section
+from deepclust.report.layout import cluster_name, layout, note
 from deepclust.report.template import format_number, render
 
 #: (key, name, meaning) of the scores that use labels, in table order.
@@ -44,59 +57,33 @@ LABEL_FREE_SCORES = (
     ("davies_bouldin", "Davies–Bouldin", "lower is better"),
     ("calinski_harabasz", "Calinski–Harabasz", "higher is better"),
 )
-
-
-def _share(fraction: float) -> str:
-    """A share of a cluster, rounded to whole percents; "<1 %" rather than "0 %"."""
-    return "<1 %" if 0 < fraction < 0.005 else f"{100 * fraction:.0f} %"
-
-
-def _cluster_name(c: int) -> str:
-    return "noise" if c == NOISE else f"cluster {c}"
-
-
-@dataclass
-class Layout:
-    """Order and colours shared by every section, so a cluster looks the same everywhere.
-
-    A matched cluster and its class share a colour, so the two scatter panels look alike
-    exactly where the clustering agrees with the labels.
-    """
-
-    order: list[int]
-    class_order: list[int]
-    colours: dict[int, str]
-    class_colours: dict[int, str]
-    summaries: dict[int, ClusterSummary]
-
-
-def layout(ctx: ReportContext) -> Layout:
-    """The run's :class:`Layout`, computed once per report."""
-    if "layout" not in ctx.cache:
-        from deepclust.report.figures import NOISE_COLOUR, palette
-
-        data = _need_data(ctx)
-        y = data.y if data.has_labels else None
-        order, class_order = cluster_order(y, data.labels)
-        real = [c for c in order if c != NOISE]
-        pal = palette(max(len(real), len(class_order), 1))
-        colours = {c: pal[i] for i, c in enumerate(real)}
-        if NOISE in order:
-            colours[NOISE] = NOISE_COLOUR
-        class_colours = {c: pal[i] for i, c in enumerate(class_order)}
-        ctx.cache["layout"] = Layout(order, class_order, colours, class_colours,
-                                     cluster_summaries(y, data.labels))
-    return ctx.cache["layout"]
-
-
-def _need_data(ctx: ReportContext) -> RunData:
-    if ctx.data is None:
-        raise ValueError("this section reports on a clustering run; the context has no run data")
-    return ctx.data
-
-
-def _note(text: str) -> str:
-    return render('<p class="note">{{ t }}</p>', t=text)
+#: (name, plain-language meaning, needs labels) of every score the report shows.
+SCORE_GUIDE = (
+    ("ACC", "The share of images in the right group once each cluster is paired with one "
+            "true class. 0.9 means 9 in 10 images sit with their class; it punishes splitting "
+            "a class in two.", True),
+    ("NMI", "How much knowing the cluster tells you about the true class, from 0 (nothing) "
+            "to 1 (everything). It creeps up with more clusters even when they mean nothing.",
+     True),
+    ("AMI", "NMI corrected for chance: 0 is what random groups of the same sizes get, 1 is a "
+            "perfect match. The fairest single number for comparing runs with different k.",
+     True),
+    ("ARI", "Agreement on which pairs of images belong together, corrected for chance (0 = "
+            "random, 1 = identical). It drops hard when big classes are split or merged.",
+     True),
+    ("silhouette", "For each image: how much closer it is to its own cluster than to the next "
+                   "one, from −1 to 1, averaged. Above 0.5 clusters are well apart; near 0 "
+                   "they touch. Measured in the features, where distances are often flat.",
+     False),
+    ("UMAP-silhouette", "The same silhouette measured after UMAP, which makes groups stand out. "
+                        "It needs no labels and tracks AMI well, so it is the score used to "
+                        "choose k and compare runs without labels; higher is better.", False),
+    ("cohesion", "Per cluster: the mean cosine similarity of its images to the cluster's "
+                 "centre, 1 = all alike. A cluster much looser than the others (flagged "
+                 "mixed?) often holds two kinds of image; look at its gallery first.", False),
+    ("outlier score", "Per image: how far it is from its 10 nearest neighbours, as a rank "
+                      "from 0 to 1 over the run; 1 = the most isolated image.", False),
+)
 
 
 # --------------------------------------------------------------------------- overview
@@ -227,8 +214,8 @@ def scores_section(ctx: ReportContext) -> Section | None:
         for r in per_class_table(data.y, data.labels):
             per_class.append({**r, "name": data.class_name(r["class"]),
                               "matched": "—" if r["matched_cluster"] is None
-                              else _cluster_name(r["matched_cluster"]),
-                              "top": _cluster_name(r["top_cluster"])})
+                              else cluster_name(r["matched_cluster"]),
+                              "top": cluster_name(r["top_cluster"])})
     counts = []
     if m:
         counts.append(f"{format_number(m.get('n_scored'))} of {format_number(m.get('n_samples'))} "
@@ -243,12 +230,11 @@ def scores_section(ctx: ReportContext) -> Section | None:
         lf_note = lf.get("nan_reason") or ""
     html = render("""
 <div class="cols">
-<div><h3>With labels</h3>
-{% if with_labels %}<table class="t"><tr><th>score</th><th>value</th><th>meaning</th></tr>
+{% if with_labels %}<div><h3>With labels</h3>
+<table class="t"><tr><th>score</th><th>value</th><th>meaning</th></tr>
 {% for n, v, h in with_labels %}<tr><td>{{ n }}</td><td class="num">{{ v | num }}</td><td>{{ h }}</td></tr>{% endfor %}
 </table>{% for c in counts %}<p class="note">{{ c }}</p>{% endfor %}
-{% else %}<p class="note">No scores with labels: {{ why }}.</p>{% endif %}
-</div>
+</div>{% endif %}
 <div><h3>Without labels</h3>
 {% if without %}<table class="t"><tr><th>score</th><th>value</th><th>meaning</th></tr>
 {% for n, v, h in without %}<tr><td>{{ n }}</td><td class="num">{{ v | num }}</td><td>{{ h }}</td></tr>{% endfor %}
@@ -263,10 +249,12 @@ def scores_section(ctx: ReportContext) -> Section | None:
 <td>{{ r.top }} ({{ r.top_cluster_fraction | pct }})</td><td class="num">{{ r.n_clusters }}</td></tr>
 {% endfor %}</table>
 <p class="note">Recall: share of the class inside its matched cluster; precision: share of that
-cluster which is the class.</p></details>{% endif %}""",
+cluster which is the class.</p></details>{% endif %}
+<details class="guide"><summary>How to read these scores</summary><dl>
+{% for name, text, _ in guide %}<dt>{{ name }}</dt><dd>{{ text }}</dd>{% endfor %}</dl></details>""",
                   with_labels=with_labels, without=without, counts=counts,
-                  why=data.notes.get("labels", "the input has no true labels"),
-                  lf_note=lf_note, per_class=per_class)
+                  lf_note=lf_note, per_class=per_class,
+                  guide=[g for g in SCORE_GUIDE if with_labels or not g[2]])
     return Section("scores", "Scores", html)
 
 
@@ -311,7 +299,7 @@ def embedding_section(ctx: ReportContext) -> Section | None:
         return None
     data = ctx.data
     if data.X is None:
-        return Section("embedding", "2-D UMAP", _note(
+        return Section("embedding", "2-D map (UMAP)", note(
             "No scatter plot: the run's features are not available ("
             + data.notes.get("features", "unknown reason") + ")."))
     from deepclust.report.figures import scatter_figure
@@ -332,7 +320,11 @@ def embedding_section(ctx: ReportContext) -> Section | None:
     fig = scatter_figure(xy, data.labels[pick], lay.colours, classes,
                          lay.class_colours if classes is not None else None, names)
     saved = ctx.figure(fig, "umap")
-    html = render("""{{ img }}
+    from deepclust.report.mapview import map_html
+
+    html = render("""{{ live }}
+<details><summary>The same map as a figure (PNG, for papers){% if labels %}, coloured by cluster
+and by class{% endif %}</summary>{{ img }}</details>
 <p class="note">UMAP of the run's {{ feats }} ({{ n }} × {{ d }}) to 2 dimensions (n_neighbors=30,
 min_dist=0, 200 epochs, seed {{ seed }}){% if sampled %}, fit on and showing a random
 {{ sampled }} of the rows{% endif %}, for display only: the clustering ran in its own space.
@@ -342,9 +334,9 @@ clustering agrees with the labels.{% endif %} Grey: noise or unknown label.</p>"
                   ("features" if data.features_name == "features" else
                    f"{data.features_name} embeddings"),
                   n=format_number(data.n_samples), d=data.X.shape[1], seed=data.seed,
-                  labels=classes is not None,
+                  labels=classes is not None, live=map_html(ctx, xy, rows),
                   sampled=None if rows is None else format_number(len(rows)))
-    return Section("embedding", "2-D UMAP", html, [saved.link])
+    return Section("embedding", "2-D map (UMAP)", html, [saved.link])
 
 
 # --------------------------------------------------------------------------- confusion
@@ -356,9 +348,7 @@ def confusion_section(ctx: ReportContext) -> Section | None:
         return None
     data = ctx.data
     if not data.has_labels:
-        return Section("confusion", "Clusters × classes", _note(
-            "No confusion matrix: " + data.notes.get("labels", "the input has no true labels")
-            + "."))
+        return None  # a label-only section: hidden, not left empty
     from deepclust.report.figures import confusion_figure
 
     lay = layout(ctx)
@@ -383,139 +373,22 @@ cluster. Points with an unknown label are left out.</p>
 <td class="num">{{ v if v else '' }}</td>{% endfor %}<td class="num">{{ table[i] | sum }}</td></tr>
 {% endfor %}</table></details>{% endif %}""",
                   img=fig.img("clusters by classes"), show=show_table, cols=col_names, table=table.tolist(),
-                  names=[_cluster_name(c) for c in rows])
+                  names=[cluster_name(c) for c in rows])
     return Section("confusion", "Clusters × classes", html, [fig.link])
-
-
-# --------------------------------------------------------------------------- galleries
-
-
-def _gallery_members(data: RunData, c: int, n_centre: int, n_random: int,
-                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Rows nearest the cluster's mean (in the feature space) and a random sample of the rest."""
-    members = np.flatnonzero(data.labels == c)
-    centre = np.empty(0, dtype=np.int64)
-    if data.X is None or c == NOISE:  # no centre to be near: a larger random sample instead
-        n_random += n_centre
-    elif n_centre > 0:
-        near, at = members, members
-        if data.x_rows is not None:  # X is a sample: the centre of the members it holds
-            at = np.searchsorted(data.x_rows, members)
-            held = at < len(data.x_rows)
-            held[held] = data.x_rows[at[held]] == members[held]
-            near, at = members[held], at[held]
-        if len(near):
-            Xm = np.asarray(data.X[at], dtype=np.float32)
-            d = ((Xm - Xm.mean(axis=0)) ** 2).sum(axis=1)
-            k = min(n_centre, len(near))
-            centre = near[np.argsort(d, kind="stable")[:k]]
-    rest = np.setdiff1d(members, centre, assume_unique=True)
-    k = min(n_random, len(rest))
-    random = rng.choice(rest, size=k, replace=False) if k else np.empty(0, dtype=np.int64)
-    return centre, random
-
-
-def galleries_section(ctx: ReportContext) -> Section | None:
-    """Per cluster: thumbnails nearest its centre and a random sample, majority class, purity."""
-    if ctx.data is None or ctx.options.n_centre + ctx.options.n_random == 0:
-        return None
-    data = ctx.data
-    if data.images is None:
-        return Section("galleries", "Cluster galleries", _note(
-            "No images are available for this run: " + data.notes.get(
-                "images", "its input holds no images") + "."))
-    from deepclust.report.images import sprite_sheet, tile_size_for
-
-    opts, lay = ctx.options, layout(ctx)
-    shown = list(lay.order)
-    truncated = len(shown) > opts.max_galleries
-    if truncated:
-        biggest = set(sorted(shown, key=lambda c: -lay.summaries[c].size)[: opts.max_galleries])
-        shown = [c for c in shown if c in biggest]
-    first = None
-    for i in range(min(len(data.images), 50)):  # the tile size follows the images' size
-        first = data.images.image(i)
-        if first is not None:
-            break
-    tile = tile_size_for(first.shape if first is not None else (opts.thumb_max,) * 2,
-                         opts.thumb_target, opts.thumb_max)
-    gap = 2
-    rng = np.random.default_rng(data.seed)
-    cards, files = [], []
-    for c in shown:
-        centre, random = _gallery_members(data, c, opts.n_centre, opts.n_random, rng)
-        groups = [(cap, idx) for cap, idx in (("nearest the centre", centre),
-                                              ("random sample", random)) if len(idx)]
-        sheet = sprite_sheet([[data.images.image(int(i)) for i in idx] for _, idx in groups],
-                             tile, gap=gap)
-        path, link = ctx.asset("thumbs", f"cluster-{'noise' if c == NOISE else f'{c:04d}'}.png")
-        sheet.save(path)
-        files.append(link)
-        s = lay.summaries[c]
-        cells = []
-        for (_, idx), boxes in zip(groups, sheet.boxes, strict=True):
-            for i, (x, y0) in zip(idx, boxes, strict=True):
-                cls = int(data.y[i]) if data.has_labels else None
-                label = f"row {int(i)}" + (f" · {data.class_name(cls)}" if cls is not None else "")
-                cells.append({
-                    "left": 100 * x / sheet.width, "top": 100 * y0 / sheet.height,
-                    "w": 100 * tile / sheet.width, "h": 100 * tile / sheet.height,
-                    "title": label,
-                    "off": c != NOISE and cls is not None and s.majority_class is not None
-                    and cls != NOISE and cls != s.majority_class,
-                })
-        n_rows = len(groups)
-        caps_rows = " ".join(f"{tile}fr" if i % 2 == 0 else f"{gap}fr"
-                             for i in range(2 * n_rows - 1))
-        cards.append({
-            "id": c, "name": _cluster_name(c).capitalize(), "colour": lay.colours[c],
-            "size": format_number(s.size), "share": f"{100 * s.share:.1f} %",
-            "majority": None if s.majority_class is None else data.class_name(s.majority_class),
-            "purity": s.purity,
-            "matched": None if s.matched_class is None or s.matched_class == s.majority_class
-            else data.class_name(s.matched_class),
-            "top": ", ".join(f"{data.class_name(k)} ({_share(f)})" for k, f in s.top_classes[1:]),
-            "link": link, "w": sheet.width, "h": sheet.height, "cells": cells,
-            "caps": [cap for cap, _ in groups], "caps_rows": caps_rows,
-        })
-    intro = ("Per cluster, the members nearest the cluster's mean in the run's feature space "
-             f"(first row, up to {opts.n_centre}) and a random sample of the others (second "
-             f"row, up to {opts.n_random}), in the same order as above.")
-    if data.x_rows is not None:
-        intro += (f" The store was not loaded: the centre and its nearest members come from "
-                  f"the {format_number(len(data.x_rows))} rows sampled from it.")
-    if data.X is None:
-        intro = ("Per cluster, a random sample of its members (the features are not available, "
-                 "so the members nearest the centre cannot be found: "
-                 + data.notes.get("features", "unknown reason") + ").")
-    if data.has_labels:
-        intro += (" Purity: share of the cluster's labelled members in its majority class; "
-                  "a red frame marks a thumbnail of another class. Hover for the row and class.")
-    if truncated:
-        intro += f" Showing the {opts.max_galleries} largest of {len(lay.order)} clusters."
-    html = render("""<p class="note">{{ intro }}</p>
-<div class="gallery-grid">{% for g in cards %}
-<div class="gcard" id="gallery-{{ g.id }}">
-<h3><span class="chip" style="background:{{ g.colour }}"></span>{{ g.name }}</h3>
-<div class="gmeta"><b>{{ g.size }}</b> images ({{ g.share }}){% if g.majority is not none %} ·
-majority <b>{{ g.majority }}</b> · purity <b>{{ g.purity | pct }}</b>{% if g.matched %} ·
-matched to {{ g.matched }}{% endif %}{% if g.top %} · also {{ g.top }}{% endif %}{% endif %}</div>
-<div class="sheetrow"><div class="caps" style="grid-template-rows:{{ g.caps_rows }}">
-{% for cap in g.caps %}{% if not loop.first %}<span></span>{% endif %}<span>{{ cap }}</span>{% endfor %}</div>
-<div class="sheet"><img src="{{ g.link }}" width="{{ g.w }}" height="{{ g.h }}" alt="thumbnails of {{ g.name }}">
-{% for t in g.cells %}<i{% if t.off %} class="off"{% endif %} title="{{ t.title }}" style="left:{{ '%.3f' % t.left }}%;top:{{ '%.3f' % t.top }}%;width:{{ '%.3f' % t.w }}%;height:{{ '%.3f' % t.h }}%"></i>{% endfor %}
-</div></div></div>{% endfor %}
-</div>""", intro=intro, cards=cards)
-    return Section("galleries", "Cluster galleries", html, files)
 
 
 #: The sections of a run's report, in page order.
 DEFAULT_SECTIONS = (
     overview_section,
+    missing_section,
     pipelines_section,
     scores_section,
     sizes_section,
+    kselection_section,
     embedding_section,
     confusion_section,
     galleries_section,
+    duplicates_section,
+    outliers_section,
+    failed_section,
 )

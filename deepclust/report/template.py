@@ -2,7 +2,10 @@
 
 Everything the page needs is here or under ``assets/``: the CSS and the one script are
 inline, images are relative links, and nothing is fetched from the network, so the folder
-opens from ``file://`` on a machine without internet.
+opens from ``file://`` on a machine without internet. The script pages the galleries
+(swapping in ``<template class="gpage">`` pages), draws the interactive map of each
+``.dc-map`` from the JSON embedded in it (and sets its ``data-points``), and runs the
+self-check below.
 
 The script at the end of the page checks, once the page has loaded, that every image decoded
 (``complete && naturalWidth > 0``) and writes the result and the page's load time
@@ -78,6 +81,33 @@ summary { cursor:pointer; color:var(--accent); font-size:13px; }
 .sheet i { position:absolute; }
 .sheet i:hover { outline:2px solid var(--accent); }
 .sheet i.off { box-shadow:inset 0 0 0 2px var(--bad); }
+a.sheet-cell, .sheet a { position:absolute; display:block; }
+.sheet a:hover { outline:2px solid var(--accent); }
+.sheet a.off { box-shadow:inset 0 0 0 2px var(--bad); }
+.gcard[data-mixed] { border-color:#e8a33d; }
+.flag { font-size:11px; font-weight:600; color:#8a5200; background:#fdf0d8; border-radius:8px;
+        padding:0 7px; }
+.gorder { font-size:11px; color:var(--muted); margin:0 0 4px; }
+.pager { display:flex; align-items:center; gap:10px; margin-top:6px; font-size:12px;
+         color:var(--muted); }
+.pager button, .mapbar button, .legend button { font:inherit; font-size:12px; border:1px solid var(--line);
+         background:#fff; border-radius:4px; padding:2px 8px; cursor:pointer; color:var(--fg); }
+.pager button[disabled] { opacity:.4; cursor:default; }
+.dupes .sheet { margin-bottom:6px; }
+.dc-map .mapbar { display:flex; gap:6px; align-items:center; margin-bottom:6px; }
+.dc-map .mapwrap { position:relative; border:1px solid var(--line); border-radius:6px;
+         background:#fcfcfd; width:100%; max-width:1100px; }
+.dc-map canvas { display:block; width:100%; height:560px; cursor:grab; }
+.dc-map canvas.dragging { cursor:grabbing; }
+.maptip { position:absolute; pointer-events:none; background:#fff; border:1px solid var(--line);
+         border-radius:6px; padding:6px; box-shadow:0 2px 8px rgba(0,0,0,.15); font-size:12px;
+         max-width:260px; word-break:break-all; }
+.maptip .mthumb { margin-bottom:4px; }
+.legend { display:flex; flex-wrap:wrap; gap:4px; margin-top:6px; }
+.legend button { display:inline-flex; align-items:center; gap:5px; }
+.legend button.on { border-color:var(--accent); background:#eef4ff; }
+dl { margin:6px 0; font-size:13px; } dt { font-weight:600; margin-top:6px; }
+dd { margin:0 0 0 14px; color:var(--muted); }
 footer { color:var(--muted); font-size:12px; text-align:center; padding:0 0 24px; }
 @media print { nav.toc { display:none; } section.report-section { break-inside:avoid; } }
 </style>
@@ -102,6 +132,106 @@ footer { color:var(--muted); font-size:12px; text-align:center; padding:0 0 24px
 <footer>deepclust {{ version }} · generated {{ generated }} · a self-contained folder:
 report.html + assets/, no network access needed</footer>
 <script>
+document.querySelectorAll(".gcard[data-per-page]").forEach(function (card) {
+  var pages = card.querySelectorAll("template.gpage");
+  if (pages.length < 2) return;
+  var live = card.querySelector(".gpage-live"), info = card.querySelector(".pinfo");
+  var prev = card.querySelector('button[data-step="-1"]'), next = card.querySelector('button[data-step="1"]');
+  var per = +card.getAttribute("data-per-page"), total = +card.getAttribute("data-shown"), cur = 0;
+  function show(i) {
+    cur = Math.max(0, Math.min(pages.length - 1, i));
+    live.textContent = "";
+    live.appendChild(pages[cur].content.cloneNode(true));
+    info.textContent = "page " + (cur + 1) + " of " + pages.length + " \u00b7 images " +
+      (cur * per + 1) + "\u2013" + Math.min(total, (cur + 1) * per) + " of " + total;
+    prev.disabled = cur === 0; next.disabled = cur === pages.length - 1;
+  }
+  prev.addEventListener("click", function () { show(cur - 1); });
+  next.addEventListener("click", function () { show(cur + 1); });
+});
+document.querySelectorAll(".dc-map").forEach(function (box) {
+  var d = JSON.parse(box.querySelector('script[type="application/json"]').textContent);
+  var cv = box.querySelector("canvas"), tip = box.querySelector(".maptip"), g = cv.getContext("2d");
+  var n = d.x.length, s = 1, tx = 0, ty = 0, hl = -1, pad = 14, W = 0, H = 0, drag = null, moved = false;
+  function size() {
+    var dpr = window.devicePixelRatio || 1;
+    W = cv.clientWidth || 900; H = cv.clientHeight || 560;
+    cv.width = Math.round(W * dpr); cv.height = Math.round(H * dpr);
+    g.setTransform(dpr, 0, 0, dpr, 0, 0);
+  }
+  function sx(i) { return (pad + d.x[i] * (Math.min(W, H) - 2 * pad) + (W - Math.min(W, H)) / 2) * s + tx; }
+  function sy(i) { return (pad + (1 - d.y[i]) * (Math.min(W, H) - 2 * pad)) * s + ty; }
+  function draw() {
+    g.clearRect(0, 0, W, H);
+    var z = Math.min(3, Math.sqrt(s));
+    for (var i = 0; i < n; i++) {
+      var c = d.clusters[d.c[i]], x = sx(i), y = sy(i);
+      if (x < -5 || y < -5 || x > W + 5 || y > H + 5) continue;
+      g.globalAlpha = hl < 0 || hl === d.c[i] ? 0.85 : 0.12;
+      g.fillStyle = c.colour;
+      g.beginPath(); g.arc(x, y, (c.small ? 4 : 2.2) * z, 0, 6.2832); g.fill();
+      if (c.small) { g.strokeStyle = "#1d2330"; g.lineWidth = 1; g.stroke(); }
+    }
+    g.globalAlpha = 1;
+  }
+  function nearest(mx, my) {
+    var best = -1, bd = 81;
+    for (var i = 0; i < n; i++) {
+      if (hl >= 0 && hl !== d.c[i]) continue;
+      var dx = sx(i) - mx, dy = sy(i) - my, q = dx * dx + dy * dy;
+      if (q < bd) { bd = q; best = i; }
+    }
+    return best;
+  }
+  function zoom(f, mx, my) { s *= f; tx = mx - (mx - tx) * f; ty = my - (my - ty) * f; draw(); }
+  function at(e) { var r = cv.getBoundingClientRect(); return [e.clientX - r.left, e.clientY - r.top]; }
+  cv.addEventListener("wheel", function (e) { e.preventDefault(); var p = at(e); zoom(e.deltaY < 0 ? 1.25 : 0.8, p[0], p[1]); }, {passive: false});
+  cv.addEventListener("mousedown", function (e) { drag = at(e); moved = false; cv.classList.add("dragging"); });
+  window.addEventListener("mouseup", function () { drag = null; cv.classList.remove("dragging"); });
+  cv.addEventListener("mousemove", function (e) {
+    var p = at(e);
+    if (drag) { tx += p[0] - drag[0]; ty += p[1] - drag[1]; moved = moved || Math.abs(p[0] - drag[0]) + Math.abs(p[1] - drag[1]) > 2; drag = p; tip.hidden = true; draw(); return; }
+    var i = nearest(p[0], p[1]);
+    if (i < 0) { tip.hidden = true; return; }
+    tip.textContent = "";
+    var t = d.t[i];
+    if (t && d.tile) {
+      var th = document.createElement("div"); th.className = "mthumb";
+      th.style.width = th.style.height = d.tile + "px";
+      th.style.background = 'url("' + d.sheets[t[0]] + '") -' + t[1] + "px -" + t[2] + "px no-repeat";
+      tip.appendChild(th);
+    }
+    var label = document.createElement("div");
+    label.textContent = d.n[i] + " \u00b7 " + d.clusters[d.c[i]].name;
+    tip.appendChild(label);
+    tip.hidden = false;
+    tip.style.left = Math.min(p[0] + 12, W - 200) + "px"; tip.style.top = (p[1] + 12) + "px";
+  });
+  cv.addEventListener("mouseleave", function () { tip.hidden = true; });
+  cv.addEventListener("click", function (e) {
+    if (moved) return;
+    var p = at(e), i = nearest(p[0], p[1]);
+    if (i >= 0 && d.u[i]) window.open(d.u[i], "_blank");
+  });
+  cv.addEventListener("dblclick", function () { s = 1; tx = ty = 0; draw(); });
+  box.querySelectorAll(".mapbar button").forEach(function (b) {
+    b.addEventListener("click", function () {
+      var f = +b.getAttribute("data-zoom");
+      if (f === 0) { s = 1; tx = ty = 0; draw(); } else { zoom(f, W / 2, H / 2); }
+    });
+  });
+  box.querySelectorAll(".legend button").forEach(function (b) {
+    b.addEventListener("click", function () {
+      var c = +b.getAttribute("data-c");
+      hl = hl === c ? -1 : c;
+      box.querySelectorAll(".legend button").forEach(function (o) { o.classList.toggle("on", +o.getAttribute("data-c") === hl); });
+      draw();
+    });
+  });
+  size(); draw();
+  window.addEventListener("resize", function () { size(); draw(); });
+  box.setAttribute("data-points", String(n));
+});
 window.addEventListener("load", function () {
   setTimeout(function () {
     var imgs = Array.prototype.slice.call(document.images);
