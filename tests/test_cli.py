@@ -422,3 +422,30 @@ def test_format_table():
     assert lines[3].index("nan") + 3 == lines[2].index("1.23") + 4  # numbers right-aligned
     assert format_table([]) == "(no rows)"
     assert format_table([{"a": 1}], headers={"a": "Alpha"}).splitlines()[0] == "Alpha"
+
+
+def test_system_refusals_are_one_line_errors(monkeypatch, capsys):
+    """MemoryError and OSError from deep inside a run end as one line, exit 2."""
+    import errno
+
+    from deepclust import cli
+
+    def refuse(exc):
+        def fn(args):
+            raise exc
+        return fn
+
+    for exc in (MemoryError(), OSError(errno.ENOMEM, "Cannot allocate memory", "/x/shard.npy")):
+        monkeypatch.setattr(cli, "build_parser", lambda: _parser_with(refuse(exc)))
+        assert cli.main(["boom"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err and "memory" in err
+
+
+def _parser_with(func):
+    import argparse
+
+    p = argparse.ArgumentParser(prog="deepclust")
+    sub = p.add_subparsers(dest="command")
+    sub.add_parser("boom").set_defaults(func=func)
+    return p

@@ -55,11 +55,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"deepclust {args.command}: interrupted", file=sys.stderr)
         return 130
+    except MemoryError:
+        print(f"deepclust {args.command}: error: out of memory; give it more memory, or fewer "
+              "rows (a store is streamed to kmeans and minibatch-kmeans)", file=sys.stderr)
+        return 2
     except BrokenPipeError:  # the reader went away (`deepclust ... | head`): not an error
         import os
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as exc:  # the system refused (no memory, no space, no permission, ...)
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"deepclust {args.command}: error: {terminal_safe(exc.strerror or exc)}"
+              f"{terminal_safe(where)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
