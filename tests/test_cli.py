@@ -436,7 +436,7 @@ def test_system_refusals_are_one_line_errors(monkeypatch, capsys):
         return fn
 
     for exc in (MemoryError(), OSError(errno.ENOMEM, "Cannot allocate memory", "/x/shard.npy")):
-        monkeypatch.setattr(cli, "build_parser", lambda: _parser_with(refuse(exc)))
+        monkeypatch.setattr(cli, "build_parser", lambda e=exc: _parser_with(refuse(e)))
         assert cli.main(["boom"]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "Traceback" not in err and "memory" in err
