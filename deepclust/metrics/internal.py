@@ -24,6 +24,7 @@ from numbers import Integral
 from typing import Any
 
 import numpy as np
+import sklearn
 from numpy.typing import ArrayLike
 from sklearn import metrics as skm
 
@@ -33,6 +34,8 @@ from deepclust.metrics.proxy import PROXY_UMAP, proxy_space
 from deepclust.validation import check_features, check_labels, check_random_state
 
 DEFAULT_SAMPLE_SIZE = 10_000
+#: Megabytes of distances scikit-learn holds at once while computing a silhouette.
+SILHOUETTE_WORKING_MB = 128
 """Above this many points the silhouette is computed on a uniform random subsample."""
 
 
@@ -96,7 +99,10 @@ def _silhouette_rows(
         reason = _undefined_reason(labels, f"in the silhouette subsample of {rows.size}")
         if reason is not None:
             return math.nan, reason
-    return float(skm.silhouette_score(X, labels, metric=metric)), None
+    # scikit-learn computes the distances in chunks of its working memory (1 GB by
+    # default); a smaller chunk gives the same score at a bounded peak
+    with sklearn.config_context(working_memory=SILHOUETTE_WORKING_MB):
+        return float(skm.silhouette_score(X, labels, metric=metric)), None
 
 
 def silhouette(
