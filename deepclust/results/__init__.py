@@ -1,0 +1,38 @@
+"""Per-row results of a clustering run: assignments, exact and near duplicates, outliers.
+
+- :mod:`~deepclust.results.assignments`: the table written to ``RUN/assignments.parquet``
+  and ``.csv`` (its schema, distances and ranks to the cluster centres).
+- :mod:`~deepclust.results.duplicates`: exact copies (SHA-256) and near duplicates
+  (embedding cosine similarity, connected components).
+- :mod:`~deepclust.results.outliers`: outlier scores from neighbour distances.
+- :mod:`~deepclust.results.run`: a run's files from a clustering result.
+"""
+
+from deepclust.results.assignments import (
+    ASSIGNMENTS_FILE,
+    REPRESENTATIVES_PER_CLUSTER,
+    SCHEMA,
+    assignments_table,
+    read_assignments,
+    write_assignments,
+)
+from deepclust.results.duplicates import (
+    NEAR_DUPLICATE_COSINE,
+    exact_duplicate_groups,
+    near_duplicate_groups,
+)
+from deepclust.results.outliers import OUTLIER_NEIGHBORS, outlier_scores
+
+__all__ = [
+    "ASSIGNMENTS_FILE",
+    "NEAR_DUPLICATE_COSINE",
+    "OUTLIER_NEIGHBORS",
+    "REPRESENTATIVES_PER_CLUSTER",
+    "SCHEMA",
+    "assignments_table",
+    "exact_duplicate_groups",
+    "near_duplicate_groups",
+    "outlier_scores",
+    "read_assignments",
+    "write_assignments",
+]
