@@ -31,6 +31,7 @@ from deepclust import __version__, runtime
 from deepclust.data.sources import ImageSource, open_source
 from deepclust.encoders import DEFAULT_ENCODER, Encoder, get_encoder
 from deepclust.errors import DeepclustError, InputError
+from deepclust.progress import progress_disabled
 from deepclust.store import STORE_DTYPES, EmbeddingStore, StoreWriter, open_store
 
 #: Default rows per shard: the most work an interruption can cost.
@@ -338,7 +339,7 @@ def _run_shards(src, enc, writer, shards, n, shard_size, *, batch_size, num_work
     total = sum(min((k + 1) * shard_size, n) - k * shard_size for k in shards)
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=total, unit="img", disable=not progress,
+    bar = tqdm(total=total, unit="img", disable=not progress or progress_disabled(),
                desc=f"embed {enc.name}", dynamic_ncols=True, smoothing=0.1)
     np_dtype = np.dtype(dtype)
     buffers: dict[int, _ShardBuffer] = {}

@@ -174,14 +174,12 @@ def cluster_to_folder(inp, out, *, encoder: str = DEFAULT_ENCODER, store=None,
         from deepclust.data.rows import as_row_source
 
         info["fingerprint"] = as_row_source(src).fingerprint()
-        if getattr(data.rows, "store", None) is not None:
-            info["store"] = str(data.rows.store.path.resolve())
-    result.timings["total_s"] = time.perf_counter() - t0
+        store_of = getattr(data.rows, "store", None)
+        info["store"] = None if store_of is None else str(store_of.path.resolve())
     fields = {"seed": random_state, "k_requested": k, "started": started,
               **(record_fields or {})}
     record, table = write_run(result, out, input_info=info, failed=failed, progress=progress,
-                              finished=now_iso(), **fields)
-    result.timings["total_s"] = time.perf_counter() - t0
+                              finished=now_iso(), t0=t0, **fields)
     return result, record, table, {"embedded": embedded}
 
 

@@ -28,19 +28,27 @@ def progress_disabled() -> bool:
 def spinner(text: str | None, *, enabled: bool = True):
     """Show ``text`` with the elapsed time, refreshed while the block runs.
 
-    A line such as ``reducing 200 x 1280 with umap:10: 12.5 s`` on stderr, kept when the
-    block ends (only for blocks longer than :data:`DELAY_S`); nothing when ``enabled`` is False, ``text`` is None or progress is disabled.
+    A line such as ``reducing 200 x 1280 with umap:10: 00:12`` on stderr, shown once the block
+    has run :data:`DELAY_S` seconds and kept when it ends; nothing when ``enabled`` is False,
+    ``text`` is None or progress is disabled.
     """
     if not enabled or text is None or progress_disabled():
         yield
         return
+    import time
+
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=None, desc=text, bar_format="  {desc}: {elapsed}", leave=True,
-               delay=DELAY_S)
     stop = threading.Event()
+    started = time.perf_counter()
+    shown: list = []
 
     def tick() -> None:
+        if stop.wait(DELAY_S):
+            return
+        bar = tqdm(total=None, desc=text, bar_format="  {desc}: {elapsed}", leave=True)
+        bar.start_t -= time.perf_counter() - started  # count from the block's start
+        shown.append(bar)
         while not stop.wait(REFRESH_S):
             bar.refresh()
 
@@ -51,5 +59,6 @@ def spinner(text: str | None, *, enabled: bool = True):
     finally:
         stop.set()
         thread.join()
-        bar.refresh()
-        bar.close()
+        for bar in shown:
+            bar.refresh()
+            bar.close()

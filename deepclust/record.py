@@ -5,7 +5,8 @@ each write a :class:`RunRecord`; :meth:`RunRecord.read` reads any of them back (
 does). The fields every run has are attributes with one name and one type everywhere
 (``k`` an int, the request such as ``"auto"`` in ``k_requested``; ``params`` JSON-safe;
 ``timings`` in seconds with ``_s`` names: ``load_s``, ``reduce_s``, ``select_k_s``,
-``cluster_s``, ``evaluate_s``, ``label_free_s``, ``train_s`` (DeepCluster), ``total_s``).
+``cluster_s``, ``evaluate_s``, ``label_free_s``, ``train_s`` (DeepCluster), ``embed_s``,
+``assignments_s``, ``total_s``).
 What only one command has (the demo's ranked ``rows``, a benchmark's ``config``) goes in
 ``extra`` and is written at the top level of the file.
 

@@ -116,7 +116,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
             precision=args.precision, dtype=args.dtype, shard_size=args.shard_size,
             channels_last=channels_last, device=args.device, threads=args.threads,
             overwrite=args.overwrite,
-            progress=not (args.no_progress or args.json), encoder_options=encoder_options,
+            progress=not (args.no_progress or args.json or args.quiet), encoder_options=encoder_options,
         )
         if di.is_main and args.json:
             print(json.dumps({

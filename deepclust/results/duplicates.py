@@ -92,7 +92,10 @@ def exact_duplicate_groups(paths: Sequence[str | os.PathLike | None], *,
     digests: list[str | None] = [None] * len(paths)
     from tqdm.auto import tqdm
 
-    for i in tqdm(todo, desc="hashing files", unit="file", disable=not progress or not todo,
+    from deepclust.progress import progress_disabled
+
+    for i in tqdm(todo, desc="hashing files", unit="file",
+                  disable=not progress or not todo or progress_disabled(),
                   leave=False):
         digests[i] = file_sha256(paths[i])
     # the size is part of the key: only files of one size are compared

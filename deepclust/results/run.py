@@ -10,6 +10,7 @@ cached beside a store), and exact-copy groups (SHA-256 of the files, when the ro
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -48,21 +49,25 @@ def _absolute(path: str, id_: str, kind: str | None, root: str | None) -> str | 
     return os.path.abspath(path)
 
 
+def _source_of(store) -> tuple[str | None, str | None]:
+    src = store.meta.get("source")
+    src = src if isinstance(src, dict) else {}  # a store written from arrays names a string
+    return src.get("kind"), src.get("root") or src.get("path")
+
+
 def store_file_paths(store) -> list[str | None]:
     """Absolute image paths of a store's rows (None where a row has no file of its own).
 
     A folder store's paths are its recorded absolute root joined with each id, so they hold
     from any working folder even when ``embed`` was given a relative path.
     """
-    src = store.meta.get("source") or {}
-    kind, root = src.get("kind"), src.get("root") or src.get("path")
+    kind, root = _source_of(store)
     return [_absolute(p, i, kind, root) for p, i in zip(store.paths, store.ids, strict=True)]
 
 
 def failed_items(store) -> list[dict]:
     """The store's images that could not be embedded: ``path`` (absolute), ``id``, ``reason``."""
-    src = store.meta.get("source") or {}
-    kind, root = src.get("kind"), src.get("root") or src.get("path")
+    kind, root = _source_of(store)
     return [{"path": _absolute(r.get("path") or "", r.get("id") or "", kind, root)
              or r.get("path") or None, "id": r.get("id"), "reason": r.get("reason")}
             for r in store.failed]
@@ -106,7 +111,7 @@ def compute_assignments(result, *, progress: bool = False,
 
 def write_run(result, out: str | os.PathLike, *, command: str = "cluster",
               input_info: dict | None = None, failed: list[dict] | None = None,
-              progress: bool = False, **fields):
+              progress: bool = False, t0: float | None = None, **fields):
     """Write ``out/labels.npy``, ``out/assignments.parquet``/``.csv`` and ``out/run.json``.
 
     Parameters
@@ -118,6 +123,9 @@ def write_run(result, out: str | os.PathLike, *, command: str = "cluster",
         ``path`` (absolute), ``fingerprint``, ``store``: merged into the record's ``input``.
     failed : list of dict, optional
         Images that could not be read (recorded in run.json).
+    t0 : float, optional
+        ``time.perf_counter()`` at the start of the run: ``timings["total_s"]`` is set from it
+        once the assignments are computed.
     **fields
         Set on the run record (argv, seed, k_requested, noise, started, finished, ...).
 
@@ -130,7 +138,11 @@ def write_run(result, out: str | os.PathLike, *, command: str = "cluster",
 
     out = Path(out)
     write_npy(out / "labels.npy", result.labels)
+    t = time.perf_counter()
     table = compute_assignments(result, progress=progress)
+    result.timings["assignments_s"] = time.perf_counter() - t
+    if t0 is not None:
+        result.timings["total_s"] = time.perf_counter() - t0
     write_assignments(table, out)
     record = result.record(command, input=input_info or {}, failed=failed,
                            assignments=ASSIGNMENTS_FILE, **fields)
