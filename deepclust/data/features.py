@@ -84,7 +84,8 @@ def _load_table(path: Path, label_column: str | None, id_column: str | None = No
     cols = table.column_names
     for given, what in ((label_column, "--label-column"), (id_column, "--id-column")):
         if given is not None and given not in cols:
-            raise InputError(f"{path} has no column {given!r} ({what}); columns: {', '.join(cols)}")
+            raise InputError(f"{path} has no column {given!r}; columns: {', '.join(cols)} "
+                             f"(check {what})")
     if id_column is not None and id_column == label_column:
         raise InputError(f"{path}: column {id_column!r} cannot be both the labels and the ids")
     yk = label_column or _pick(cols, _Y_KEYS, "labels", path)
