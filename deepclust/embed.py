@@ -31,6 +31,7 @@ from deepclust import __version__, runtime
 from deepclust.data.sources import ImageSource, open_source
 from deepclust.encoders import DEFAULT_ENCODER, Encoder, get_encoder
 from deepclust.errors import DeepclustError, InputError
+from deepclust.progress import progress_disabled
 from deepclust.store import STORE_DTYPES, EmbeddingStore, StoreWriter, open_store
 
 #: Default rows per shard: the most work an interruption can cost.
@@ -341,7 +342,7 @@ def _run_shards(src, enc, writer, shards, n, shard_size, *, batch_size, num_work
     total = sum(min((k + 1) * shard_size, n) - k * shard_size for k in shards)
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=total, unit="img", unit_scale=True, disable=not progress,
+    bar = tqdm(total=total, unit="img", disable=not progress or progress_disabled(),
                desc=f"embed {enc.name}", dynamic_ncols=True, smoothing=0.1)
     np_dtype = np.dtype(dtype)
     buffers: dict[int, _ShardBuffer] = {}
@@ -448,3 +449,56 @@ def builtin_embeddings(name: str, split: str, encoder: str = DEFAULT_ENCODER, *,
         pass  # absent or unfinished: (re)build below
     dataset = load_dataset(name, split)
     return embed(dataset, encoder, path, progress=progress).as_feature_set()
+
+
+def source_store_path(source, encoder: str = DEFAULT_ENCODER) -> Path:
+    """Where :func:`cached_embeddings` keeps the store of ``source`` under ``encoder``:
+    ``cache_dir()/stores/<key>-<encoder>``, the key a digest of the source's fingerprint and
+    description (a folder's description holds its absolute root, so two copies of one folder
+    keep their own paths)."""
+    import hashlib
+    import json
+
+    from deepclust.data.builtin import cache_dir
+
+    src = open_source(source)
+    text = json.dumps([src.fingerprint(), src.describe()], sort_keys=True, default=str)
+    key = hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+    return cache_dir() / "stores" / f"{src.kind}-{key}-{_slug(str(encoder))}"
+
+
+def cached_embeddings(source, encoder: str = DEFAULT_ENCODER, store=None, *,
+                      progress: bool = True, **options) -> tuple[EmbeddingStore, bool]:
+    """The embedding store of an image source, embedding only what is not there yet.
+
+    Parameters
+    ----------
+    source : ImageSource or path
+        Anything :func:`~deepclust.data.sources.open_source` opens (a folder, a manifest,
+        tar shards, a saved HF dataset).
+    encoder : str
+        Encoder registry name.
+    store : path, optional
+        The store folder; default :func:`source_store_path` (in the deepclust cache), so
+        runs on the same images with the same encoder share one store.
+    progress : bool
+        Progress bar while embedding.
+    **options
+        Passed to :func:`embed` (``batch_size``, ``device``, ``precision``, ...).
+
+    Returns
+    -------
+    (EmbeddingStore, bool)
+        The finished store, and whether this call embedded anything (False: it was reused).
+    """
+    src = open_source(source)
+    path = Path(store).expanduser() if store is not None else source_store_path(src, encoder)
+    try:
+        found = open_store(path)
+        name = encoder if isinstance(encoder, str) else encoder.name
+        if (found.meta.get("source_fingerprint") == src.fingerprint()
+                and found.meta.get("n_items") == len(src) and found.meta.get("encoder") == name):
+            return found, False
+    except DeepclustError:
+        pass  # absent or unfinished: embed (resuming what is there)
+    return embed(src, encoder, path, progress=progress, **options), True

@@ -25,6 +25,7 @@ from deepclust.cluster import get_clusterer_class, make_clusterer
 from deepclust.data.rows import RowSource, as_row_source
 from deepclust.errors import InputError
 from deepclust.metrics.proxy import PROXY_UMAP, proxy_space
+from deepclust.progress import spinner
 from deepclust.reduce import build_reducer, describe_reducer, parse_reducer_spec
 from deepclust.selection import KSelection, check_clusterer_params, select_k
 from deepclust.store import is_store
@@ -63,6 +64,7 @@ class RunInput:
     source: str
     class_names: list[str] | None = None
     labels_path: str | None = None
+    ids: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -88,7 +90,7 @@ class RunInput:
 
         if self.X is None:
             raise InputError("the rows of a streamed input are not in memory")
-        return FeatureSet(self.X, self.y, None, self.class_names, self.source)
+        return FeatureSet(self.X, self.y, self.ids, self.class_names, self.source)
 
 
 def _store_labels(store, label_column: str | None) -> np.ndarray:
@@ -98,7 +100,8 @@ def _store_labels(store, label_column: str | None) -> np.ndarray:
     return store.extra_labels(name)
 
 
-def open_input(X, y=None, *, label_column: str | None = None) -> RunInput:
+def open_input(X, y=None, *, label_column: str | None = None,
+               id_column: str | None = None) -> RunInput:
     """The rows and labels of a run, without loading a store or a memory map.
 
     Parameters
@@ -113,13 +116,16 @@ def open_input(X, y=None, *, label_column: str | None = None) -> RunInput:
     label_column : str, optional
         The label column of a ``.parquet``/``.csv`` table, or an extra label column of a
         store.
+    id_column : str, optional
+        The id column of a ``.parquet``/``.csv`` table (kept in ``RunInput.ids``).
     """
     from deepclust.data.features import FeatureSet, load_features, read_labels_file
     from deepclust.store import EmbeddingStore, open_store
 
     labels_path = str(y) if isinstance(y, (str, os.PathLike)) else None
     if isinstance(X, (str, os.PathLike)) and not is_store(X):
-        fs = load_features(X, labels_path=labels_path, label_column=label_column)
+        fs = load_features(X, labels_path=labels_path, label_column=label_column,
+                           id_column=id_column)
         X, y, labels_path = fs, (fs.y if labels_path else y), labels_path
     if isinstance(X, (str, os.PathLike)):
         X = open_store(X)
@@ -130,7 +136,7 @@ def open_input(X, y=None, *, label_column: str | None = None) -> RunInput:
             y = _store_labels(X, label_column)
     elif isinstance(X, FeatureSet):
         data = RunInput(check_features(X.X, name=f"features in {X.source}"), None, None,
-                        X.source, X.class_names, labels_path)
+                        X.source, X.class_names, labels_path, X.ids)
         if y is None:
             y = X.y
     elif isinstance(X, RowSource) or isinstance(X, np.memmap):
@@ -173,7 +179,9 @@ class ClusteringResult:
 
     ``input`` is what was clustered (``input.X`` None when the rows were streamed);
     ``sample`` the rows the label-free scores were computed on, when those were not all
-    of the input's rows or were read from a stream.
+    of the input's rows or were read from a stream; ``clustered`` the rows the clusterer
+    saw (the reduced array, or the streamed RowSource); ``warnings`` what the user should
+    know about the run (e.g. ``--k auto`` chose the edge of its range).
     """
 
     labels: np.ndarray
@@ -192,6 +200,8 @@ class ClusteringResult:
     streamed: bool = False
     input: RunInput | None = None
     sample: RowSample | None = None
+    clustered: Any = None
+    warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         """The run's results as the run record's fields."""
@@ -211,6 +221,7 @@ class ClusteringResult:
             "label_free_rows": self.label_free_rows,
             "stats": estimator_stats(self.estimator),
             "timings": self.timings,
+            "warnings": list(self.warnings),
         }
 
     def record(self, command: str = "cluster", **fields):
@@ -231,6 +242,17 @@ class ClusteringResult:
                          **self.as_dict(), **fields)
 
 
+def edge_warning(selection: KSelection) -> str | None:
+    """A warning when a k sweep chose the smallest or largest k it tried (the best k may lie
+    outside the range), else None."""
+    ks = [c["k"] for c in selection.curve]
+    if len(ks) < 2 or selection.best_k not in (min(ks), max(ks)):
+        return None
+    side = "smallest" if selection.best_k == min(ks) else "largest"
+    return (f"--k auto chose k={selection.best_k}, the {side} k of the range {min(ks)}:{max(ks)}; "
+            f"the best k may lie outside it: widen --k-range")
+
+
 def run_clustering(
     X,
     y=None,
@@ -249,6 +271,7 @@ def run_clustering(
     progress: bool = False,
     label_column: str | None = None,
     label_free_rows: int | None = LABEL_FREE_ROWS,
+    id_column: str | None = None,
 ) -> ClusteringResult:
     """Reduce, cluster and score ``X``.
 
@@ -280,8 +303,8 @@ def run_clustering(
         ``X`` already passed through ``reducer`` (reuse across methods); skips reduction.
     noise : {"cluster", "singletons", "exclude"}
         How noise points (-1) are scored; see :mod:`deepclust.metrics`.
-    label_column : str, optional
-        Where the labels are in a table or a store (see :func:`open_input`).
+    label_column, id_column : str, optional
+        Where the labels (ids) are in a table or a store (see :func:`open_input`).
     label_free_rows : int or None
         Label-free scores on a seeded sample of this many rows when there are more (None:
         every row, only when the rows are in memory). A streamed input is always sampled.
@@ -289,15 +312,13 @@ def run_clustering(
     from deepclust import metrics as M
 
     timings: dict[str, float] = {}
+    warnings: list[str] = []
 
-    def stage(text: str) -> None:
-        if progress:
-            import sys
-
-            print(f"  {text} ...", file=sys.stderr, flush=True)
+    def stage(text: str):
+        return spinner(text, enabled=progress)
 
     t = time.perf_counter()
-    data = open_input(X, y, label_column=label_column)
+    data = open_input(X, y, label_column=label_column, id_column=id_column)
     params = check_clusterer_params(params)
     cls = get_clusterer_class(method)
     thresholded = params.get("distance_threshold") is not None  # agglomerative without k
@@ -318,8 +339,8 @@ def run_clustering(
     streamed = (data.X is None and cls.streams_rows and not steps and reduced is None
                 and k != "auto")
     if data.X is None and not streamed:
-        stage(f"reading {data.rows.description} into memory")
-        data.load()
+        with stage(f"reading {data.rows.description} into memory"):
+            data.load()
     timings["load_s"] = time.perf_counter() - t
     X = data.X
     y = data.y
@@ -328,10 +349,11 @@ def run_clustering(
     if streamed:
         Z = data.rows
     elif reduced is None:
-        if steps:
-            stage(f"reducing {X.shape[0]} x {X.shape[1]} with {describe_reducer(steps)}")
         pipe = build_reducer(steps, random_state=random_state)
-        Z = X if pipe is None else np.ascontiguousarray(pipe.fit_transform(X), dtype=np.float32)
+        with stage(f"reducing {X.shape[0]} x {X.shape[1]} with {describe_reducer(steps)}"
+                   if steps else None):
+            Z = X if pipe is None else np.ascontiguousarray(pipe.fit_transform(X),
+                                                            dtype=np.float32)
     else:
         Z = check_features(reduced, name="reduced features")
         if len(Z) != len(X):
@@ -344,21 +366,24 @@ def run_clustering(
     if k == "auto":
         t = time.perf_counter()
         if criterion == "umap_silhouette" and proxy_embedding is None:
-            stage("computing the UMAP space of the label-free proxy")
-            proxy_embedding = proxy_space(X, random_state=random_state)
+            with stage("computing the UMAP space of the label-free proxy"):
+                proxy_embedding = proxy_space(X, random_state=random_state)
         selection = select_k(Z, method, k_values, criterion=criterion,
                              proxy_embedding=proxy_embedding, y_true=y, params=params,
                              random_state=random_state, progress=progress)
         timings["select_k_s"] = time.perf_counter() - t
         k = selection.best_k
+        warning = edge_warning(selection)
+        if warning:
+            warnings.append(warning)
 
     if k is not None:
         params["n_clusters"] = k
     model = make_clusterer(method, random_state=random_state, **params)
-    stage(f"clustering with {method}" + (f", k={k}" if k is not None else "")
-          + (f", streaming {data.rows.description}" if streamed else ""))
     t = time.perf_counter()
-    labels = np.asarray(model.fit_predict(Z), dtype=np.int64)
+    with stage(f"clustering with {method}" + (f", k={k}" if k is not None else "")
+               + (f", streaming {data.rows.description}" if streamed else "")):
+        labels = np.asarray(model.fit_predict(Z), dtype=np.int64)
     timings["cluster_s"] = time.perf_counter() - t
 
     found = labels[labels >= 0]
@@ -368,7 +393,7 @@ def run_clustering(
         reducer=describe_reducer(steps), n_clusters=int(len(np.unique(found))),
         n_noise=int(np.count_nonzero(labels < 0)), k_selection=selection, estimator=model,
         reduced_shape=(data.n, data.d) if streamed else tuple(Z.shape), streamed=streamed,
-        input=data,
+        input=data, clustered=Z, warnings=warnings,
     )
     t = time.perf_counter()
     if y is not None and np.any(y >= 0):
@@ -379,10 +404,10 @@ def run_clustering(
         rows = sample_rows(data.n, label_free_rows if label_free_rows is not None or not streamed
                            else LABEL_FREE_ROWS, random_state)
         if streamed:
-            stage(f"reading {data.n if rows is None else len(rows)} rows for the label-free "
-                  "scores")
-            result.sample = RowSample(rows, data.rows.take(np.arange(data.n) if rows is None
-                                                           else rows))
+            with stage(f"reading {data.n if rows is None else len(rows)} rows for the "
+                       "label-free scores"):
+                result.sample = RowSample(rows, data.rows.take(np.arange(data.n) if rows is None
+                                                               else rows))
             Xs = result.sample.X
         elif rows is not None:
             result.sample = RowSample(rows, X[rows])
@@ -392,13 +417,13 @@ def run_clustering(
         if proxy_embedding is not None and rows is not None:
             proxy_embedding = np.asarray(proxy_embedding)[rows]
         if proxy_embedding is None:
-            stage("computing the UMAP space of the label-free proxy")
-            proxy_embedding = proxy_space(Xs, random_state=random_state)
-        stage("label-free scores")
+            with stage("computing the UMAP space of the label-free proxy"):
+                proxy_embedding = proxy_space(Xs, random_state=random_state)
         # "silhouette" etc. in the original feature space; "umap_silhouette" in the proxy space.
-        result.label_free = M.label_free(Xs, labels if rows is None else labels[rows],
-                                         umap_embedding=proxy_embedding,
-                                         random_state=random_state)
+        with stage("label-free scores"):
+            result.label_free = M.label_free(Xs, labels if rows is None else labels[rows],
+                                             umap_embedding=proxy_embedding,
+                                             random_state=random_state)
         result.label_free_rows = len(Xs)
         timings["label_free_s"] = time.perf_counter() - t
     result.timings = timings

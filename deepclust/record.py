@@ -5,7 +5,8 @@ each write a :class:`RunRecord`; :meth:`RunRecord.read` reads any of them back (
 does). The fields every run has are attributes with one name and one type everywhere
 (``k`` an int, the request such as ``"auto"`` in ``k_requested``; ``params`` JSON-safe;
 ``timings`` in seconds with ``_s`` names: ``load_s``, ``reduce_s``, ``select_k_s``,
-``cluster_s``, ``evaluate_s``, ``label_free_s``, ``train_s`` (DeepCluster), ``total_s``).
+``cluster_s``, ``evaluate_s``, ``label_free_s``, ``train_s`` (DeepCluster), ``embed_s``,
+``assignments_s``, ``total_s``).
 What only one command has (the demo's ranked ``rows``, a benchmark's ``config``) goes in
 ``extra`` and is written at the top level of the file.
 
@@ -71,7 +72,8 @@ class RunRecord:
         The command line after ``deepclust``.
     seed : int or None
     input : dict or None
-        What was clustered: ``path``, ``source``, ``n_samples``, ``n_features``,
+        What was clustered: ``path`` (absolute), ``fingerprint``, ``store`` (the embedding
+        store, when images were embedded), ``source``, ``n_samples``, ``n_features``,
         ``has_labels``, ``labels_path``, ``streamed`` (rows read block by block, never
         loaded), ``out_of_core`` (the same, kept for older readers).
     method, reducer : str or None
@@ -90,6 +92,12 @@ class RunRecord:
         ``input.n_samples``).
     timings : dict
         Seconds per stage (names in the module docstring).
+    warnings : list of str
+        What the user should know (e.g. ``--k auto`` chose the edge of its range).
+    failed : list of dict or None
+        Images that could not be read (``path``, ``id``, ``reason``), when images were embedded.
+    assignments : str or None
+        The per-row results file in the run folder (``"assignments.parquet"``).
     extra : dict
         Command-specific keys, written at the top level.
     schema_version : int
@@ -115,6 +123,9 @@ class RunRecord:
     stats: dict | None = None
     proxy_umap: dict | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    failed: list[dict] | None = None
+    assignments: str | None = None
     extra: dict = field(default_factory=dict)
     environment: dict = field(default_factory=environment)
     started: str | None = None

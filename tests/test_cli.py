@@ -78,8 +78,9 @@ def test_cluster_writes_labels_and_run_json(kmeans_run):
     labels = np.load(kmeans_run["out"] / "labels.npy")
     assert labels.shape == (200,) and labels.dtype == np.int64
     assert sorted(np.unique(labels)) == [0, 1, 2, 3]
-    assert sorted((kmeans_run["out"]).iterdir()) == [kmeans_run["out"] / "labels.npy",
-                                                     kmeans_run["out"] / "run.json"]
+    assert sorted((kmeans_run["out"]).iterdir()) == [
+        kmeans_run["out"] / name for name in ("assignments.csv", "assignments.parquet",
+                                              "labels.npy", "run.json")]
 
 
 def test_run_json_records_the_run(kmeans_run, files):
@@ -284,7 +285,6 @@ BAD_CLUSTER = [
     (["blobs.npz", "--k", "0"], "at least 1"),
     (["blobs.npz", "--k", "201"], "larger than the number of samples \\(200\\)"),
     (["blobs.npz", "--k", "four"], "--k takes an integer or 'auto'"),
-    (["blobs.npz"], "kmeans needs a number of clusters"),
     (["blobs.npz", "--method", "hdbscan", "--k", "4"], "finds the number of clusters itself"),
     (["blobs.npz", "--k", "4", "--reduce", "tsne:2"], "unknown reducer 'tsne'"),
     (["blobs.npz", "--k", "4", "--reduce", "pca:1.5"], "fraction must lie in \\(0, 1\\)"),
@@ -422,6 +422,30 @@ def test_format_table():
     assert lines[3].index("nan") + 3 == lines[2].index("1.23") + 4  # numbers right-aligned
     assert format_table([]) == "(no rows)"
     assert format_table([{"a": 1}], headers={"a": "Alpha"}).splitlines()[0] == "Alpha"
+
+
+def test_cluster_without_method_or_k_chooses_without_labels(files, tmp_path, capsys):
+    code, out, _ = run(capsys, "cluster", files / "blobs.npz", "--criterion", "silhouette",
+                       "--k-range", "2:8", "--no-label-free", "--out", tmp_path / "auto")
+    assert code == 0
+    record = json.loads((tmp_path / "auto" / "run.json").read_text())
+    assert record["method"] == "kmeans" and record["k_requested"] == "auto"
+    assert record["k"] == 4 and "k chosen by silhouette (label-free): 4" in out
+
+
+def test_quiet_and_json_on_embed(tmp_path, capsys):
+    from PIL import Image
+
+    (tmp_path / "imgs").mkdir()
+    for i in range(3):
+        Image.new("RGB", (8, 8), (i * 80, 0, 0)).save(tmp_path / "imgs" / f"{i}.png")
+    code, out, err = run(capsys, "embed", tmp_path / "imgs", "--encoder", "raw", "--out",
+                         tmp_path / "s", "--quiet")
+    assert code == 0 and out == "" and "img" not in err
+    code, out, _ = run(capsys, "embed", tmp_path / "imgs", "--encoder", "raw", "--out",
+                       tmp_path / "s", "--json")
+    printed = json.loads(out)
+    assert printed["count"] == 3 and printed["encoder"] == "raw" and printed["failed"] == []
 
 
 def test_system_refusals_are_one_line_errors(monkeypatch, capsys):

@@ -37,6 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.register(sub)
+    for command in sub.choices.values():  # --quiet on every command
+        command.add_argument("--quiet", "-q", action="store_true",
+                             help="no progress bars and no tables (errors are still printed; "
+                                  "--json output too)")
     return parser
 
 
@@ -48,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 1
     try:
+        if args.quiet:
+            return _run_quietly(args)
         return int(args.func(args) or 0)
     except DeepclustError as exc:
         print(f"deepclust {args.command}: error: {terminal_safe(exc)}", file=sys.stderr)
@@ -69,6 +75,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"deepclust {args.command}: error: {terminal_safe(exc.strerror or exc)}"
               f"{terminal_safe(where)}", file=sys.stderr)
         return 2
+
+
+def _run_quietly(args) -> int:
+    """Run a command with progress bars off (``TQDM_DISABLE``) and, unless it prints JSON,
+    stdout discarded; stderr (errors, warnings) is kept."""
+    import contextlib
+    import os
+
+    old = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"
+    try:
+        if getattr(args, "json", False):
+            return int(args.func(args) or 0)
+        with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+            return int(args.func(args) or 0)
+    finally:
+        if old is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = old
 
 
 if __name__ == "__main__":

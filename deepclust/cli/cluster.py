@@ -1,14 +1,16 @@
-"""``deepclust cluster``: reduce, cluster and score one input; write labels and run.json.
+"""``deepclust cluster``: embed images if needed, reduce, cluster and score one input; write
+the assignments, labels and run.json.
 
-Parse the arguments, call :func:`deepclust.pipeline.run_clustering` (which decides whether the
-input is streamed or loaded), write its run record, print. No algorithm lives here.
+Parse the arguments, call :func:`deepclust.images.cluster_to_folder` (which embeds images into
+a cached store and calls :func:`deepclust.pipeline.run_clustering`, which decides whether the
+input is streamed or loaded), print. No algorithm lives here.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
+from pathlib import Path
 
 from deepclust import runtime
 from deepclust.cli.common import parse_k, parse_params, print_json, scores_rows
@@ -20,38 +22,35 @@ from deepclust.tables import format_table
 def _runtime_params(args, params: dict) -> dict:
     """``--precision``/``--device`` as parameters of methods that have those settings."""
     from deepclust.cluster import get_clusterer_class
+    from deepclust.images import DEFAULT_METHOD
 
+    method = args.method or DEFAULT_METHOD
     for name in ("precision", "device"):
         value = getattr(args, name, None)
         if value is not None:
-            if name not in get_clusterer_class(args.method)._get_param_names():
-                raise InputError(f"--{name} is not a setting of method {args.method!r}")
+            if name not in get_clusterer_class(method)._get_param_names():
+                raise InputError(f"--{name} is not a setting of method {method!r}")
             params[name] = value
     return params
 
 
 def cmd_cluster(args) -> int:
-    from deepclust.pipeline import run_clustering
-    from deepclust.runinfo import check_output_dir, now_iso, write_npy
+    from deepclust.images import cluster_to_folder
     from deepclust.selection import parse_k_range
 
-    started = now_iso()
-    t0 = time.perf_counter()
-    out = check_output_dir(args.out)  # before the work, not after it
+    out = Path(args.out)
     k = parse_k(args.k)
     params = _runtime_params(args, parse_params(args.param))
-    result = run_clustering(
-        args.input, args.labels, method=args.method, k=k, reducer=args.reduce, params=params,
-        random_state=args.seed, k_values=parse_k_range(args.k_range), criterion=args.criterion,
-        label_free=not args.no_label_free, noise=args.noise, progress=not args.json,
-        label_column=args.label_column,
-    )
-    result.timings["total_s"] = time.perf_counter() - t0
-    write_npy(out / "labels.npy", result.labels)
-    record = result.record(
-        "cluster", argv=getattr(args, "argv", sys.argv[1:]), seed=args.seed, k_requested=k,
-        noise=args.noise, input={"path": str(args.input)}, started=started, finished=now_iso())
-    record.write(out)
+    show = not (args.json or args.quiet)
+    result, record, table, how = cluster_to_folder(
+        args.input, out, encoder=args.encoder, store=args.store, method=args.method, k=k,
+        reducer=args.reduce, labels=args.labels, params=params, random_state=args.seed,
+        progress=show, k_values=parse_k_range(args.k_range), criterion=args.criterion,
+        label_free=not args.no_label_free, noise=args.noise, label_column=args.label_column,
+        id_column=args.id_column,
+        record_fields={"argv": getattr(args, "argv", sys.argv[1:]), "noise": args.noise})
+    for text in result.warnings:
+        print(f"deepclust cluster: warning: {text}", file=sys.stderr)
     page = None
     if args.report:
         from deepclust.report import write_report
@@ -61,13 +60,25 @@ def cmd_cluster(args) -> int:
     if args.json:
         print_json(record.to_dict())
         return 0
+    if args.quiet:
+        return 0
+    inp = record.input or {}
+    if inp.get("store") and how["embedded"] is not None:
+        n_failed = len(record.failed or [])
+        print(f"{inp['path']}: {result.input.n} images embedded with {inp.get('encoder')} "
+              + ("(this run)" if how["embedded"] else "(cached store reused, nothing embedded)")
+              + f"; {n_failed} could not be read" + (":" if n_failed else ""))
+        for item in (record.failed or [])[:10]:
+            print(f"  {item['path'] or item['id']}: {item['reason']}")
+        if n_failed > 10:
+            print(f"  ... and {n_failed - 10} more (all in run.json 'failed')")
     data = result.input
     if result.streamed:
         print(f"{data.source}: {data.n} x {data.d}, streamed block by block (not loaded); "
-              f"method {args.method}, k={record.k}")
+              f"method {record.method}, k={record.k}")
     else:
         print(f"{data.source}: {data.n} x {data.d}; reducer {result.reducer} -> "
-              f"{result.reduced_shape[1]} dims; method {args.method}")
+              f"{result.reduced_shape[1]} dims; method {record.method}")
     if result.k_selection is not None:
         sel = result.k_selection
         tag = "ORACLE (uses true labels)" if sel.oracle else "label-free"
@@ -82,24 +93,50 @@ def cmd_cluster(args) -> int:
     if result.label_free is not None and result.label_free_rows < data.n:
         print(f"(label-free scores on a seeded sample of {result.label_free_rows} of "
               f"{data.n} rows)")
-    print(f"\nwrote {out / 'labels.npy'} and {out / 'run.json'} "
+    groups = _group_counts(table)
+    print(f"{groups['duplicates']} rows in exact-copy groups, {groups['near']} in "
+          f"near-duplicate groups, {groups['outliers']} with outlier score >= 0.95")
+    print(f"\nwrote {out / 'assignments.csv'} (one row per image: id, path, cluster, "
+          f"distance, rank, representative, outlier_score, duplicate groups),\n      "
+          f"{out / 'assignments.parquet'}, {out / 'labels.npy'} and {out / 'run.json'} "
           f"({result.timings['total_s']:.1f} s)")
     if page is not None:
         return print_written(page)
     return 0
 
 
+def _group_counts(table) -> dict:
+    import numpy as np
+
+    return {"duplicates": int(np.count_nonzero(table["duplicate_group"].to_numpy() >= 0)),
+            "near": int(np.count_nonzero(table["near_duplicate_group"].to_numpy() >= 0)),
+            "outliers": int(np.count_nonzero(table["outlier_score"].to_numpy() >= 0.95))}
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("cluster", help="cluster a feature file, store or built-in dataset",
-                       description="Reduce, cluster and score; writes OUT/labels.npy and "
-                                   "OUT/run.json.")
-    p.add_argument("input", help="feature file (.npz with X and optional y, .npy, .parquet, "
-                                 ".csv), embedding store directory, or built-in dataset name")
-    p.add_argument("--method", default="kmeans", help="clusterer (see `deepclust methods`)")
+    p = sub.add_parser("cluster", help="cluster a folder of images, a feature file, a store "
+                                       "or a built-in dataset",
+                       description="Embed images (into a cached store), reduce, cluster and "
+                                   "score; writes OUT/assignments.parquet and .csv (one row per "
+                                   "image), OUT/labels.npy and OUT/run.json.")
+    p.add_argument("input", help="image folder, manifest (.csv/.parquet of image paths), tar "
+                                 "shards or saved HF dataset; or a feature file (.npz with X and "
+                                 "optional y, .npy, .parquet, .csv), embedding store directory, "
+                                 "or built-in dataset name")
+    p.add_argument("--encoder", default="effnet-lite0",
+                   help="encoder for images (see `deepclust encoders`; default effnet-lite0)")
+    p.add_argument("--store", default=None, metavar="DIR",
+                   help="embedding store for images (default: cached per images and encoder "
+                        "under the deepclust cache, reused by later runs)")
+    p.add_argument("--method", default=None,
+                   help="clusterer (see `deepclust methods`); default: chosen without labels "
+                        "(kmeans with --k auto, no reduction unless --reduce is given)")
     p.add_argument("--k", default=None,
-                   help="number of clusters, or 'auto' to choose it without labels")
+                   help="number of clusters, or 'auto' to choose it without labels (the "
+                        "default for methods that take k)")
     p.add_argument("--reduce", default=None, metavar="SPEC",
-                   help="reduction chain, e.g. zscore,pca:0.9,umap:50 (default: none)")
+                   help="reduction chain, e.g. zscore,pca:0.9,umap:50 (default: none with "
+                        "--method, else the automatic choice)")
     p.add_argument("--param", action="append", metavar="KEY=VALUE",
                    help="clusterer parameter, repeatable (e.g. --param n_init=10)")
     p.add_argument("--out", required=True, help="output directory")
@@ -109,6 +146,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--labels", default=None, help="true labels file (.npy or text), optional")
     p.add_argument("--label-column", default=None, help="label column of a .parquet/.csv input")
+    p.add_argument("--id-column", default=None,
+                   help="id column of a .parquet/.csv feature file (written back in "
+                        "assignments 'id')")
     p.add_argument("--k-range", default="2:20", help="candidates for --k auto (LO:HI[:STEP])")
     p.add_argument("--criterion", default="umap_silhouette",
                    help="criterion for --k auto: umap_silhouette (default), silhouette, "

@@ -68,6 +68,9 @@ def register(subparsers) -> None:
                    help="torch CPU threads (default: one per free core, from the load average)")
     p.add_argument("--overwrite", action="store_true", help="replace a store made from other inputs")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true",
+                   help="print the store's path, size, encoder, this run's counts and the "
+                        "failed items as JSON")
     p.set_defaults(func=cmd_embed)
 
     q = subparsers.add_parser("encoders", help="list encoders, their dimension and offline availability")
@@ -118,9 +121,15 @@ def cmd_embed(args: argparse.Namespace) -> int:
             precision=args.precision, dtype=args.dtype, shard_size=args.shard_size,
             channels_last=channels_last, device=args.device, threads=args.threads,
             overwrite=args.overwrite,
-            progress=not args.no_progress, encoder_options=encoder_options,
+            progress=not (args.no_progress or args.json or args.quiet), encoder_options=encoder_options,
         )
-        if di.is_main:
+        if di.is_main and args.json:
+            print(json.dumps({
+                "store": str(store.path.resolve()), "count": len(store), "dim": store.dim,
+                "dtype": store.meta["dtype"], "encoder": store.meta["encoder"],
+                "n_failed": store.meta.get("n_failed", 0), "failed": store.failed,
+                "last_run": _read_run(store.path)}, indent=2, default=str))
+        elif di.is_main:
             run = store.meta.get("last_run", {})
             n_failed = store.meta.get("n_failed", 0)
             print(f"{store.path}: {len(store)} embeddings of dim {store.dim} "

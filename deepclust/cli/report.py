@@ -18,6 +18,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     options = ReportOptions(per_page=args.per_page, max_galleries=args.max_clusters,
                             max_thumbs=args.max_thumbs)
     page = write_report(args.run_dir, args.out, options=options, pipeline=args.pipeline)
+    if args.json:
+        import json
+
+        manifest = json.loads((page.parent / "report.json").read_text())
+        print(json.dumps({"report": str(page.resolve()), "seconds": time.perf_counter() - t,
+                          "errors": manifest.get("errors", [])}, indent=2))
+        return 1 if manifest.get("errors") else 0
     return print_written(page, time.perf_counter() - t)
 
 
@@ -65,4 +72,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "members nearest the centre (default 20000)")
     p.add_argument("--max-clusters", type=int, default=100, metavar="N",
                    help="galleries for at most the N largest clusters (default 100)")
+    p.add_argument("--json", action="store_true",
+                   help="print the report's path and any failed sections as JSON")
     p.set_defaults(func=cmd_report)

@@ -65,7 +65,7 @@ def _load_npz(path: Path) -> FeatureSet:
     return FeatureSet(X, y, ids, names, str(path))
 
 
-def _load_table(path: Path, label_column: str | None) -> FeatureSet:
+def _load_table(path: Path, label_column: str | None, id_column: str | None = None) -> FeatureSet:
     import pyarrow as pa
 
     try:
@@ -82,10 +82,14 @@ def _load_table(path: Path, label_column: str | None) -> FeatureSet:
     if table.num_rows == 0:
         raise InputError(f"{path} has no rows")
     cols = table.column_names
-    if label_column is not None and label_column not in cols:
-        raise InputError(f"{path} has no column {label_column!r}; columns: {', '.join(cols)}")
+    for given, what in ((label_column, "--label-column"), (id_column, "--id-column")):
+        if given is not None and given not in cols:
+            raise InputError(f"{path} has no column {given!r}; columns: {', '.join(cols)} "
+                             f"(check {what})")
+    if id_column is not None and id_column == label_column:
+        raise InputError(f"{path}: column {id_column!r} cannot be both the labels and the ids")
     yk = label_column or _pick(cols, _Y_KEYS, "labels", path)
-    ik = _pick(cols, _ID_KEYS, "ids", path)
+    ik = id_column or _pick(cols, _ID_KEYS, "ids", path)
     y = table.column(yk).to_numpy(zero_copy_only=False) if yk else None
     ids = table.column(ik).to_numpy(zero_copy_only=False) if ik else None
     xk = _pick(cols, _X_KEYS, "features", path)
@@ -132,6 +136,7 @@ def load_features(
     *,
     labels_path: str | Path | None = None,
     label_column: str | None = None,
+    id_column: str | None = None,
     download: bool = True,
 ) -> FeatureSet:
     """Read a feature matrix (and labels, if present) from ``path``.
@@ -146,6 +151,9 @@ def load_features(
         A ``.npy`` or text file of labels, one per row, overriding labels in ``path``.
     label_column : str, optional
         For tables: the column that holds labels.
+    id_column : str, optional
+        For tables: the column that holds row ids (default: ``id``, ``ids`` or ``path`` when
+        present); it is never a feature.
 
     Returns
     -------
@@ -185,11 +193,13 @@ def load_features(
         elif suffix == ".npz":
             fs = _load_npz(p)
         elif suffix in (".parquet", ".csv"):
-            fs = _load_table(p, label_column)
+            fs = _load_table(p, label_column, id_column)
         else:
             raise InputError(
                 f"{p}: unsupported file type {suffix!r}; use .npy, .npz, .parquet or .csv"
             )
+    if id_column is not None and p.suffix.lower() not in (".parquet", ".csv"):
+        raise InputError(f"--id-column applies to .parquet/.csv tables, not {p}")
     label_source = fs.source
     if labels_path is not None:
         fs.y = read_labels_file(labels_path)
