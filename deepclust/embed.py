@@ -27,12 +27,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deepclust import __version__, runtime
+from deepclust import runtime
 from deepclust.data.sources import ImageSource, open_source
 from deepclust.encoders import DEFAULT_ENCODER, Encoder, get_encoder
 from deepclust.errors import DeepclustError, InputError
 from deepclust.progress import progress_disabled
 from deepclust.store import STORE_DTYPES, EmbeddingStore, StoreWriter, open_store
+from deepclust.version import __version__
 
 #: Default rows per shard: the most work an interruption can cost.
 DEFAULT_SHARD_SIZE = 4096

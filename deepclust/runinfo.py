@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from deepclust import __version__
+from deepclust.version import __version__
 
 _PACKAGES = ("numpy", "scipy", "scikit-learn", "faiss-cpu", "faiss-gpu", "umap-learn", "torch",
              "pyarrow", "transformers")

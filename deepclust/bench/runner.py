@@ -227,10 +227,10 @@ class BenchRun:
 
     def _run_task(self, task: Task, sub: BenchmarkSubset, X: np.ndarray,
                   Z: np.ndarray) -> dict:
-        from deepclust import __version__
         from deepclust.pipeline import run_clustering
         from deepclust.runinfo import now_iso
         from deepclust.selection import parse_k_range
+        from deepclust.version import __version__
 
         cfg = self.cfg
         k: int | str = sub.n_clusters if cfg.k == "benchmark" else "auto"

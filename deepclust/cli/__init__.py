@@ -11,9 +11,9 @@ import argparse
 import importlib
 import sys
 
-from deepclust import __version__
 from deepclust.cli.common import terminal_safe
 from deepclust.errors import DeepclustError
+from deepclust.version import __version__
 
 # Modules that add sub-commands, in the order they appear in --help.
 COMMAND_MODULES = ("deepclust.cli.cluster", "deepclust.cli.evaluate", "deepclust.cli.demo",

@@ -33,7 +33,6 @@ def register(subparsers) -> None:
     p.add_argument("--names", metavar="FILE",
                    help='cluster names: JSON {"7": "cats"} or CSV with columns cluster,name')
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
     p.set_defaults(func=cmd_export, mode=None)
 
 

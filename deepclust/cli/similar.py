@@ -19,8 +19,6 @@ def register(subparsers) -> None:
     p.add_argument("query", help="an image file, or an id of the store")
     p.add_argument("-n", type=int, default=10, help="how many results (default 10)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
-    p.add_argument("--quiet", "-q", action="store_true",
-                   help="print only the paths (ids where there is no path), one per line")
     p.set_defaults(func=cmd_similar)
 
 

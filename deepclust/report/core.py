@@ -212,9 +212,9 @@ def render_report(
     Path
         The page, ``ctx.out_dir / "report.html"``.
     """
-    from deepclust import __version__
     from deepclust.report.template import PAGE, render
     from deepclust.runinfo import now_iso, write_bytes, write_json
+    from deepclust.version import __version__
 
     out = Path(ctx.out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -24,11 +24,11 @@ import numpy as np
 __all__ = ["NEAR_DUPLICATE_COSINE", "exact_duplicate_groups", "file_sha256",
            "near_duplicate_groups"]
 
-#: Cosine similarity from which two embeddings count as near duplicates. Provisional (issue 13):
-#: on effnet-lite0 embeddings of sklearn's two sample photos, crops, flips and JPEG
-#: re-encodes of one photo scored above it and the two distinct photos far below; a
-#: benchmark of crops/flips/re-encodes against distinct photos calibrates it.
-NEAR_DUPLICATE_COSINE = 0.90
+#: Cosine similarity from which two embeddings count as near duplicates, calibrated for
+#: effnet-lite0 by ``benchmarks/duplicates.py`` (crops, flips, JPEG re-encodes, resizes and
+#: brightness changes of 22 photos against distinct photos and halves of one photo): the
+#: point where copies missed and distinct shots joined are about equal (docs/results.md).
+NEAR_DUPLICATE_COSINE = 0.88
 
 _CHUNK = 1 << 20
 
