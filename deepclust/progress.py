@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import threading
 
 __all__ = ["progress_disabled", "spinner"]
@@ -30,7 +31,8 @@ def spinner(text: str | None, *, enabled: bool = True):
 
     A line such as ``reducing 200 x 1280 with umap:10: 00:12`` on stderr, shown once the block
     has run :data:`DELAY_S` seconds and kept when it ends; nothing when ``enabled`` is False,
-    ``text`` is None or progress is disabled.
+    ``text`` is None or progress is disabled. When stderr is not a terminal (a log file),
+    one line with the time taken is written when a step of at least :data:`DELAY_S` ends.
     """
     if not enabled or text is None or progress_disabled():
         yield
@@ -51,6 +53,15 @@ def spinner(text: str | None, *, enabled: bool = True):
         shown.append(bar)
         while not stop.wait(REFRESH_S):
             bar.refresh()
+
+    if not sys.stderr.isatty():  # a log file: one line when the step ends, no refreshes
+        try:
+            yield
+        finally:
+            took = time.perf_counter() - started
+            if took >= DELAY_S:
+                print(f"  {text}: {took:.0f} s", file=sys.stderr, flush=True)
+        return
 
     thread = threading.Thread(target=tick, daemon=True)
     thread.start()

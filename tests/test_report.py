@@ -170,7 +170,9 @@ def test_cluster_report_of_a_feature_file_and_its_cached_umap(tmp_path, monkeypa
     html = page.read_text()
     manifest = json.loads((out / "report" / "report.json").read_text())
     assert manifest["errors"] == []
-    assert [s["id"] for s in manifest["sections"]] == [s for s in ALL_SECTIONS if s != "pipelines"]
+    # every cluster run now writes assignments.parquet: its duplicates and outliers show too
+    assert [s["id"] for s in manifest["sections"]] == \
+        [s for s in ALL_SECTIONS if s != "pipelines"] + ["duplicates", "outliers"]
     assert "No images are available" in html and "feature file" in html
     assert "bee" in html  # class names reach the page
     assert (out / "umap2d.npy").is_file()

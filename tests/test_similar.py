@@ -68,9 +68,11 @@ def test_cli_table_json_and_quiet(photo_store, capsys):
     assert main(["similar", str(store), "china.png", "-n", "2", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert [d["rank"] for d in data] == [1, 2] and all(d["id"] != "china.png" for d in data)
-    assert main(["similar", str(store), "china.png", "-n", "3", "--quiet"]) == 0
+    assert main(["similar", str(store), "china.png", "-n", "3", "--paths"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 3 and all(line.startswith(str(folder.resolve())) for line in lines)
+    assert main(["similar", str(store), "china.png", "-n", "3", "--quiet"]) == 0
+    assert capsys.readouterr().out == ""
 
 
 @pytest.mark.parametrize("query, phrase", [

@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 1
     try:
-        if args.quiet:
+        if getattr(args, "quiet", False):
             return _run_quietly(args)
         return int(args.func(args) or 0)
     except DeepclustError as exc:

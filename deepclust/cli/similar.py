@@ -19,6 +19,8 @@ def register(subparsers) -> None:
     p.add_argument("query", help="an image file, or an id of the store")
     p.add_argument("-n", type=int, default=10, help="how many results (default 10)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--paths", action="store_true",
+                   help="print only the paths (ids where there is no path), one per line")
     p.set_defaults(func=cmd_similar)
 
 
@@ -30,7 +32,7 @@ def cmd_similar(args: argparse.Namespace) -> int:
     if args.json:
         print_json(hits)
         return 0
-    if args.quiet:
+    if args.paths:
         for h in hits:
             print(h["path"] or h["id"])
         return 0
