@@ -30,6 +30,7 @@ import torch
 from deepclust import __version__, runtime
 from deepclust.data.sources import ImageSource, open_source
 from deepclust.encoders import DEFAULT_ENCODER, Encoder, get_encoder
+from deepclust.encoders.engine import resolve_engine, with_engine
 from deepclust.errors import DeepclustError, InputError
 from deepclust.store import STORE_DTYPES, EmbeddingStore, StoreWriter, open_store
 
@@ -147,6 +148,7 @@ def embed(
     progress: bool = True,
     encoder_options: dict | None = None,
     source_options: dict | None = None,
+    engine: str = "auto",
 ) -> EmbeddingStore:
     """Embed every image of ``source`` with ``encoder`` into the store at ``out``.
 
@@ -164,8 +166,9 @@ def embed(
         DataLoader worker processes decoding images; default :func:`default_workers`
         (the cores the model's threads leave free).
     precision : {"auto", "bf16", "fp32"}
-        Compute precision; bf16 uses ``torch.autocast``. ``auto``: see
-        :func:`deepclust.runtime.resolve_precision` (use ``"embed"``).
+        Compute precision; bf16 uses ``torch.autocast`` (OpenVINO: its bf16 inference
+        precision). ``auto``: see :func:`deepclust.runtime.resolve_precision` (use
+        ``"embed"``; ``"embed-engine"``, always fp32, when OpenVINO runs the encoder).
     dtype : {"float16", "float32"}, optional
         Storage dtype of the rows; default: the existing store's when resuming, else float16.
     shard_size : int, optional
@@ -183,6 +186,10 @@ def embed(
         Show a progress bar (images/s) on rank 0.
     encoder_options, source_options : dict, optional
         Passed to :func:`~deepclust.encoders.get_encoder` / :func:`~deepclust.data.sources.open_source`.
+    engine : {"auto", "torch", "openvino"}
+        ``auto``: OpenVINO on the CPU when it is installed and the encoder exports, else torch
+        (the rule: :func:`deepclust.encoders.engine.resolve_engine`). OpenVINO uses ``threads``
+        when given, else every core.
 
     Returns
     -------
@@ -218,12 +225,18 @@ def embed(
         raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise InputError(f"threads must be a positive integer, got {threads!r}")
+    engine_threads = threads
     if threads is None and dev.type == "cpu":
         threads = auto_threads()
     if num_workers is None:
         num_workers = default_workers(dev, threads)
-    prec = runtime.resolve_precision("embed", precision, dev)
     enc = get_encoder(encoder, **(encoder_options or {}))
+    use = "embed-engine" if resolve_engine(engine, enc, dev) != "torch" else "embed"
+    prec = runtime.resolve_precision(use, precision, dev)
+    enc, chosen = with_engine(enc, engine, dev, prec, threads=engine_threads)
+    if chosen == "torch" and use != "embed":  # the engine failed under auto: torch's rule
+        prec = runtime.resolve_precision("embed", precision, dev)
+    engine = chosen
     n_shards = (n + shard_size - 1) // shard_size
     meta = {
         "format": "deepclust-store",
@@ -233,6 +246,7 @@ def embed(
         "dim": int(enc.dim),
         "dtype": dtype,
         "precision": prec,
+        "engine": engine,
         "source": src.describe(),
         "source_fingerprint": src.fingerprint(),
         "n_items": n,
@@ -279,6 +293,7 @@ def _embed_prepared(src, enc, writer, out, missing, complete, meta, di, started,
             "source": meta["source"], "encoder": enc.name, "out": str(Path(out).expanduser()),
             "batch_size": batch_size, "num_workers": num_workers, "precision": precision,
             "dtype": dtype, "shard_size": shard_size, "device": str(device),
+            "engine": meta["engine"],
             "threads": torch.get_num_threads(), "world_size": di.world_size,
         },
         "versions": _versions(),
