@@ -32,6 +32,7 @@ from deepclust.data.sources import ImageSource, open_source
 from deepclust.encoders import DEFAULT_ENCODER, Encoder, get_encoder
 from deepclust.encoders.engine import resolve_engine, with_engine
 from deepclust.errors import DeepclustError, InputError
+from deepclust.runtime import auto_threads
 from deepclust.store import STORE_DTYPES, EmbeddingStore, StoreWriter, open_store
 
 #: Default rows per shard: the most work an interruption can cost.
@@ -40,25 +41,6 @@ DEFAULT_DTYPE = "float16"
 #: Default batch size on the CPU (measured on EfficientNet-Lite0: see docs/embedding.md).
 CPU_BATCH_SIZE = 32
 GPU_BATCH_SIZE = 256
-
-
-def auto_threads() -> int:
-    """torch CPU threads that do not oversubscribe a busy machine.
-
-    torch's default (one thread per core) unless the 1-minute load average shows other work:
-    then only the cores that look free, at least one. ``OMP_NUM_THREADS`` (as set by
-    ``torchrun``) is always respected. Oversubscribed intra-op threads wait on each other,
-    so fewer threads run faster on a busy machine (measured in docs/embedding.md).
-    """
-    n = torch.get_num_threads()
-    if os.environ.get("OMP_NUM_THREADS"):
-        return n
-    try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):  # not available on this platform
-        return n
-    free = (os.cpu_count() or n) - load
-    return max(1, min(n, int(free + 0.5)))
 
 
 def default_workers(device: torch.device, threads: int | None = None) -> int:
@@ -179,7 +161,7 @@ def embed(
         Default: ``cuda:<local rank>`` when available, else the CPU.
     threads : int, optional
         torch intra-op threads for this run (restored afterwards); default on the CPU:
-        :func:`auto_threads` (one per core, fewer when the load average shows other work).
+        `deepclust.runtime.auto_threads` (one per core, fewer when the load average shows other work).
     overwrite : bool
         Replace a store made from other inputs or settings instead of refusing.
     progress : bool

@@ -186,6 +186,25 @@ def resolve_precision(use: str, precision: str, device: str | torch.device, *,
 
 # ----------------------------------------------------------------------------- device
 
+def auto_threads() -> int:
+    """torch CPU threads that do not oversubscribe a busy machine.
+
+    torch's default (one thread per core) unless the 1-minute load average shows other work:
+    then only the cores that look free, at least one. ``OMP_NUM_THREADS`` (as set by
+    ``torchrun``) is always respected. Oversubscribed intra-op threads wait on each other,
+    so fewer threads run faster on a busy machine (measured in docs/embedding.md and,
+    for the heads, docs/heads.md).
+    """
+    n = torch.get_num_threads()
+    if os.environ.get("OMP_NUM_THREADS"):
+        return n
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # not available on this platform
+        return n
+    free = (os.cpu_count() or n) - load
+    return max(1, min(n, int(free + 0.5)))
+
 
 def default_device(di: DistInfo | None = None) -> torch.device:
     """``cuda:<local rank>`` when CUDA is available, else the CPU."""
