@@ -44,16 +44,16 @@ export PYTHONUNBUFFERED=1
 
 if [[ $DRY == 1 ]]; then
   DEV=cpu
-  KM=(--n 20000 --d 64 --k 100 --iters 3)
-  TE=(--n 20000 --d 64 --k 100 --steps 20 --heads 4 --batch 256)
-  EM=(--n 64)
-  KD=(--n 5000 --d 32 --k 20 --iters 3)
+  KM=(--rows 20000 --dim 64 --clusters 100 --iters 3)
+  TE=(--rows 20000 --dim 64 --clusters 100 --steps 20 --heads 4 --batch 256)
+  EM=(--rows 64)
+  KD=(--rows 5000 --dim 32 --clusters 20 --iters 3)
 else
   DEV=cuda
-  KM=(--n 1000000 --d 768 --k 10000 --iters 10)
-  TE=(--n 1000000 --d 768 --k 1000 --steps 300 --heads 16 --batch 4096)
-  EM=(--n 8192)
-  KD=(--n 1000000 --d 768 --k 1000 --iters 5)
+  KM=(--rows 1000000 --dim 768 --clusters 10000 --iters 10)
+  TE=(--rows 1000000 --dim 768 --clusters 1000 --steps 300 --heads 16 --batch 4096)
+  EM=(--rows 8192)
+  KD=(--rows 1000000 --dim 768 --clusters 1000 --iters 5)
 fi
 
 START=$SECONDS

@@ -14,13 +14,15 @@ markdown row and exits non-zero on failure.
   GPU, gloo on the CPU) and it checks that the backend is up and that the labels match a
   single-process fit from the same centroids.
 
-Sizes come from the command line; ``gpu.sh`` passes the full ones or, with ``--dry-run``,
+Sizes come from the command line (``--rows --dim --clusters``: no option may be a prefix
+of one of ``torchrun``'s, which would take it); ``gpu.sh`` passes the full ones or, with ``--dry-run``,
 small ones that run on a CPU.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -78,7 +80,8 @@ def cmd_kmeans(args) -> None:
     device = torch.device(args.device)
     X = blobs(args.n, args.d, args.k, 0)
     C0 = X[np.random.default_rng(1).choice(args.n, args.k, replace=False)].copy()
-    model = KMeans(args.k, init=C0, max_iter=args.iters, tol=0, device=args.device)
+    model = KMeans(args.k, init=C0, max_iter=args.iters, tol=0, device=args.device,
+                   random_state=0)
     t = time.perf_counter()
     model.fit(X)
     if device.type == "cuda":
@@ -158,11 +161,20 @@ def cmd_embed(args) -> None:
 
 
 def cmd_kmeans_dist(args) -> None:
+    import torch.distributed as dist
+
     from deepclust import runtime
     from deepclust.cluster.kmeans import KMeans
 
+    if "RANK" in os.environ and not dist.is_initialized():
+        # runtime.init_from_env joins only groups of 2+ processes; a group of one is made
+        # here so that the collectives really run through nccl (gloo on a CPU)
+        backend = "nccl" if torch.device(args.device).type == "cuda" else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend=backend)
     di = runtime.init_from_env()
-    backend = torch.distributed.get_backend() if torch.distributed.is_initialized() else "none"
+    backend = dist.get_backend() if dist.is_initialized() else "none"
     X = blobs(args.n, args.d, args.k, 0)
     C0 = X[np.random.default_rng(1).choice(args.n, args.k, replace=False)].copy()
     t = time.perf_counter()
@@ -186,9 +198,9 @@ def main() -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("what", choices=["kmeans", "temi", "embed", "kmeans-dist"])
     ap.add_argument("--device", default="cuda")
-    ap.add_argument("--n", type=int, default=1_000_000)
-    ap.add_argument("--d", type=int, default=768)
-    ap.add_argument("--k", type=int, default=10_000)
+    ap.add_argument("--rows", dest="n", type=int, default=1_000_000)
+    ap.add_argument("--dim", dest="d", type=int, default=768)
+    ap.add_argument("--clusters", dest="k", type=int, default=10_000)
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--heads", type=int, default=16)
