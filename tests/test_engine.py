@@ -154,3 +154,20 @@ def test_effnet_lite0_engine_is_faithful_on_photos():
     assert cosine(fp32, ref).min() >= 0.99999
     bf16 = OpenVINOEncoder(enc, precision="bf16")(x).numpy()
     assert 0.99 < cosine(bf16, ref).min()
+
+
+def test_cli_embed_engine_flag(ckpt, tmp_path, capsys):
+    from deepclust.cli import main
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    for engine in ("torch", "openvino"):
+        assert main(["embed", str(folder), "--encoder", f"checkpoint:{ckpt}", "--out",
+                     str(tmp_path / engine), "--engine", engine, "--no-progress"]) == 0
+        assert f"engine {engine}" in capsys.readouterr().out
+    assert main(["embed", str(folder), "--encoder", "raw", "--out", str(tmp_path / "raw"),
+                 "--engine", "openvino", "--no-progress"]) == 2
+    assert "engine openvino cannot run" in capsys.readouterr().err
