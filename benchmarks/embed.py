@@ -8,6 +8,11 @@ Three measurements (each optional):
                 DataLoader, forward, store writing) at the default precision, batch and layout,
                 with 0 / 1 decoding workers, as a ratio of the bare forward with the same
                 settings (target: >= 0.8);
+``--engine``    torch eager as `embed` ran it before the engine (bf16 autocast, channels-last,
+                batch 32) against the OpenVINO engine (fp32, what ``auto`` picks, and bf16)
+                on the same pre-processed tensors, alternating A/B rounds in one process, best
+                of each; then, on ``--engine-n`` test images embedded every way, the per-row
+                cosine to the torch fp32 forward and the k-means (k=10) NMI;
 ``--nmi``       k-means (k=10) NMI of the whole test split embedded in fp32 and in bf16, beside
                 raw pixels, to show that bf16 costs no quality (``--store-fp32`` /
                 ``--store-bf16`` reuse stores made earlier instead of embedding again).
@@ -19,6 +24,7 @@ Prints markdown tables. Not part of the test suite.
 
     python benchmarks/embed.py --sweep --pipeline --n 512
     python benchmarks/embed.py --nmi
+    python benchmarks/embed.py --engine --n 128 --engine-n 2000
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ import torch
 
 from deepclust.data import load_dataset
 from deepclust.data.sources import ArraySource
-from deepclust.embed import CPU_BATCH_SIZE, default_workers, embed
+from deepclust.embed import CPU_BATCH_SIZE, auto_threads, default_workers, embed
 from deepclust.encoders import get_encoder
 from deepclust.runtime import resolve_precision
 from deepclust.store import open_store
@@ -52,6 +58,70 @@ def bare_rate(enc, X: torch.Tensor, precision: str, batch: int, channels_last: b
     return len(X) / (time.perf_counter() - start)
 
 
+def engine_table(args, ds, enc, X: torch.Tensor) -> None:
+    """Images/s, cosine to the torch fp32 forward and k-means NMI: torch eager vs the engine."""
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import normalized_mutual_info_score as nmi
+
+    from deepclust.encoders.engine import OpenVINOEncoder, default_engine_threads
+
+    batch = CPU_BATCH_SIZE
+    ways = {
+        "torch eager bf16 autocast, channels-last (before)":
+            lambda x: _torch_forward(enc, x, "bf16", True),
+        "torch eager fp32 (reference)": lambda x: _torch_forward(enc, x, "fp32", False),
+    }
+    for precision in ("fp32", "bf16"):
+        ov = OpenVINOEncoder(enc, precision=precision)
+        ways[f"OpenVINO {precision}" + (" (engine auto)" if precision == "fp32" else "")] = ov
+    torch.set_num_threads(auto_threads())  # what embed() uses by default on the CPU
+    start_load = os.getloadavg()
+    best: dict = {}
+    for _ in range(args.repeats):  # A/B/C/D rounds alternate, so load changes hit all alike
+        for name, fn in ways.items():
+            fn(X[:batch])  # warm-up
+            t = time.perf_counter()
+            for i in range(0, len(X), batch):
+                fn(X[i:i + batch])
+            best[name] = max(best.get(name, 0.0), len(X) / (time.perf_counter() - t))
+    end_load = os.getloadavg()
+    m = min(args.engine_n, len(ds.labels))
+    rows = np.random.default_rng(0).choice(len(ds.labels), m, replace=False)
+    rows.sort()
+    sub = ArraySource(ds.images[rows], ds.labels[rows], name="fashion-mnist:test")
+    feats = {}
+    for name, fn in ways.items():
+        out = []
+        for i in range(0, m, batch):
+            x = torch.stack([enc.transform(sub[j][0]) for j in range(i, min(i + batch, m))])
+            out.append(fn(x).numpy())
+        feats[name] = np.concatenate(out).astype(np.float64)
+    ref = feats["torch eager fp32 (reference)"]
+    y = ds.labels[rows]
+    base = best["torch eager bf16 autocast, channels-last (before)"]
+    print(f"## torch eager vs the OpenVINO engine, {enc.name} at {tuple(X.shape[2:])} px, batch "
+          f"{batch}, {torch.get_num_threads()} torch threads, {default_engine_threads()} engine "
+          f"threads\n\nimages/s: best of {args.repeats} alternating rounds on {len(X)} images; load "
+          f"average (1, 5, 15 min) {start_load[0]:.2f} {start_load[1]:.2f} {start_load[2]:.2f} at "
+          f"start, {end_load[0]:.2f} {end_load[1]:.2f} {end_load[2]:.2f} at end. Cosine to the "
+          f"torch fp32 forward per row and k-means (k=10, 10 restarts) NMI on {m} test images "
+          f"(seeded sample).\n")
+    print("| way | images/s | x before | min cosine | mean cosine | NMI |")
+    print("|---|---|---|---|---|---|")
+    for name, F in feats.items():
+        cos = (F * ref).sum(1) / np.linalg.norm(F, axis=1) / np.linalg.norm(ref, axis=1)
+        score = nmi(y, KMeans(10, n_init=10, random_state=0).fit_predict(F))
+        print(f"| {name} | {best[name]:.1f} | {best[name] / base:.2f} | {cos.min():.5f} | "
+              f"{cos.mean():.6f} | {score:.4f} |", flush=True)
+    print()
+
+
+def _torch_forward(enc, x: torch.Tensor, precision: str, channels_last: bool) -> torch.Tensor:
+    enc.set_channels_last(channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        return enc(x)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -61,13 +131,16 @@ def main() -> None:
     ap.add_argument("--sweep", action="store_true")
     ap.add_argument("--pipeline", action="store_true")
     ap.add_argument("--nmi", action="store_true")
+    ap.add_argument("--engine", action="store_true", help="torch eager against the OpenVINO engine")
+    ap.add_argument("--engine-n", type=int, default=2000,
+                    help="--engine: test images embedded every way for cosine and NMI")
     ap.add_argument("--store-fp32", help="--nmi: an existing fp32 store of the test split to reuse")
     ap.add_argument("--store-bf16", help="--nmi: an existing bf16 store of the test split to reuse")
     ap.add_argument("--repeats", type=int, default=3, help="rounds; the best of each is reported")
     ap.add_argument("--threads", default=f"1,{torch.get_num_threads()}",
                     help="comma-separated torch thread counts to compare")
     args = ap.parse_args()
-    if not (args.sweep or args.pipeline or args.nmi):
+    if not (args.sweep or args.pipeline or args.nmi or args.engine):
         args.sweep = args.pipeline = True
     torch.set_flush_denormal(True)
     print(
@@ -129,6 +202,9 @@ def main() -> None:
             bare = best[(t, "bare")]
             print(f"| {t} | {workers} | {rate:.1f} | {bare:.1f} | {rate / bare:.2f} |")
         print(flush=True)
+
+    if args.engine:
+        engine_table(args, ds, enc, X)
 
     if args.nmi:
         from sklearn.cluster import KMeans

@@ -30,8 +30,10 @@ import torch
 from deepclust import runtime
 from deepclust.data.sources import ImageSource, open_source
 from deepclust.encoders import DEFAULT_ENCODER, Encoder, get_encoder
+from deepclust.encoders.engine import resolve_engine, with_engine
 from deepclust.errors import DeepclustError, InputError
 from deepclust.progress import progress_disabled
+from deepclust.runtime import auto_threads
 from deepclust.store import STORE_DTYPES, EmbeddingStore, StoreWriter, open_store
 from deepclust.version import __version__
 
@@ -41,25 +43,6 @@ DEFAULT_DTYPE = "float16"
 #: Default batch size on the CPU (measured on EfficientNet-Lite0: see docs/embedding.md).
 CPU_BATCH_SIZE = 32
 GPU_BATCH_SIZE = 256
-
-
-def auto_threads() -> int:
-    """torch CPU threads that do not oversubscribe a busy machine.
-
-    torch's default (one thread per core) unless the 1-minute load average shows other work:
-    then only the cores that look free, at least one. ``OMP_NUM_THREADS`` (as set by
-    ``torchrun``) is always respected. Oversubscribed intra-op threads wait on each other,
-    so fewer threads run faster on a busy machine (measured in docs/embedding.md).
-    """
-    n = torch.get_num_threads()
-    if os.environ.get("OMP_NUM_THREADS"):
-        return n
-    try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):  # not available on this platform
-        return n
-    free = (os.cpu_count() or n) - load
-    return max(1, min(n, int(free + 0.5)))
 
 
 def default_workers(device: torch.device, threads: int | None = None) -> int:
@@ -149,6 +132,7 @@ def embed(
     progress: bool = True,
     encoder_options: dict | None = None,
     source_options: dict | None = None,
+    engine: str = "auto",
 ) -> EmbeddingStore:
     """Embed every image of ``source`` with ``encoder`` into the store at ``out``.
 
@@ -166,8 +150,9 @@ def embed(
         DataLoader worker processes decoding images; default :func:`default_workers`
         (the cores the model's threads leave free).
     precision : {"auto", "bf16", "fp32"}
-        Compute precision; bf16 uses ``torch.autocast``. ``auto``: see
-        :func:`deepclust.runtime.resolve_precision` (use ``"embed"``).
+        Compute precision; bf16 uses ``torch.autocast`` (OpenVINO: its bf16 inference
+        precision). ``auto``: see :func:`deepclust.runtime.resolve_precision` (use
+        ``"embed"``; ``"embed-engine"``, always fp32, when OpenVINO runs the encoder).
     dtype : {"float16", "float32"}, optional
         Storage dtype of the rows; default: the existing store's when resuming, else float16.
     shard_size : int, optional
@@ -178,13 +163,17 @@ def embed(
         Default: ``cuda:<local rank>`` when available, else the CPU.
     threads : int, optional
         torch intra-op threads for this run (restored afterwards); default on the CPU:
-        :func:`auto_threads` (one per core, fewer when the load average shows other work).
+        `deepclust.runtime.auto_threads` (one per core, fewer when the load average shows other work).
     overwrite : bool
         Replace a store made from other inputs or settings instead of refusing.
     progress : bool
         Show a progress bar (images/s) on rank 0.
     encoder_options, source_options : dict, optional
         Passed to :func:`~deepclust.encoders.get_encoder` / :func:`~deepclust.data.sources.open_source`.
+    engine : {"auto", "torch", "openvino"}
+        ``auto``: OpenVINO on the CPU when it is installed and the encoder exports, else torch
+        (the rule: :func:`deepclust.encoders.engine.resolve_engine`). OpenVINO uses ``threads``
+        when given, else every core.
 
     Returns
     -------
@@ -220,6 +209,7 @@ def embed(
         raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise InputError(f"threads must be a positive integer, got {threads!r}")
+    engine_threads = threads
     if threads is None and dev.type == "cpu":
         threads = auto_threads()
     if num_workers is None:
@@ -227,8 +217,13 @@ def embed(
     if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
         raise InputError(f"num_workers={num_workers!r} is not allowed; give 0 (decode in this "
                          "process) or a positive number of worker processes")
-    prec = runtime.resolve_precision("embed", precision, dev)
     enc = get_encoder(encoder, **(encoder_options or {}))
+    use = "embed-engine" if resolve_engine(engine, enc, dev) != "torch" else "embed"
+    prec = runtime.resolve_precision(use, precision, dev)
+    enc, chosen = with_engine(enc, engine, dev, prec, threads=engine_threads)
+    if chosen == "torch" and use != "embed":  # the engine failed under auto: torch's rule
+        prec = runtime.resolve_precision("embed", precision, dev)
+    engine = chosen
     n_shards = (n + shard_size - 1) // shard_size
     meta = {
         "format": "deepclust-store",
@@ -238,6 +233,7 @@ def embed(
         "dim": int(enc.dim),
         "dtype": dtype,
         "precision": prec,
+        "engine": engine,
         "source": src.describe(),
         "source_fingerprint": src.fingerprint(),
         "n_items": n,
@@ -284,6 +280,7 @@ def _embed_prepared(src, enc, writer, out, missing, complete, meta, di, started,
             "source": meta["source"], "encoder": enc.name, "out": str(Path(out).expanduser()),
             "batch_size": batch_size, "num_workers": num_workers, "precision": precision,
             "dtype": dtype, "shard_size": shard_size, "device": str(device),
+            "engine": meta["engine"],
             "threads": torch.get_num_threads(), "world_size": di.world_size,
         },
         "versions": _versions(),

@@ -14,6 +14,7 @@ use             what runs in bf16             GPU with bf16 CPU, native    CPU, 
                                                             BF16 or AMX)
 =============== ============================= ============= ============== ==================
 ``embed``       encoder forward (autocast)    bf16          bf16           fp32
+``embed-engine`` the OpenVINO CPU engine      (CPU only)    fp32           fp32
 ``deepcluster`` training and feature passes   bf16          bf16           fp32
 ``heads``       TEMI/SCAN training (autocast) bf16          bf16           fp32
 ``neighbors``   exact kNN candidate product   bf16          bf16           fp32
@@ -113,6 +114,9 @@ class AutoRule:
 #: The rule table of the module docstring.
 AUTO_RULES: dict[str, AutoRule] = {
     "embed": AutoRule(gpu=True, cpu=True),
+    # bf16 in OpenVINO (and in torch) gave a per-row cosine of 0.9988 to the fp32 forward on
+    # photo crops: below the 0.999 the engine promises (docs/embedding.md).
+    "embed-engine": AutoRule(gpu=False, cpu=False),
     "deepcluster": AutoRule(gpu=True, cpu=True),
     "heads": AutoRule(gpu=True, cpu=True),
     "neighbors": AutoRule(gpu=True, cpu=True),
@@ -148,7 +152,7 @@ def resolve_precision(use: str, precision: str, device: str | torch.device, *,
 
     Parameters
     ----------
-    use : {"embed", "deepcluster", "heads", "neighbors", "kmeans"}
+    use : {"embed", "embed-engine", "deepcluster", "heads", "neighbors", "kmeans"}
         What runs in that precision; see the table in the module docstring.
     precision : {"auto", "bf16", "fp32"}
     device : str or torch.device
@@ -181,6 +185,25 @@ def resolve_precision(use: str, precision: str, device: str | torch.device, *,
 
 
 # ----------------------------------------------------------------------------- device
+
+def auto_threads() -> int:
+    """torch CPU threads that do not oversubscribe a busy machine.
+
+    torch's default (one thread per core) unless the 1-minute load average shows other work:
+    then only the cores that look free, at least one. ``OMP_NUM_THREADS`` (as set by
+    ``torchrun``) is always respected. Oversubscribed intra-op threads wait on each other,
+    so fewer threads run faster on a busy machine (measured in docs/embedding.md and,
+    for the heads, docs/heads.md).
+    """
+    n = torch.get_num_threads()
+    if os.environ.get("OMP_NUM_THREADS"):
+        return n
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # not available on this platform
+        return n
+    free = (os.cpu_count() or n) - load
+    return max(1, min(n, int(free + 0.5)))
 
 
 def default_device(di: DistInfo | None = None) -> torch.device:

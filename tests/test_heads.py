@@ -142,6 +142,55 @@ def test_teacher_momentum_follows_the_budget():
     assert auto_teacher_momentum(10**6) == pytest.approx(0.996)  # TEMI's, for long runs
 
 
+def test_budget_heads_and_batch_scale_with_the_data():
+    from deepclust.cluster.heads.training import (
+        default_batch_size,
+        default_n_heads,
+        default_n_steps,
+    )
+
+    assert default_n_steps(1797, 256) == 320  # digits: 40 epochs of 8 steps
+    assert default_n_steps(300, 256) == 200  # tiny data: the floor
+    assert default_n_steps(9_000, 256) == 1000  # 40 epochs would be 1 440: the cap
+    assert default_n_steps(60_000, 256) == default_n_steps(10**7, 1024) == 1000
+    assert default_n_steps(60_000, 256, min_epochs=10) == 2350
+    assert default_n_heads(1797) == 4 and default_n_heads(10_000) == 16
+    assert default_batch_size(60_000) == 256 and default_batch_size(10**6) == 1024
+    small = TEMI(n_clusters=3, **{**SMALL, "n_heads": "auto", "n_steps": "auto",
+                                  "batch_size": "auto", "hidden_dim": 8, "bottleneck_dim": 4})
+    X = np.random.default_rng(0).standard_normal((300, 6)).astype(np.float32)
+    small.fit(X)
+    assert small.heads_.n_heads == 4 and small.n_steps_ == 200
+    assert small.stats_["batch_size"] == 256
+
+
+def test_fit_uses_fewer_threads_on_a_busy_machine_and_restores_them(blobs, monkeypatch):
+    seen = []
+    real = training_mod.HeadTrainer.run
+
+    def spy(self, *args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(training_mod.HeadTrainer, "run", spy)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "getloadavg", lambda: (50.0, 50.0, 50.0))
+    before = torch.get_num_threads()
+    TEMI(n_clusters=4, random_state=0, **{**SMALL, "n_steps": 5}).fit(blobs[0])
+    assert seen == [1]
+    assert torch.get_num_threads() == before
+
+
+def test_progress_bar_shows_steps_and_time_left(blobs, capsys):
+    TEMI(n_clusters=4, random_state=0, progress=True, **{**SMALL, "n_steps": 30}).fit(blobs[0])
+    err = capsys.readouterr().err
+    assert "TEMI 3 heads" in err and "/30 [" in err and "step/s" in err and "<00:" in err
+    TEMI(n_clusters=4, random_state=0, progress=False, **{**SMALL, "n_steps": 30}).fit(blobs[0])
+    assert "TEMI" not in capsys.readouterr().err
+    TEMI(n_clusters=4, random_state=0, **{**SMALL, "n_steps": 30}).fit(blobs[0])  # None
+    assert "TEMI" not in capsys.readouterr().err  # stderr is not a terminal here
+
+
 def test_head_bank_select_copies_heads():
     torch.manual_seed(0)
     bank = HeadBank(6, 3, n_heads=4, hidden_dim=8, bottleneck_dim=4)

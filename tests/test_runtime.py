@@ -13,6 +13,7 @@ from deepclust.runtime import resolve_precision
 # what "auto" gives, per use: (CPU with native bf16, CPU without, GPU with bf16, GPU without)
 TABLE = {
     "embed": ("bf16", "fp32", "bf16", "fp32"),
+    "embed-engine": ("fp32", "fp32", "fp32", "fp32"),  # the engine runs on CPUs only
     "deepcluster": ("bf16", "fp32", "bf16", "fp32"),
     "heads": ("bf16", "fp32", "bf16", "fp32"),
     "neighbors": ("bf16", "fp32", "bf16", "fp32"),

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from deepclust import runtime
+from deepclust.encoders.engine import ENGINE_HELP, ENGINES
 from deepclust.errors import InputError
 
 
@@ -62,6 +63,7 @@ def register(subparsers) -> None:
                    help="storage dtype (default float16, or the existing store's)")
     p.add_argument("--shard-size", type=int, default=None,
                    help="items per shard (default 4096, or the existing store's)")
+    p.add_argument("--engine", choices=list(ENGINES), default="auto", help=ENGINE_HELP)
     p.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto")
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: GPU if available)")
     p.add_argument("--threads", type=int, default=None,
@@ -120,7 +122,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
             source, args.encoder, args.out, batch_size=args.batch_size, num_workers=args.workers,
             precision=args.precision, dtype=args.dtype, shard_size=args.shard_size,
             channels_last=channels_last, device=args.device, threads=args.threads,
-            overwrite=args.overwrite,
+            overwrite=args.overwrite, engine=args.engine,
             progress=not (args.no_progress or args.json or args.quiet), encoder_options=encoder_options,
         )
         if di.is_main and args.json:
@@ -138,7 +140,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
                 print("  the store was already complete; nothing to do")
             elif run:
                 print(f"  this run: {run.get('items_processed', 0)} images in {run.get('seconds', 0):.1f} s "
-                      f"({run.get('images_per_second', 0):.1f} images/s, precision {run['parameters']['precision']}"
+                      f"({run.get('images_per_second', 0):.1f} images/s, precision {run['parameters']['precision']}, "
+                      f"engine {run['parameters'].get('engine', 'torch')}"
                       f"{', resumed' if run.get('resumed') else ''})")
             if n_failed:
                 print(f"  {n_failed} item(s) could not be embedded; reasons in {store.path / 'failed.parquet'}:")

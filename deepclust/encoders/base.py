@@ -37,6 +37,9 @@ class Encoder:
     model: torch.nn.Module
     #: Whether the network is convolutional enough for channels-last memory to help.
     prefers_channels_last: bool = False
+    #: Whether :func:`deepclust.encoders.engine.export_onnx` traces :meth:`forward` faithfully,
+    #: so the CPU engine may run it (``engine="auto"``).
+    exportable: bool = False
 
     def __init__(self) -> None:
         self.config: dict[str, Any] = {}

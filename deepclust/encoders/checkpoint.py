@@ -259,6 +259,7 @@ class CheckpointEncoder(Encoder):
     """
 
     prefers_channels_last = True
+    exportable = True  # plain convnets; an export failure falls back to torch under engine auto
 
     def __init__(self, path: str | os.PathLike):
         super().__init__()

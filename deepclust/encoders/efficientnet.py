@@ -143,6 +143,7 @@ class EfficientNetLiteEncoder(Encoder):
     """
 
     prefers_channels_last = True
+    exportable = True
 
     def __init__(self, variant: str = "lite0", *, crop_fraction: float | None = None):
         super().__init__()

@@ -23,6 +23,8 @@ from deepclust.cluster.heads.training import (
     HeadTrainer,
     TrainConfig,
     auto_teacher_momentum,
+    default_batch_size,
+    default_n_heads,
     default_n_steps,
 )
 from deepclust.data.rows import as_row_source
@@ -67,7 +69,8 @@ class HeadClusterer(BaseClusterer):
     # -- settings
 
     def _batch_size(self, n: int) -> int:
-        b = min(check_positive_int(self.batch_size, "batch_size"), n)
+        b = default_batch_size(n) if self.batch_size == "auto" else self.batch_size
+        b = min(check_positive_int(b, "batch_size"), n)
         w = runtime.world_size()
         return max(w, b - b % w)
 
@@ -117,17 +120,28 @@ class HeadClusterer(BaseClusterer):
         -------
         self
         """
+        old_threads = torch.get_num_threads()
+        try:
+            return self._fit(X, neighbors)
+        finally:
+            torch.set_num_threads(old_threads)
+
+    def _fit(self, X, neighbors):
         t_start = time.perf_counter()
         runtime.init_from_env()
         data = as_row_source(X)
         rows = data.to_array(dtype=None)
         n, d = rows.shape
         k = self._validate_k(n)
-        n_heads = check_positive_int(self.n_heads, "n_heads")
+        n_heads = default_n_heads(n) if self.n_heads == "auto" else self.n_heads
+        n_heads = check_positive_int(n_heads, "n_heads")
         n_nb = check_positive_int(self.n_neighbors, "n_neighbors")
         if n_nb > n - 1:
             raise InputError(f"n_neighbors={n_nb} needs more than {n} samples")
         device = runtime.resolve_device(self.device)
+        if device.type == "cpu":
+            # small products: oversubscribed threads cost 5x under load (docs/heads.md)
+            torch.set_num_threads(runtime.auto_threads())
         precision = runtime.resolve_precision("heads", self.precision, device)
         seed = seed_from(self.random_state)
         batch = self._batch_size(n)
@@ -158,7 +172,8 @@ class HeadClusterer(BaseClusterer):
         saver = self._resume(trainer, identity, phase="heads")
 
         t = time.perf_counter()
-        trainer.run(checkpoint=saver, verbose=bool(self.verbose))
+        trainer.run(checkpoint=saver, verbose=bool(self.verbose), progress=self.progress,
+                    desc=f"{type(self).__name__} {n_heads} heads")
         timings["train_s"] = time.perf_counter() - t
 
         window = max(1, n_steps // 10)

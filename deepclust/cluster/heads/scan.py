@@ -35,7 +35,8 @@ class SCAN(HeadClusterer):
     Parameters
     ----------
     n_clusters : int
-    n_heads : int
+    n_heads : int or "auto"
+        As in :class:`~deepclust.cluster.heads.TEMI`.
     n_neighbors : int
         Neighbours the pair partner is drawn from (20 in SCAN).
     hidden_dim, bottleneck_dim : int
@@ -51,7 +52,7 @@ class SCAN(HeadClusterer):
         Steps of the self-labelling step; "auto": a quarter of the clustering budget.
     batch_size, n_steps, base_lr, final_lr_ratio, weight_decay, warmup_steps, device,
     precision, neighbor_precision, cache_neighbors, checkpoint_dir, checkpoint_every,
-    resume, random_state, verbose
+    resume, random_state, verbose, progress
         As in :class:`~deepclust.cluster.heads.TEMI`.
 
     Attributes
@@ -69,7 +70,7 @@ class SCAN(HeadClusterer):
         self,
         n_clusters: int = 10,
         *,
-        n_heads: int = 16,
+        n_heads: int | str = "auto",
         n_neighbors: int = 20,
         hidden_dim: int = 512,
         bottleneck_dim: int = 256,
@@ -78,7 +79,7 @@ class SCAN(HeadClusterer):
         self_label: bool = False,
         self_label_threshold: float = 0.99,
         self_label_steps: int | str = "auto",
-        batch_size: int = 256,
+        batch_size: int | str = "auto",
         n_steps: int | str = "auto",
         base_lr: float = 1e-3,
         final_lr_ratio: float = 1.0,
@@ -93,6 +94,7 @@ class SCAN(HeadClusterer):
         resume: bool = True,
         random_state=None,
         verbose: bool = False,
+        progress: bool | None = None,
     ):
         self.n_clusters = n_clusters
         self.n_heads = n_heads
@@ -119,6 +121,7 @@ class SCAN(HeadClusterer):
         self.resume = resume
         self.random_state = random_state
         self.verbose = verbose
+        self.progress = progress
 
     def _objective(self, n_heads: int, n_clusters: int, device: torch.device) -> SCANObjective:
         return SCANObjective(entropy_weight=float(self.entropy_weight),
@@ -147,7 +150,8 @@ class SCAN(HeadClusterer):
                     "head": self.head_} if context["identity"] else {}
         saver = self._resume(trainer, identity, phase="selflabel")
         t = time.perf_counter()
-        trainer.run(checkpoint=saver, verbose=bool(self.verbose))
+        trainer.run(checkpoint=saver, verbose=bool(self.verbose), progress=self.progress,
+                    desc="scan self-labelling")
         context["timings"]["self_label_s"] = time.perf_counter() - t
         self._selected = trainer.student.eval()
         self.self_label_stats_ = {

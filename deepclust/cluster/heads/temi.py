@@ -31,8 +31,9 @@ class TEMI(HeadClusterer):
     ----------
     n_clusters : int
         Clusters per head (may exceed the number of classes: over-clustering).
-    n_heads : int
-        Heads trained together (16 in TEMI).
+    n_heads : int or "auto"
+        Heads trained together (16 in TEMI); "auto": 16 from 10 000 rows on, 4 below
+        (:func:`~deepclust.cluster.heads.training.default_n_heads`).
     n_neighbors : int
         Neighbours each pair partner is drawn from (50 in TEMI).
     hidden_dim, bottleneck_dim : int
@@ -51,11 +52,13 @@ class TEMI(HeadClusterer):
         constant.
     prior_momentum : float
         EMA momentum of the cluster prior (0.9).
-    batch_size : int
-        Pairs per optimiser step over all processes.
+    batch_size : int or "auto"
+        Pairs per optimiser step over all processes; "auto": 256, 1 024 from 200 000 rows
+        on (:func:`~deepclust.cluster.heads.training.default_batch_size`).
     n_steps : int or "auto"
         Training budget in optimiser steps; "auto" is
-        :func:`~deepclust.cluster.heads.training.default_n_steps`.
+        :func:`~deepclust.cluster.heads.training.default_n_steps`: 1 000 from 10 000 rows
+        on, 40 epochs (at least 200 steps) below.
     base_lr : float
         Learning rate for a batch of 256; the rate used is ``base_lr * batch_size / 256``.
     final_lr_ratio : float
@@ -84,7 +87,10 @@ class TEMI(HeadClusterer):
     random_state : None, int or numpy Generator
         Seeds the heads' initialisation, the batches and the neighbour draws.
     verbose : bool
-        Print progress.
+        Print progress (a line every 100 steps).
+    progress : bool or None
+        A progress bar on stderr with the time left: None (default) when stderr is a
+        terminal, True always, False never; off when ``verbose``.
 
     Attributes
     ----------
@@ -112,7 +118,7 @@ class TEMI(HeadClusterer):
         self,
         n_clusters: int = 10,
         *,
-        n_heads: int = 16,
+        n_heads: int | str = "auto",
         n_neighbors: int = 50,
         hidden_dim: int = 512,
         bottleneck_dim: int = 256,
@@ -122,7 +128,7 @@ class TEMI(HeadClusterer):
         teacher_momentum: float | str = "auto",
         teacher_momentum_final: float | None = None,
         prior_momentum: float = 0.9,
-        batch_size: int = 256,
+        batch_size: int | str = "auto",
         n_steps: int | str = "auto",
         base_lr: float = 1e-3,
         final_lr_ratio: float = 1.0,
@@ -137,6 +143,7 @@ class TEMI(HeadClusterer):
         resume: bool = True,
         random_state=None,
         verbose: bool = False,
+        progress: bool | None = None,
     ):
         self.n_clusters = n_clusters
         self.n_heads = n_heads
@@ -164,6 +171,7 @@ class TEMI(HeadClusterer):
         self.resume = resume
         self.random_state = random_state
         self.verbose = verbose
+        self.progress = progress
 
     def _objective(self, n_heads: int, n_clusters: int, device: torch.device) -> TEMIObjective:
         return TEMIObjective(n_heads, n_clusters, beta=float(self.beta),

@@ -10,9 +10,10 @@ One step:
 4. the objective's loss is back-propagated, gradients averaged over the processes, AdamW
    steps at the scheduled learning rate, and the teacher follows the student by EMA.
 
-Training lasts a fixed number of optimiser **steps**, not epochs (:func:`default_n_steps`):
-what a head needs to converge depends on how many updates it gets, not on how many
-embeddings there are (see docs/heads.md for the evidence).
+Training lasts a number of optimiser **steps** (:func:`default_n_steps`): fixed from 10 000
+rows on, where what a head needs to converge was measured to depend on how many updates it
+gets, not on how many embeddings there are; on smaller data a number of epochs, fewer steps
+(see docs/heads.md for the evidence).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ __all__ = [
     "HeadTrainer",
     "cosine_schedule",
     "auto_teacher_momentum",
+    "default_batch_size",
+    "default_n_heads",
     "default_n_steps",
     "ema_update_",
 ]
@@ -63,14 +66,46 @@ class TrainConfig:
         return asdict(self)
 
 
+#: Below this many rows the heads' budget shrinks with the data (docs/heads.md, "Budget").
+SMALL_DATA_ROWS = 10_000
+#: Passes over the data (as anchors) that a small data set gets, within [MIN_STEPS, steps].
+SMALL_DATA_EPOCHS = 40
+#: The fewest steps "auto" gives, however small the data.
+MIN_STEPS = 200
+#: Heads trained on small data ("auto"); 16 (TEMI's) from SMALL_DATA_ROWS on.
+SMALL_DATA_HEADS = 4
+#: From this many rows the "auto" batch is LARGE_BATCH pairs, below it BATCH pairs.
+LARGE_DATA_ROWS = 200_000
+BATCH, LARGE_BATCH = 256, 1024
+
+
 def default_n_steps(n_samples: int, batch_size: int, *, steps: int = 1000,
                     min_epochs: float = 0.0) -> int:
-    """The step budget: ``steps`` whatever ``n_samples``; see docs/heads.md.
+    """The step budget of ``n_steps="auto"``; see docs/heads.md ("Budget").
 
-    ``min_epochs`` > 0 raises the budget so each row is an anchor at least that often.
+    ``steps`` from :data:`SMALL_DATA_ROWS` rows on (where convergence was measured to depend
+    on steps, not epochs); below, :data:`SMALL_DATA_EPOCHS` epochs, at least
+    :data:`MIN_STEPS` and at most ``steps``. ``min_epochs`` > 0 raises the budget so each
+    row is an anchor at least that often.
     """
     per_epoch = max(1, math.ceil(n_samples / batch_size))
-    return int(max(steps, math.ceil(min_epochs * per_epoch)))
+    budget = steps
+    if n_samples < SMALL_DATA_ROWS:
+        budget = min(steps, max(MIN_STEPS, SMALL_DATA_EPOCHS * per_epoch))
+    return int(max(budget, math.ceil(min_epochs * per_epoch)))
+
+
+def default_n_heads(n_samples: int) -> int:
+    """Heads of ``n_heads="auto"``: :data:`SMALL_DATA_HEADS` below :data:`SMALL_DATA_ROWS`
+    rows, else 16 (TEMI's)."""
+    return SMALL_DATA_HEADS if n_samples < SMALL_DATA_ROWS else 16
+
+
+def default_batch_size(n_samples: int) -> int:
+    """Pairs per step of ``batch_size="auto"``: :data:`BATCH`, :data:`LARGE_BATCH` from
+    :data:`LARGE_DATA_ROWS` rows on (more pairs per step where 1 000 steps of 256 would see
+    each row a quarter of a time or less; a step of 1 024 costs about 3x one of 256)."""
+    return LARGE_BATCH if n_samples >= LARGE_DATA_ROWS else BATCH
 
 
 def auto_teacher_momentum(n_steps: int) -> float:
@@ -262,19 +297,37 @@ class HeadTrainer:
 
     # -- the loop
 
-    def run(self, *, until: int | None = None, checkpoint=None, verbose: bool = False) -> None:
+    def run(self, *, until: int | None = None, checkpoint=None, verbose: bool = False,
+            progress: bool | None = False, desc: str = "heads") -> None:
         """Train from ``self.step`` to ``until`` (default: the whole budget).
 
         ``checkpoint(trainer)`` is called every ``config.checkpoint_every`` steps and at
-        the end.
+        the end. ``progress``: a tqdm bar on stderr with steps/s and the time left (True),
+        none (False), or one only when stderr is a terminal (None); rank 0 only, and never
+        with ``verbose``, which prints lines instead.
         """
+        from tqdm.auto import tqdm
+
         cfg = self.config
         end = cfg.n_steps if until is None else min(until, cfg.n_steps)
         t_last = time.perf_counter()
         self.student.train()
+        hide = verbose or not runtime.is_main() or progress is False
+        # tqdm's disable=None: shown only when stderr is a terminal
+        disable = True if hide else (None if progress is None else False)
+        bar = tqdm(total=end, initial=self.step, unit="step", desc=desc, leave=False,
+                   dynamic_ncols=True, disable=disable)
+        try:
+            self._loop(end, checkpoint, verbose, bar, t_last)
+        finally:
+            bar.close()
+
+    def _loop(self, end: int, checkpoint, verbose: bool, bar, t_last: float) -> None:
+        cfg = self.config
         while self.step < end:
             self.losses[self.step] = self.train_step(self.step)
             self.step += 1
+            bar.update(1)
             now = time.perf_counter()
             self.seconds += now - t_last
             t_last = now
