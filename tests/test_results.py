@@ -257,3 +257,19 @@ def test_assignments_table_refuses_wrong_lengths():
 
     with pytest.raises(InputError, match="3 values for 2 rows"):
         assignments_table(np.array([0, 1]), ids=["a", "b", "c"])
+
+
+def test_large_inputs_leave_the_neighbour_columns_empty_and_say_why(tmp_path, monkeypatch):
+    import deepclust.results.run as run_module
+
+    monkeypatch.setattr(run_module, "NEIGHBOR_COLUMNS_MAX_ROWS", 50)
+    X = np.random.default_rng(0).normal(size=(80, 4)).astype(np.float32)
+    np.save(tmp_path / "x.npy", X)
+    assert main(["cluster", str(tmp_path / "x.npy"), "--method", "kmeans", "--k", "3",
+                 "--no-label-free", "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    table = pq.read_table(tmp_path / "run" / "assignments.parquet")
+    assert table.column("outlier_score").null_count == 80
+    assert table.column("near_duplicate_group").null_count == 80
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert any("outlier_score and near_duplicate_group are left empty" in w
+               for w in record["warnings"])

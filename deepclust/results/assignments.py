@@ -15,7 +15,7 @@ One row per clustered row, in row order, with exactly the columns of :data:`SCHE
                               members) in the space that was clustered; null for noise
 ``rank`` (int64)              0 = closest to the centre within its cluster, ...; -1 for noise
 ``representative`` (bool)     among the :data:`REPRESENTATIVES_PER_CLUSTER` closest to the centre
-``outlier_score`` (float64)   percentile rank of the mean cosine distance to the 10 nearest rows
+``outlier_score`` (float64)   percentile rank of the mean cosine distance to the 10 nearest rows (null: not computed)
                               (:mod:`deepclust.results.outliers`; 1 = most isolated)
 ``duplicate_group`` (int64)   byte-identical files share an id >= 0; -1 = no exact copy
 ``near_duplicate_group``      rows joined by embedding cosine similarity >= the threshold
@@ -52,9 +52,9 @@ SCHEMA = pa.schema([
     pa.field("distance", pa.float64()),
     pa.field("rank", pa.int64(), nullable=False),
     pa.field("representative", pa.bool_(), nullable=False),
-    pa.field("outlier_score", pa.float64(), nullable=False),
+    pa.field("outlier_score", pa.float64(), nullable=True),
     pa.field("duplicate_group", pa.int64(), nullable=False),
-    pa.field("near_duplicate_group", pa.int64(), nullable=False),
+    pa.field("near_duplicate_group", pa.int64(), nullable=True),
 ])
 
 
@@ -147,7 +147,8 @@ def assignments_table(labels, *, ids=None, paths=None, probability=None, distanc
     """The assignments table (:data:`SCHEMA`) from per-row columns.
 
     ``ids`` default to the row numbers; ``paths`` to null; ``probability`` and ``distance``
-    NaN become null; ``distance`` and ``rank`` must be given together (or neither: then every
+    NaN become null; ``outlier_score`` and ``near_duplicate_group`` not given are null (not
+    computed); ``distance`` and ``rank`` must be given together (or neither: then every
     distance is null and every rank -1, e.g. for a run with only noise).
     """
     labels = np.asarray(labels, dtype=np.int64)
@@ -173,10 +174,13 @@ def assignments_table(labels, *, ids=None, paths=None, probability=None, distanc
         "rank": pa.array(np.where(labels >= 0, rnk, -1)),
         "representative": pa.array((labels >= 0) & (rnk >= 0)
                                    & (rnk < REPRESENTATIVES_PER_CLUSTER)),
-        "outlier_score": pa.array(_column(outlier_score, n, np.float64, 0.0, "outlier_score")),
+        # null when not computed (one row, or too many rows: see results.run)
+        "outlier_score": (pa.nulls(n, pa.float64()) if outlier_score is None else
+                          pa.array(_column(outlier_score, n, np.float64, 0.0, "outlier_score"))),
         "duplicate_group": pa.array(_column(duplicate_group, n, np.int64, -1, "duplicate_group")),
-        "near_duplicate_group": pa.array(_column(near_duplicate_group, n, np.int64, -1,
-                                                 "near_duplicate_group")),
+        "near_duplicate_group": (pa.nulls(n, pa.int64()) if near_duplicate_group is None else
+                                 pa.array(_column(near_duplicate_group, n, np.int64, -1,
+                                                  "near_duplicate_group"))),
     }, schema=SCHEMA)
 
 

@@ -73,6 +73,12 @@ def failed_items(store) -> list[dict]:
             for r in store.failed]
 
 
+#: Above this many rows the neighbour-based columns (``outlier_score``,
+#: ``near_duplicate_group``) are left empty and the run says why: each row's neighbours would
+#: be mined by an approximate index holding every row (docs/results.md).
+NEIGHBOR_COLUMNS_MAX_ROWS = 250_000
+
+
 def compute_assignments(result, *, progress: bool = False,
                         near_duplicate_cosine: float = NEAR_DUPLICATE_COSINE) -> pa.Table:
     """The assignments table of a :class:`~deepclust.pipeline.ClusteringResult`.
@@ -95,7 +101,12 @@ def compute_assignments(result, *, progress: bool = False,
         distance, rank = centre_distances(result.clustered, labels)
         probability = soft_probability(result.estimator, result.clustered, labels)
     outlier = near = None
-    if n >= 2:
+    if n > NEIGHBOR_COLUMNS_MAX_ROWS:
+        result.warnings.append(
+            f"outlier_score and near_duplicate_group are left empty: {n} rows is more than "
+            f"{NEIGHBOR_COLUMNS_MAX_ROWS}, where every row's nearest neighbours would cost more "
+            "than the clustering; exact copies are still found")
+    elif n >= 2:
         rows = data.rows if data.rows is not None else data.X
         with spinner(f"{min(OUTLIER_NEIGHBORS, n - 1)} nearest neighbours of {n} rows",
                      enabled=progress):

@@ -315,7 +315,7 @@ class HeadTrainer:
         hide = verbose or not runtime.is_main() or progress is False
         # tqdm's disable=None: shown only when stderr is a terminal
         disable = True if hide else (None if progress is None else False)
-        bar = tqdm(total=end, initial=self.step, unit="step", desc=desc, leave=False,
+        bar = tqdm(total=end, initial=self.step, unit="step", desc=desc, leave=True,
                    dynamic_ncols=True, disable=disable)
         try:
             self._loop(end, checkpoint, verbose, bar, t_last)
