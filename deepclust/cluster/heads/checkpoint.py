@@ -64,6 +64,11 @@ def load_checkpoint(folder: str | os.PathLike) -> tuple[dict[str, torch.Tensor],
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise InputError(f"{path} is not a deepclust head checkpoint; remove the folder to "
                          "start over")
+    step = state.get("step")
+    if (isinstance(step, bool) or not isinstance(step, int) or step < 0
+            or not isinstance(state.get("identity", {}), dict)):
+        raise InputError(f"{path} is damaged (its step or identity is not what deepclust "
+                         "writes); remove the folder to start over")
     name = state.get("tensors")
     if not isinstance(name, str) or Path(name).name != name or not name.endswith(".safetensors"):
         raise InputError(f"{path} does not name its tensor file ('tensors': {name!r}); remove "
