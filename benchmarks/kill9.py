@@ -97,7 +97,7 @@ def store_output(path: Path):
 def checkpoint_state(folder: Path, out: Path) -> str:
     if (out / "labels.npy").exists():
         return "after labels were written"
-    state = folder / "checkpoint.json"
+    state = folder / "heads" / "checkpoint.json"  # TEMI's phase folder
     if not state.exists():
         return "before the first checkpoint"
     import json
@@ -108,8 +108,9 @@ def checkpoint_state(folder: Path, out: Path) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--times", type=int, default=10, help="moments per command")
-    ap.add_argument("--images", type=int, default=40, help="images per class folder")
+    ap.add_argument("--images", type=int, default=150, help="images per class folder")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--commands", default="embed,temi", help="which: embed, temi or both")
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
     env = command_env()
@@ -118,13 +119,15 @@ def main() -> None:
     try:
         photos = work / "photos"
         make_images(photos, args.images)
+        embed_times = args.times if "embed" in args.commands.split(",") else 0
         embed = ["embed", str(photos), "--encoder", "effnet-lite0", "--shard-size", "8",
                  "--batch-size", "8", "--workers", "1", "--no-progress"]
-        _, t_ref = run([*embed, "--out", str(work / "ref-store")], env)
-        ref = store_output(work / "ref-store")
-        for i in range(args.times):
+        if embed_times:
+            _, t_ref = run([*embed, "--out", str(work / "ref-store")], env)
+            ref = store_output(work / "ref-store")
+        for i in range(embed_times):
             out = work / f"store-{i}"
-            moment = float(rng.uniform(0.2, 1.0) * t_ref)
+            moment = float(rng.uniform(0.4, 1.0) * t_ref)
             rc, _ = run([*embed, "--out", str(out)], env, kill_after=moment)
             what = store_state(out) if rc == -9 else f"finished before the kill (exit {rc})"
             run([*embed, "--out", str(out)], env)
@@ -146,11 +149,13 @@ def main() -> None:
                     "--param", "bottleneck_dim=32", "--param", "n_neighbors=10",
                     "--param", "batch_size=128"]
 
-        _, t_ref = run(temi(work / "temi-ref", work / "ckpt-ref"), env)
-        ref_labels = np.load(work / "temi-ref" / "labels.npy")
-        for i in range(args.times):
+        temi_times = args.times if "temi" in args.commands.split(",") else 0
+        if temi_times:
+            _, t_ref = run(temi(work / "temi-ref", work / "ckpt-ref"), env)
+            ref_labels = np.load(work / "temi-ref" / "labels.npy")
+        for i in range(temi_times):
             out, ckpt = work / f"temi-{i}", work / f"ckpt-{i}"
-            moment = float(rng.uniform(0.2, 1.0) * t_ref)
+            moment = float(rng.uniform(0.4, 1.0) * t_ref)
             rc, _ = run(temi(out, ckpt), env, kill_after=moment)
             what = checkpoint_state(ckpt, out) if rc == -9 else f"finished before the kill (exit {rc})"
             shutil.rmtree(out, ignore_errors=True)
