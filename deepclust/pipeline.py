@@ -9,19 +9,24 @@ FeatureSet, an embedding store (or its folder) or a RowSource into a :class:`Run
 (or a memory map) is streamed to a clusterer whose ``streams_rows`` is True when there is no
 reducer and k is given; anything else is loaded first. Label-free scores are computed on all
 rows when they are in memory and at most :data:`LABEL_FREE_ROWS`; otherwise on a seeded
-sample of that many rows (:func:`sample_rows`), read with ``RowSource.take``.
+sample of that many rows (:func:`sample_rows`), read with ``RowSource.take``. ``k="auto"``
+sweeps k on a seeded sample of at most :data:`SELECTION_ROWS` rows, then fits the chosen k
+on every row; the label-free scores are then computed on that sample (its proxy UMAP is
+built once).
 """
 
 from __future__ import annotations
 
 import os
 import time
+import warnings as warnings_module
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from deepclust.cluster import get_clusterer_class, make_clusterer
+from deepclust.cluster.cost import CostWarning, check_cost
 from deepclust.data.rows import RowSource, as_row_source
 from deepclust.errors import InputError
 from deepclust.metrics.proxy import PROXY_UMAP, proxy_space
@@ -29,11 +34,17 @@ from deepclust.progress import spinner
 from deepclust.reduce import build_reducer, describe_reducer, parse_reducer_spec
 from deepclust.selection import KSelection, check_clusterer_params, select_k
 from deepclust.store import is_store
-from deepclust.validation import check_features, check_labels
+from deepclust.validation import check_features, check_labels, check_positive_int
 
 #: Most rows the label-free scores (and their UMAP space) are computed on; a larger input is
 #: scored on a seeded sample of this many rows (see docs/architecture.md).
 LABEL_FREE_ROWS = 20_000
+
+#: Most rows a ``k="auto"`` sweep (and its proxy UMAP) runs on; beyond this the sweep runs on
+#: a seeded sample of this many rows, only the chosen k is fitted on every row, and the
+#: label-free scores reuse the sweep's sample and proxy space (one UMAP, not two). See
+#: docs/architecture.md, "Cost guards".
+SELECTION_ROWS = 10_000
 
 
 @dataclass
@@ -272,6 +283,7 @@ def run_clustering(
     label_column: str | None = None,
     label_free_rows: int | None = LABEL_FREE_ROWS,
     id_column: str | None = None,
+    selection_rows: int | None = SELECTION_ROWS,
 ) -> ClusteringResult:
     """Reduce, cluster and score ``X``.
 
@@ -308,6 +320,12 @@ def run_clustering(
     label_free_rows : int or None
         Label-free scores on a seeded sample of this many rows when there are more (None:
         every row, only when the rows are in memory). A streamed input is always sampled.
+        When ``k="auto"`` sampled its sweep (``selection_rows``), the scores are computed on
+        the sweep's sample instead.
+    selection_rows : int or None
+        ``k="auto"`` sweeps k on a seeded sample of this many rows when there are more (the
+        sample's size is ``k_selection.rows``), then fits the chosen k on every row; None:
+        the sweep fits every row for every k.
     """
     from deepclust import metrics as M
 
@@ -336,8 +354,17 @@ def run_clustering(
     if isinstance(k, str) and k != "auto":
         raise InputError(f"k must be an integer or 'auto', got {k!r}")
     steps = parse_reducer_spec(reducer)
+    if selection_rows is not None:
+        selection_rows = check_positive_int(selection_rows, "selection_rows")
+    sel_rows = sample_rows(data.n, selection_rows, random_state) if k == "auto" else None
+    with warnings_module.catch_warnings(record=True) as caught:  # before any row is read
+        warnings_module.simplefilter("always", CostWarning)
+        check_cost(cls, params, data.n, data.d, k=k)
+    for w in caught:  # said now (the CLI prints it at once) and kept in run.json
+        warnings.append(str(w.message))
+        warnings_module.warn(w.message, stacklevel=2)
     streamed = (data.X is None and cls.streams_rows and not steps and reduced is None
-                and k != "auto")
+                and (k != "auto" or sel_rows is not None))
     if data.X is None and not streamed:
         with stage(f"reading {data.rows.description} into memory"):
             data.load()
@@ -363,14 +390,31 @@ def run_clustering(
         proxy_embedding = Z
 
     selection = None
+    sel_sample, sel_proxy = None, None  # the sweep's sample and its proxy space
     if k == "auto":
         t = time.perf_counter()
-        if criterion == "umap_silhouette" and proxy_embedding is None:
-            with stage("computing the UMAP space of the label-free proxy"):
-                proxy_embedding = proxy_space(X, random_state=random_state)
-        selection = select_k(Z, method, k_values, criterion=criterion,
-                             proxy_embedding=proxy_embedding, y_true=y, params=params,
+        if sel_rows is None:
+            Xsel, Zsel, ysel, proxy_sel = X, Z, y, proxy_embedding
+        else:
+            with stage(f"reading a sample of {len(sel_rows)} of {data.n} rows for --k auto"
+                       if streamed else None):
+                Xsel = data.rows.take(sel_rows) if streamed else X[sel_rows]
+            Zsel = Xsel if streamed else Z[sel_rows]
+            ysel = None if y is None else y[sel_rows]
+            proxy_sel = (None if proxy_embedding is None
+                         else np.asarray(proxy_embedding)[sel_rows])
+        if criterion == "umap_silhouette" and proxy_sel is None:
+            with stage("computing the UMAP space of the label-free proxy"
+                       + (f" on {len(sel_rows)} sampled rows" if sel_rows is not None else "")):
+                proxy_sel = proxy_space(Xsel, random_state=random_state)
+        selection = select_k(Zsel, method, k_values, criterion=criterion,
+                             proxy_embedding=proxy_sel, y_true=ysel, params=params,
                              random_state=random_state, progress=progress)
+        selection.of_rows = data.n
+        if sel_rows is None:
+            proxy_embedding = proxy_sel
+        else:
+            sel_sample, sel_proxy = RowSample(sel_rows, Xsel), proxy_sel
         timings["select_k_s"] = time.perf_counter() - t
         k = selection.best_k
         warning = edge_warning(selection)
@@ -403,7 +447,15 @@ def run_clustering(
         t = time.perf_counter()
         rows = sample_rows(data.n, label_free_rows if label_free_rows is not None or not streamed
                            else LABEL_FREE_ROWS, random_state)
-        if streamed:
+        reuse = sel_sample is not None  # k was chosen on a sample: score those rows
+        if reuse:
+            rows = sel_sample.rows
+        if reuse:  # the k sweep's sample: its rows are read and its proxy space built
+            result.sample = sel_sample
+            Xs = sel_sample.X
+            if proxy_embedding is None:
+                proxy_embedding = sel_proxy
+        elif streamed:
             with stage(f"reading {data.n if rows is None else len(rows)} rows for the "
                        "label-free scores"):
                 result.sample = RowSample(rows, data.rows.take(np.arange(data.n) if rows is None
@@ -414,7 +466,8 @@ def run_clustering(
             Xs = result.sample.X
         else:
             Xs = X
-        if proxy_embedding is not None and rows is not None:
+        if proxy_embedding is not None and rows is not None and not (
+                reuse and proxy_embedding is sel_proxy):
             proxy_embedding = np.asarray(proxy_embedding)[rows]
         if proxy_embedding is None:
             with stage("computing the UMAP space of the label-free proxy"):

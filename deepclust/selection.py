@@ -36,10 +36,13 @@ class KSelection:
     best_k: int
     curve: list[dict] = field(default_factory=list)
     oracle: bool = False
+    #: rows the sweep was run on, and how many the input has (equal unless it was sampled)
+    rows: int | None = None
+    of_rows: int | None = None
 
     def as_dict(self) -> dict:
         return {"criterion": self.criterion, "best_k": self.best_k, "oracle": self.oracle,
-                "curve": self.curve}
+                "rows": self.rows, "of_rows": self.of_rows, "curve": self.curve}
 
 
 def parse_k_range(text: str | Sequence[int]) -> list[int]:
@@ -161,4 +164,5 @@ def select_k(
     if not scored:
         raise InputError(f"{criterion} is undefined for every k tried; widen the k range")
     best = (max if higher_better else min)(scored, key=lambda c: c["score"])
-    return KSelection(criterion, best["k"], curve, oracle=needs_labels)
+    return KSelection(criterion, best["k"], curve, oracle=needs_labels, rows=len(X),
+                      of_rows=len(X))

@@ -119,6 +119,37 @@ def _normalise(obj):
     return json.loads(json.dumps(obj, default=str))
 
 
+def _pid_in(text: str) -> int | None:
+    try:
+        pid = int(text.strip())
+    except ValueError:
+        return None
+    return pid if pid > 0 else None
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (a zombie counts as dead)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _same_file(f, path: Path) -> bool:
+    try:
+        a, b = os.fstat(f.fileno()), os.stat(path)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
 class StoreWriter:
     """Creates, resumes and finalises a store directory (used by :func:`deepclust.embed.embed`).
 
@@ -134,21 +165,46 @@ class StoreWriter:
         self._lock_file = None
 
     def _lock(self) -> None:
-        """Hold an exclusive lock on the store for this run (released by the OS on any exit)."""
+        """Hold an exclusive lock on the store for this run (released by the OS on any exit).
+
+        The lock file records the owner's pid. Children forked by the owner (DataLoader
+        workers) share its lock, and one orphaned by a kill -9 keeps it for seconds; a lock
+        whose recorded owner is dead is therefore taken over (the old file is unlinked and a
+        new one locked), so that a re-run right after a crash is not refused.
+        """
         try:
             import fcntl
         except ImportError:  # not POSIX: no protection against two concurrent runs
             return
-        f = open(self.path / LOCK, "a+")
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            f.close()
-            raise InputError(
-                f"{self.path} is being written by another deepclust process right now; wait for it "
-                "to finish (or stop it) and run this command again"
-            ) from None
-        self._lock_file = f
+        path = self.path / LOCK
+        for _ in range(10):
+            f = open(path, "a+")
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                f.seek(0)
+                owner = _pid_in(f.read())
+                if owner is None or _alive(owner):
+                    f.close()
+                    raise InputError(
+                        f"{self.path} is being written by another deepclust process right now"
+                        + (f" (pid {owner})" if owner else "") + "; wait for it to finish (or "
+                        "stop it) and run this command again") from None
+                if _same_file(f, path):  # the owner died: its children hold this file
+                    path.unlink(missing_ok=True)
+                f.close()
+                continue
+            if not _same_file(f, path):  # replaced by a takeover meanwhile: lock the new one
+                f.close()
+                continue
+            f.seek(0)
+            f.truncate()
+            f.write(f"{os.getpid()}\n")
+            f.flush()
+            self._lock_file = f
+            return
+        raise InputError(f"{path} keeps changing; another deepclust process is taking over "
+                         "this store; run this command again")
 
     def release(self) -> None:
         """Release the lock taken by :meth:`prepare`."""

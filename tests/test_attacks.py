@@ -583,3 +583,131 @@ def test_fit_gives_a_result_or_a_deepclust_error(X, method, k):
     except DeepclustError:
         return
     assert est.labels_.shape == (np.asarray(X).shape[0],)
+
+
+# ----------------------------------------------------------------------------- heads checkpoints
+
+
+def _temi_argv(base, tmp_path, ckpt):
+    return ["cluster", base / "blobs.npz", "--method", "temi", "--k", K, "--out", tmp_path / "o",
+            "--no-label-free", "--param", f"checkpoint_dir={ckpt}", "--param", "n_steps=5",
+            "--param", "n_heads=1", "--param", "hidden_dim=16", "--param", "bottleneck_dim=8",
+            "--param", "n_neighbors=5", "--param", "batch_size=64"]
+
+
+def _fake_checkpoint(tmp_path, **state) -> Path:
+    from deepclust.cluster.heads.checkpoint import FORMAT, STATE_FILE
+
+    ckpt = tmp_path / "ckpt" / "heads"  # TEMI's phase folder inside checkpoint_dir
+    ckpt.mkdir(parents=True)
+    (ckpt / STATE_FILE).write_text(json.dumps({"format": FORMAT, "step": 20, **state}))
+    return ckpt
+
+
+def test_checkpoint_json_without_tensors_is_named(base, tmp_path):
+    ckpt = _fake_checkpoint(tmp_path)
+    assert_clean_error(_temi_argv(base, tmp_path, ckpt.parent), "does not name its tensor file",
+                       "remove the folder")
+    assert not (tmp_path / "o" / "labels.npy").exists()
+
+
+def test_checkpoint_naming_a_path_outside_its_folder_is_refused(base, tmp_path):
+    ckpt = _fake_checkpoint(tmp_path, tensors="../../etc/passwd")
+    assert_clean_error(_temi_argv(base, tmp_path, ckpt.parent), "does not name its tensor file")
+
+
+def test_truncated_checkpoint_tensors_are_named(base, tmp_path):
+    ckpt = _fake_checkpoint(tmp_path, tensors="checkpoint-00000020.safetensors")
+    (ckpt / "checkpoint-00000020.safetensors").write_bytes(b"\x40\x00\x00\x00\x00\x00\x00\x00{\"a")
+    assert_clean_error(_temi_argv(base, tmp_path, ckpt.parent), "is damaged", "remove the folder")
+
+
+def test_checkpoint_with_a_list_for_identity_is_named(base, tmp_path):
+    ckpt = _fake_checkpoint(tmp_path, identity=[1, 2], tensors="checkpoint-00000020.safetensors")
+    assert_clean_error(_temi_argv(base, tmp_path, ckpt.parent), "is damaged", "remove the folder")
+
+
+# ----------------------------------------------------------------------------- locks
+
+
+_LOCK_THEN_FORK = """
+import os, sys, time
+from deepclust.store import StoreWriter
+w = StoreWriter(sys.argv[1])
+w._lock()
+if os.fork() == 0:  # a worker that inherits the lock, as a DataLoader worker does
+    time.sleep(60)
+    os._exit(0)
+print("locked", flush=True)
+time.sleep(60)
+"""
+
+
+def test_lock_kept_by_an_orphaned_child_of_a_killed_owner_is_taken_over(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from deepclust.store import StoreWriter
+
+    (tmp_path / "s").mkdir()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([sys.executable, "-c", _LOCK_THEN_FORK, str(tmp_path / "s")],
+                            stdout=subprocess.PIPE, env=env, start_new_session=True)
+    try:
+        assert proc.stdout.readline().strip() == b"locked"
+        with pytest.raises(DeepclustError, match="being written by another deepclust process"):
+            StoreWriter(tmp_path / "s")._lock()  # the owner is alive: refused
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        w = StoreWriter(tmp_path / "s")
+        w._lock()  # the orphan still holds the old lock file: taken over, not refused
+        assert (tmp_path / "s" / ".lock").read_text().strip() == str(os.getpid())
+        with pytest.raises(DeepclustError, match="being written"):
+            StoreWriter(tmp_path / "s")._lock()  # and the new lock holds
+        w.release()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+# ----------------------------------------------------------------------------- cost guards
+
+
+def test_method_whose_matrix_exceeds_memory_is_refused_before_reading(tmp_path):
+    np.save(tmp_path / "wide.npy", np.random.default_rng(0).normal(size=(60_000, 2))
+            .astype(np.float32))
+    assert_clean_error(["cluster", tmp_path / "wide.npy", "--method", "agglomerative",
+                        "--k", "3", "--out", tmp_path / "o"], "agglomerative on 60000 rows",
+                       "GiB", "subsample")
+    assert not (tmp_path / "o" / "labels.npy").exists()
+
+
+def test_slow_methods_are_announced_with_an_estimate():
+    from deepclust.cluster import get_clusterer_class
+    from deepclust.cluster.cost import CostWarning, check_cost
+
+    for method, params in [("spectral", {}), ("hdbscan", {}),
+                           ("gmm", {"covariance_type": "full"})]:
+        with pytest.warns(CostWarning, match=rf"{method} on 200000 rows needs about .* here"):
+            check_cost(get_clusterer_class(method), params, 200_000, 768, k=20)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CostWarning)
+        check_cost(get_clusterer_class("spectral"), {}, 2_000, 64)  # small: silent
+        check_cost(get_clusterer_class("kmeans"), {}, 10**8, 768)  # linear: never
+        check_cost(get_clusterer_class("gmm"), {"covariance_type": "diag"}, 200_000, 768)
+
+
+def test_k_auto_sweeps_a_sample_then_fits_every_row():
+    from deepclust.pipeline import run_clustering
+
+    X, y = blobs()
+    r = run_clustering(X, y, method="kmeans", k="auto", k_values=range(2, 7),
+                       selection_rows=200, random_state=0)
+    assert (r.k_selection.rows, r.k_selection.of_rows) == (200, len(X))
+    assert r.k_selection.best_k == K and len(r.labels) == len(X)
+    assert r.label_free_rows == 200 and len(r.sample.rows) == 200
+    assert r.metrics["ami"] > 0.99
+    full = run_clustering(X, y, method="kmeans", k="auto", k_values=range(2, 7),
+                          selection_rows=None, random_state=0)
+    assert full.k_selection.rows == len(X) and full.label_free_rows == len(X)

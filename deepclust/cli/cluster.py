@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 from deepclust import runtime
@@ -34,6 +35,23 @@ def _runtime_params(args, params: dict) -> dict:
     return params
 
 
+def _cost_warnings_at_once(said: set[str]):
+    """A ``warnings.showwarning`` that prints a cost warning at once, as one line (the run
+    goes on), and records it in ``said``; other warnings are shown as before."""
+    from deepclust.cluster.cost import CostWarning
+
+    show = warnings.showwarning
+
+    def showwarning(message, category, *rest, **kw) -> None:
+        if issubclass(category, CostWarning):
+            print(f"deepclust cluster: warning: {message}", file=sys.stderr, flush=True)
+            said.add(str(message))
+        else:
+            show(message, category, *rest, **kw)
+
+    return showwarning
+
+
 def cmd_cluster(args) -> int:
     from deepclust.images import cluster_to_folder
     from deepclust.selection import parse_k_range
@@ -42,15 +60,19 @@ def cmd_cluster(args) -> int:
     k = parse_k(args.k)
     params = _runtime_params(args, parse_params(args.param))
     show = not (args.json or args.quiet)
-    result, record, table, how = cluster_to_folder(
-        args.input, out, encoder=args.encoder, store=args.store, method=args.method, k=k,
-        reducer=args.reduce, labels=args.labels, params=params, random_state=args.seed,
-        progress=show, k_values=parse_k_range(args.k_range), criterion=args.criterion,
-        label_free=not args.no_label_free, noise=args.noise, label_column=args.label_column,
-        id_column=args.id_column,
-        record_fields={"argv": getattr(args, "argv", sys.argv[1:]), "noise": args.noise})
+    said: set[str] = set()
+    with warnings.catch_warnings():
+        warnings.showwarning = _cost_warnings_at_once(said)
+        result, record, table, how = cluster_to_folder(
+            args.input, out, encoder=args.encoder, store=args.store, method=args.method, k=k,
+            reducer=args.reduce, labels=args.labels, params=params, random_state=args.seed,
+            progress=show, k_values=parse_k_range(args.k_range), criterion=args.criterion,
+            label_free=not args.no_label_free, noise=args.noise,
+            label_column=args.label_column, id_column=args.id_column,
+            record_fields={"argv": getattr(args, "argv", sys.argv[1:]), "noise": args.noise})
     for text in result.warnings:
-        print(f"deepclust cluster: warning: {text}", file=sys.stderr)
+        if text not in said:
+            print(f"deepclust cluster: warning: {text}", file=sys.stderr)
     page = None
     if args.report:
         from deepclust.report import write_report

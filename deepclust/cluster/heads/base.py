@@ -275,7 +275,12 @@ class HeadClusterer(BaseClusterer):
                     f"the checkpoint in {folder} was made with other data or settings "
                     f"(differs in: {', '.join(diff)}); remove it, choose another "
                     "checkpoint_dir, or pass resume=False to start over")
-            trainer.load_state_tensors(tensors, int(state["step"]))
+            try:
+                trainer.load_state_tensors(tensors, int(state["step"]))
+            except (KeyError, RuntimeError, ValueError) as exc:
+                raise InputError(f"the checkpoint in {folder} does not fit these heads "
+                                 f"({str(exc).splitlines()[0][:120]}); remove the folder to "
+                                 "start over") from None
             trainer.seconds = float(state.get("seconds", 0.0))
             trainer.start_step = trainer.step
             if self.verbose and runtime.is_main():

@@ -61,10 +61,25 @@ def load_checkpoint(folder: str | os.PathLike) -> tuple[dict[str, torch.Tensor],
         state = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise InputError(f"{path} cannot be read ({exc}); remove the folder to start over") from None
-    if state.get("format") != FORMAT:
-        raise InputError(f"{path} is not a deepclust head checkpoint")
-    tensor_path = path.parent / state["tensors"]
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise InputError(f"{path} is not a deepclust head checkpoint; remove the folder to "
+                         "start over")
+    step = state.get("step")
+    if (isinstance(step, bool) or not isinstance(step, int) or step < 0
+            or not isinstance(state.get("identity", {}), dict)):
+        raise InputError(f"{path} is damaged (its step or identity is not what deepclust "
+                         "writes); remove the folder to start over")
+    name = state.get("tensors")
+    if not isinstance(name, str) or Path(name).name != name or not name.endswith(".safetensors"):
+        raise InputError(f"{path} does not name its tensor file ('tensors': {name!r}); remove "
+                         "the folder to start over")
+    tensor_path = path.parent / name
     if not tensor_path.is_file():
         raise InputError(f"{path} names {tensor_path.name}, which is missing; remove the "
                          "folder to start over")
-    return load_file(str(tensor_path)), state
+    try:
+        tensors = load_file(str(tensor_path))
+    except Exception as exc:  # safetensors raises its own error types for damaged files
+        raise InputError(f"{tensor_path} is damaged ({str(exc).splitlines()[0][:120]}); "
+                         "remove the folder to start over") from None
+    return tensors, state

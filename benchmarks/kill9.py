@@ -1,0 +1,175 @@
+"""kill -9 at random moments of ``deepclust embed`` and ``deepclust cluster --method temi``
+(with a checkpoint folder), each followed by a re-run: are the outputs identical to an
+uninterrupted run?
+
+Images: crops, flips and JPEG re-encodes of scikit-learn's two sample photos, in two class
+folders. Features for TEMI: a seeded Gaussian mixture. For each of ``--times`` moments drawn
+uniformly over the uninterrupted run's wall time (seeded), the command is started, killed
+with SIGKILL (the main process only, as a crash would leave DataLoader workers orphaned),
+re-run at once, and its output compared with the reference run's: the store's rows, ids and
+labels for ``embed``, ``labels.npy`` for TEMI. Prints one table row per moment. Not a test.
+
+    python benchmarks/kill9.py --times 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def make_images(root: Path, n_per_class: int) -> None:
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    rng = np.random.default_rng(0)
+    for name, photo in zip(("china", "flower"), load_sample_images().images, strict=True):
+        folder = root / name
+        folder.mkdir(parents=True)
+        img = Image.fromarray(photo)
+        for i in range(n_per_class):
+            x, y = int(rng.integers(0, img.width - 160)), int(rng.integers(0, img.height - 160))
+            crop = img.crop((x, y, x + 160, y + 160))
+            if i % 2:
+                crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
+            buf = io.BytesIO()
+            crop.save(buf, "JPEG", quality=int(rng.integers(60, 95)))
+            (folder / f"{name}-{i:03d}.jpg").write_bytes(buf.getvalue())
+
+
+def command_env() -> dict:
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    env["TQDM_DISABLE"] = "1"
+    return env
+
+
+def run(argv: list[str], env: dict, kill_after: float | None = None) -> tuple[int, float]:
+    """Run ``python -m deepclust argv``; SIGKILL the process after ``kill_after`` seconds.
+    Returns (exit status, wall seconds); -9 when it was killed."""
+    t = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "deepclust", *argv], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if kill_after is None:
+        _, err = proc.communicate()
+        if proc.returncode != 0:
+            raise SystemExit(f"deepclust {' '.join(argv)} failed: {err.decode()[-2000:]}")
+        return 0, time.perf_counter() - t
+    try:
+        proc.wait(timeout=kill_after)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    proc.stderr.close()
+    return proc.returncode, time.perf_counter() - t
+
+
+def store_state(path: Path) -> str:
+    """What a killed embed left: committed shards, or nothing."""
+    shards = path / "shards"
+    if not path.exists():
+        return "before the store existed"
+    done = len(list(shards.glob("*.parquet"))) if shards.exists() else 0
+    npy = len(list(shards.glob("*.npy"))) if shards.exists() else 0
+    if (path / "index.parquet").exists():
+        return f"after finalise ({done} shards)"
+    return f"{done} shards committed, {npy} .npy written"
+
+
+def store_output(path: Path):
+    from deepclust.store import open_store
+
+    st = open_store(path)
+    return np.asarray(st.X), np.asarray(st.ids).astype(str), np.asarray(st.labels)
+
+
+def checkpoint_state(folder: Path, out: Path) -> str:
+    if (out / "labels.npy").exists():
+        return "after labels were written"
+    state = folder / "heads" / "checkpoint.json"  # TEMI's phase folder
+    if not state.exists():
+        return "before the first checkpoint"
+    import json
+
+    return f"after checkpoint step {json.loads(state.read_text()).get('step')}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--times", type=int, default=10, help="moments per command")
+    ap.add_argument("--images", type=int, default=150, help="images per class folder")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--commands", default="embed,temi", help="which: embed, temi or both")
+    args = ap.parse_args()
+    rng = np.random.default_rng(args.seed)
+    env = command_env()
+    work = Path(tempfile.mkdtemp(prefix="kill9-"))
+    rows = []
+    try:
+        photos = work / "photos"
+        make_images(photos, args.images)
+        embed_times = args.times if "embed" in args.commands.split(",") else 0
+        embed = ["embed", str(photos), "--encoder", "effnet-lite0", "--shard-size", "8",
+                 "--batch-size", "8", "--workers", "1", "--no-progress"]
+        if embed_times:
+            _, t_ref = run([*embed, "--out", str(work / "ref-store")], env)
+            ref = store_output(work / "ref-store")
+        for i in range(embed_times):
+            out = work / f"store-{i}"
+            moment = float(rng.uniform(0.4, 1.0) * t_ref)
+            rc, _ = run([*embed, "--out", str(out)], env, kill_after=moment)
+            what = store_state(out) if rc == -9 else f"finished before the kill (exit {rc})"
+            run([*embed, "--out", str(out)], env)
+            got = store_output(out)
+            same = all(np.array_equal(a, b) for a, b in zip(ref, got, strict=True))
+            rows.append(("embed", f"{moment:5.1f} s of {t_ref:.1f}", what, same))
+            print(*rows[-1], sep=" | ", flush=True)
+
+        rng_x = np.random.default_rng(1)
+        centres = rng_x.normal(0, 4, (5, 16))
+        X = (centres[rng_x.integers(0, 5, 1500)] + rng_x.normal(0, 1, (1500, 16)))
+        np.save(work / "X.npy", X.astype(np.float32))
+
+        def temi(out: Path, ckpt: Path) -> list[str]:
+            return ["cluster", str(work / "X.npy"), "--method", "temi", "--k", "5",
+                    "--no-label-free", "--quiet", "--out", str(out),
+                    "--param", f"checkpoint_dir={ckpt}", "--param", "checkpoint_every=20",
+                    "--param", "n_steps=300", "--param", "n_heads=2", "--param", "hidden_dim=64",
+                    "--param", "bottleneck_dim=32", "--param", "n_neighbors=10",
+                    "--param", "batch_size=128"]
+
+        temi_times = args.times if "temi" in args.commands.split(",") else 0
+        if temi_times:
+            _, t_ref = run(temi(work / "temi-ref", work / "ckpt-ref"), env)
+            ref_labels = np.load(work / "temi-ref" / "labels.npy")
+        for i in range(temi_times):
+            out, ckpt = work / f"temi-{i}", work / f"ckpt-{i}"
+            moment = float(rng.uniform(0.4, 1.0) * t_ref)
+            rc, _ = run(temi(out, ckpt), env, kill_after=moment)
+            what = checkpoint_state(ckpt, out) if rc == -9 else f"finished before the kill (exit {rc})"
+            shutil.rmtree(out, ignore_errors=True)
+            run(temi(out, ckpt), env)
+            same = np.array_equal(np.load(out / "labels.npy"), ref_labels)
+            rows.append(("cluster --method temi", f"{moment:5.1f} s of {t_ref:.1f}", what, same))
+            print(*rows[-1], sep=" | ", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print("\n| command | moment | what was interrupted | identical |")
+    print("| --- | --- | --- | --- |")
+    for command, moment, what, same in rows:
+        print(f"| {command} | {moment} | {what} | {'yes' if same else 'NO'} |")
+
+
+if __name__ == "__main__":
+    main()
