@@ -7,8 +7,7 @@
 #   bash benchmarks/gpu.sh             # on the GPU machine
 #   bash benchmarks/gpu.sh --dry-run   # small sizes, device cpu, gloo: proves the script here
 #
-# Python: $PYTHON if set, else .venv/bin/python or the shared venv beside the checkout if
-# present, else python3 with the wheels in .whl/ installed into /tmp/deepclust-site
+# Python: $PYTHON if set, else .venv/bin/python if present, else python3 with the wheels in .whl/ installed into /tmp/deepclust-site
 # (preparation: docs/scale.md, "GPU check").
 set -euo pipefail
 
@@ -28,8 +27,6 @@ if [[ -n "${PYTHON:-}" ]]; then
   PY="$PYTHON"
 elif [[ -x .venv/bin/python ]]; then
   PY=.venv/bin/python
-elif [[ -x ../main/.venv/bin/python ]]; then
-  PY=../main/.venv/bin/python
 else
   PY=python3
   if [[ -d .whl ]] && ls .whl/*.whl >/dev/null 2>&1; then
