@@ -92,7 +92,7 @@ def centre_distances(Z, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     for start, block in rows.blocks():
         lab = labels[start:start + len(block)]
         ok = lab >= 0
-        np.add.at(sums, lab[ok], block[ok].astype(np.float64))
+        np.add.at(sums, lab[ok], block[ok])  # float64 sums, no float64 copy of the block
     counts = np.bincount(labels[kept], minlength=n_clusters)
     centres = sums / np.maximum(counts, 1)[:, None]
     distance = np.full(len(labels), np.nan)
@@ -153,21 +153,23 @@ def assignments_table(labels, *, ids=None, paths=None, probability=None, distanc
     """
     labels = np.asarray(labels, dtype=np.int64)
     n = len(labels)
-    ids = [str(i) for i in range(n)] if ids is None else [str(v) for v in ids]
+    ids = (pa.array(np.arange(n, dtype=np.int64)).cast(pa.string()) if ids is None
+           else pa.array([str(v) for v in ids], pa.string()))
     if len(ids) != n:
         raise InputError(f"ids: {len(ids)} values for {n} rows")
     if paths is None:
-        paths = [None] * n
-    paths = [p if p else None for p in (os.fspath(p) if p else None for p in paths)]
-    if len(paths) != n:
-        raise InputError(f"paths: {len(paths)} values for {n} rows")
+        paths = pa.nulls(n, pa.string())
+    else:
+        paths = [p if p else None for p in (os.fspath(p) if p else None for p in paths)]
+        if len(paths) != n:
+            raise InputError(f"paths: {len(paths)} values for {n} rows")
     prob = _column(probability, n, np.float64, np.nan, "probability")
     dist = _column(distance, n, np.float64, np.nan, "distance")
     rnk = _column(rank, n, np.int64, -1, "rank")
     return pa.table({
         "row": pa.array(np.arange(n, dtype=np.int64)),
-        "id": pa.array(ids, pa.string()),
-        "path": pa.array(paths, pa.string()),
+        "id": ids,
+        "path": paths if isinstance(paths, pa.Array) else pa.array(paths, pa.string()),
         "cluster": pa.array(labels),
         "probability": pa.array(prob, pa.float64(), from_pandas=True),
         "distance": pa.array(np.where(labels >= 0, dist, np.nan), pa.float64(), from_pandas=True),
