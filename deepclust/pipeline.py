@@ -111,6 +111,18 @@ def _store_labels(store, label_column: str | None) -> np.ndarray:
     return store.extra_labels(name)
 
 
+def _method_dims(d: int, steps: list, reduced=None) -> int:
+    """The number of features the clusterer will see: ``reduced``'s, else the last
+    reducer step that fixes a width (``pca:N``, ``umap:N``), else ``d``."""
+    if reduced is not None:
+        return int(np.shape(reduced)[1])
+    for _, options in steps:
+        width = options.get("n_components")
+        if isinstance(width, int) and not isinstance(width, bool):
+            d = min(d, width)
+    return d
+
+
 def open_input(X, y=None, *, label_column: str | None = None,
                id_column: str | None = None) -> RunInput:
     """The rows and labels of a run, without loading a store or a memory map.
@@ -359,7 +371,7 @@ def run_clustering(
     sel_rows = sample_rows(data.n, selection_rows, random_state) if k == "auto" else None
     with warnings_module.catch_warnings(record=True) as caught:  # before any row is read
         warnings_module.simplefilter("always", CostWarning)
-        check_cost(cls, params, data.n, data.d, k=k)
+        check_cost(cls, params, data.n, _method_dims(data.d, steps, reduced), k=k)
     for w in caught:  # said now (the CLI prints it at once) and kept in run.json
         warnings.append(str(w.message))
         warnings_module.warn(w.message, stacklevel=2)
