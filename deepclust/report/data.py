@@ -583,8 +583,10 @@ def _load_cluster_run(run_dir: Path, run: dict, features: Any) -> RunData:
     inp = run.get("input") or {}
     text = str(inp.get("path", ""))
     k = run.get("n_clusters")
-    title = f"{run.get('method', '?')} on {inp.get('source') or text}" + (
-        f", {k} clusters" if k is not None else "")
+    # images embedded by the run: name the folder the user gave, not the cached store
+    where = (f"{text} ({inp['encoder']})" if inp.get("store") and inp.get("encoder") and text
+             else inp.get("source") or text)
+    title = f"{run.get('method', '?')} on {where}" + (f", {k} clusters" if k is not None else "")
     data = RunData(run_dir, run, "cluster", title, labels, metrics=run.get("metrics"),
                    label_free=run.get("label_free"), seed=int(run.get("seed") or 0))
     data.failed = [f for f in (run.get("failed") or []) if isinstance(f, dict)]
