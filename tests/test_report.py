@@ -309,3 +309,13 @@ def test_second_report_reuses_the_umap_and_replaces_old_assets(demo_run, monkeyp
     page = write_report(demo_run, pipeline=2, log=lambda m: None)
     assert not stale.exists()
     assert "rank 2" in page.read_text()
+
+
+def test_class_names_with_dollar_signs_are_drawn_as_written(tmp_path):
+    """Names are data, not TeX: "$\\frac{$" once broke the report's figures (mathtext)."""
+    from deepclust.report.figures import confusion_figure, save_png
+
+    fig = confusion_figure(np.array([[3, 1], [0, 4]]), [0, 1], ["$\\frac{$ bad", "cost $5"])
+    assert save_png(fig, tmp_path / "c.png").stat().st_size > 0
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert labels == ["$\\frac{$ bad", "cost $5"]

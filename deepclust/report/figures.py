@@ -12,6 +12,8 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import matplotlib
+import matplotlib.text
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -76,7 +78,13 @@ def save_png(fig: Figure, path: str | os.PathLike) -> Path:
     """Write ``fig`` as a PNG at :data:`DPI` and return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, format="png")
+    # names are data, not TeX: a class called "$5 off" must not be parsed as mathtext
+    with matplotlib.rc_context({"text.parse_math": False}):
+        for _ in range(2):  # the texts there are; then those a draw creates (tick labels)
+            for text in fig.findobj(matplotlib.text.Text):
+                text.set_parse_math(False)
+            fig.draw_without_rendering()
+        fig.savefig(path, dpi=DPI, format="png")
     return path
 
 
