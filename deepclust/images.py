@@ -144,9 +144,7 @@ def cluster_to_folder(inp, out, *, encoder: str = DEFAULT_ENCODER, store=None,
     if is_image_input(inp):
         from deepclust.data.sources import open_source
 
-        source = open_source(Path(os.fspath(inp)).expanduser().resolve()
-                             if isinstance(inp, (str, os.PathLike)) and Path(os.fspath(inp))
-                             .expanduser().exists() else inp)
+        source = open_source(info["path"] if info["path"] is not None else inp)  # absolute
         t = time.perf_counter()
         st, embedded = cached_embeddings(source, encoder, store, progress=progress,
                                          **(embed_options or {}))

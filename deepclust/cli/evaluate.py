@@ -8,28 +8,25 @@ from pathlib import Path
 import numpy as np
 
 from deepclust.cli.common import METRIC_COLUMNS, print_json
-from deepclust.errors import DataNotFoundError, InputError
+from deepclust.errors import InputError
 from deepclust.tables import format_table
 
 
 def _read_labels(path: Path, what: str) -> np.ndarray:
+    """Labels from a run folder, a feature file with labels, a .npy or a text file."""
+    from deepclust.data.features import load_features, read_labels_file
+
     if path.is_dir():
         path = path / "labels.npy"
-    if not path.is_file():
-        raise DataNotFoundError(f"{what} file {path} does not exist")
-    try:
-        if path.suffix == ".npy":
-            return np.load(path, allow_pickle=False)
-        if path.suffix in (".npz", ".parquet", ".csv"):
-            from deepclust.data import load_features
-
+    if path.suffix in (".npz", ".parquet", ".csv") and path.is_file():
+        try:
             fs = load_features(path)
-            if fs.y is None:
-                raise InputError(f"{path} holds no labels")
-            return fs.y
-        return np.loadtxt(path, dtype=np.int64, ndmin=1)
-    except (ValueError, OSError) as exc:
-        raise InputError(f"{path} could not be read as {what}: {exc}") from None
+        except (ValueError, OSError) as exc:
+            raise InputError(f"{path} could not be read as {what}: {exc}") from None
+        if fs.y is None:
+            raise InputError(f"{path} holds no labels")
+        return fs.y
+    return read_labels_file(path, what)
 
 
 def cmd_evaluate(args) -> int:

@@ -120,15 +120,17 @@ def _load_table(path: Path, label_column: str | None, id_column: str | None = No
     return FeatureSet(X, y, ids, None, str(path))
 
 
-def read_labels_file(path: str | Path) -> np.ndarray:
-    """Labels, one per row, from a ``.npy`` file or a text file of integers (unchecked)."""
+def read_labels_file(path: str | Path, what: str = "labels") -> np.ndarray:
+    """Labels, one per row, from a ``.npy`` file or a text file of integers (unchecked);
+    ``what`` names them in the messages ("true labels", ...)."""
     lp = Path(path)
     if not lp.is_file():
-        raise DataNotFoundError(f"labels file {lp} does not exist")
+        raise DataNotFoundError(f"{what} file {lp} does not exist")
     try:
-        return np.load(lp) if lp.suffix == ".npy" else np.loadtxt(lp, dtype=np.int64, ndmin=1)
+        return (np.load(lp, allow_pickle=False) if lp.suffix == ".npy"
+                else np.loadtxt(lp, dtype=np.int64, ndmin=1))
     except Exception as exc:
-        raise InputError(f"{lp} could not be read as labels: {exc}") from None
+        raise InputError(f"{lp} could not be read as {what}: {exc}") from None
 
 
 def load_features(
