@@ -7,10 +7,10 @@ nothing); a store, a feature file or a built-in dataset goes straight on. Then
 :func:`deepclust.pipeline.run_clustering` clusters it, and :func:`deepclust.results.run.write_run`
 writes ``labels.npy``, ``assignments.parquet``/``.csv`` and ``run.json``.
 
-Without a method the choice is label-free and automatic: :data:`DEFAULT_METHOD` with
-``k="auto"`` on :data:`DEFAULT_REDUCER` (the measurement behind it is in
-docs/architecture.md, "Default without --method"); a method that takes k and is given none
-gets ``k="auto"``.
+Without a method the choice is label-free and automatic: :data:`DEFAULT_METHOD` (``"auto"``:
+reducer, method and k chosen among :func:`deepclust.selection.default_candidates` by the
+default criterion; the measurement behind it is ``benchmarks/selection.py``,
+docs/selection.md); a method that takes k and is given none gets ``k="auto"``.
 """
 
 from __future__ import annotations
@@ -31,8 +31,9 @@ from deepclust.record import RunRecord
 __all__ = ["DEFAULT_METHOD", "DEFAULT_REDUCER", "ImageClustering", "automatic_choice",
            "cluster_images", "cluster_to_folder", "is_image_input"]
 
-#: The clusterer used when none is given (with ``k="auto"``).
-DEFAULT_METHOD = "kmeans"
+#: The clusterer used when none is given: chosen without labels (``--method auto``; measured
+#: by ``benchmarks/selection.py``, docs/selection.md).
+DEFAULT_METHOD = "auto"
 #: The reduction applied when no method and no reducer are given (None: the embeddings as they
 #: are; measured in docs/architecture.md).
 DEFAULT_REDUCER = None
@@ -91,6 +92,8 @@ def automatic_choice(method: str | None, k, reducer) -> tuple[str, object, objec
     if method is None:
         return DEFAULT_METHOD, "auto" if k is None else k, \
             DEFAULT_REDUCER if reducer is None else reducer
+    if method == "auto":
+        return method, "auto" if k is None else k, reducer
     if k is None and get_clusterer_class(method).takes_n_clusters:
         k = "auto"
     return method, k, reducer

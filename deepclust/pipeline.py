@@ -32,7 +32,18 @@ from deepclust.errors import InputError
 from deepclust.metrics.proxy import PROXY_UMAP, proxy_space
 from deepclust.progress import spinner
 from deepclust.reduce import build_reducer, describe_reducer, parse_reducer_spec
-from deepclust.selection import KSelection, check_clusterer_params, select_k
+from deepclust.selection import (
+    AUTO_ROWS,
+    DEFAULT_CRITERION,
+    UMAP_REDUCER,
+    KSelection,
+    ScoringSample,
+    Selection,
+    check_clusterer_params,
+    default_candidates,
+    select,
+    select_k,
+)
 from deepclust.store import is_store
 from deepclust.validation import check_features, check_labels, check_positive_int
 
@@ -218,6 +229,7 @@ class ClusteringResult:
     label_free: dict | None = None
     label_free_rows: int | None = None
     k_selection: KSelection | None = None
+    selection: Selection | None = None
     estimator: Any = None
     reduced_shape: tuple | None = None
     streamed: bool = False
@@ -239,6 +251,7 @@ class ClusteringResult:
             "n_clusters": self.n_clusters,
             "n_noise": self.n_noise,
             "k_selection": self.k_selection.as_dict() if self.k_selection else None,
+            "selection": self.selection.as_dict() if self.selection else None,
             "metrics": self.metrics,
             "label_free": self.label_free,
             "label_free_rows": self.label_free_rows,
@@ -265,6 +278,43 @@ class ClusteringResult:
                          **self.as_dict(), **fields)
 
 
+@dataclass
+class AutoChoice:
+    """What ``method="auto"`` chose and on which rows."""
+
+    selection: Selection
+    sample: ScoringSample
+    sample_rows: RowSample
+
+
+def _choose_pipeline(data: RunInput, k, reducer, k_values, criterion: str, random_state: int,
+                     auto_rows: int | None, progress: bool) -> AutoChoice:
+    """Fit the ``--method auto`` candidates on a seeded sample of ``data`` and pick one."""
+    from deepclust.selection.criteria import check_criterion
+
+    if isinstance(k, str) and k != "auto":
+        raise InputError(f"k must be an integer or 'auto', got {k!r}")
+    check_criterion(criterion)
+    if auto_rows is not None:
+        auto_rows = check_positive_int(auto_rows, "auto_rows")
+    rows = sample_rows(data.n, auto_rows, random_state)
+    with spinner(f"reading a sample of {len(rows)} of {data.n} rows for --method auto"
+                 if rows is not None and data.X is None else None, enabled=progress):
+        Xs = (data.X if rows is None else data.X[rows]) if data.X is not None else \
+            data.rows.take(np.arange(data.n) if rows is None else rows)
+    Xs = np.ascontiguousarray(Xs, dtype=np.float32)
+    ys = None if data.y is None else (data.y if rows is None else data.y[rows])
+    ks = [int(k)] if isinstance(k, (int, np.integer)) else list(k_values)
+    reducers = None if reducer is None else (describe_reducer(parse_reducer_spec(reducer)),)
+    kw = {} if reducers is None else {"reducers": tuple("" if r == "raw" else r
+                                                        for r in reducers)}
+    cands, skipped = default_candidates(ks, data.n, data.d, **kw)
+    sample = ScoringSample(Xs, random_state=random_state, y=ys)
+    selection = select(sample, cands, criterion=criterion, of_rows=data.n,
+                       random_state=random_state, progress=progress, skipped=skipped)
+    return AutoChoice(selection, sample, RowSample(rows, Xs))
+
+
 def edge_warning(selection: KSelection) -> str | None:
     """A warning when a k sweep chose the smallest or largest k it tried (the best k may lie
     outside the range), else None."""
@@ -286,7 +336,7 @@ def run_clustering(
     params: dict | None = None,
     random_state: int = 0,
     k_values=range(2, 21),
-    criterion: str = "umap_silhouette",
+    criterion: str = DEFAULT_CRITERION,
     label_free: bool = True,
     proxy_embedding: np.ndarray | None = None,
     reduced: np.ndarray | None = None,
@@ -296,6 +346,7 @@ def run_clustering(
     label_free_rows: int | None = LABEL_FREE_ROWS,
     id_column: str | None = None,
     selection_rows: int | None = SELECTION_ROWS,
+    auto_rows: int | None = AUTO_ROWS,
 ) -> ClusteringResult:
     """Reduce, cluster and score ``X``.
 
@@ -309,7 +360,11 @@ def run_clustering(
         True labels (-1 = unknown), or a labels file; default: the input's own labels.
         When there are labels, ``metrics`` holds ACC/NMI/AMI/ARI/...
     method : str
-        A registered clusterer (see :func:`deepclust.cluster.available_methods`).
+        A registered clusterer (see :func:`deepclust.cluster.available_methods`), or
+        ``"auto"``: reducer, method and k chosen without labels among
+        :func:`deepclust.selection.default_candidates` (only ``reducer`` when given, only
+        ``k`` when an integer), fitted on a seeded sample of at most ``auto_rows`` rows and
+        scored by ``criterion``; every candidate and the pick are in ``selection``.
     k : int, "auto" or None
         Number of clusters; ``"auto"`` sweeps ``k_values`` and keeps the best by the label-free
         ``criterion``; None for methods that find k themselves. Never taken from ``y``.
@@ -350,6 +405,21 @@ def run_clustering(
     t = time.perf_counter()
     data = open_input(X, y, label_column=label_column, id_column=id_column)
     params = check_clusterer_params(params)
+    auto = None
+    if method == "auto":
+        if params:
+            raise InputError("--method auto chooses the method and its parameters; give "
+                             "--param only with a named --method")
+        auto = _choose_pipeline(data, k, reducer, k_values, criterion, random_state,
+                                auto_rows, progress)
+        best = auto.selection.best
+        method, k, reducer = best["method"], best["k"], best["reducer"]
+        params = dict(best["params"])
+        warnings.extend(auto.selection.warnings)
+        timings["select_s"] = auto.selection.seconds
+        if (reduced is None and auto.sample_rows.rows is None and reducer == UMAP_REDUCER
+                and auto.sample.proxy is not None):
+            reduced = auto.sample.proxy  # every row was in the sample: its UMAP is this one
     cls = get_clusterer_class(method)
     thresholded = params.get("distance_threshold") is not None  # agglomerative without k
     if thresholded and k is not None:
@@ -419,9 +489,12 @@ def run_clustering(
             with stage("computing the UMAP space of the label-free proxy"
                        + (f" on {len(sel_rows)} sampled rows" if sel_rows is not None else "")):
                 proxy_sel = proxy_space(Xsel, random_state=random_state)
-        selection = select_k(Zsel, method, k_values, criterion=criterion,
-                             proxy_embedding=proxy_sel, y_true=ysel, params=params,
-                             random_state=random_state, progress=progress)
+        scoring = ScoringSample(np.asarray(Xsel, dtype=np.float32), random_state=random_state,
+                                proxy=proxy_sel, y=ysel)
+        selection = select_k(Zsel, method, k_values, criterion=criterion, y_true=ysel,
+                             params=params, random_state=random_state, progress=progress,
+                             sample=scoring)
+        proxy_sel = scoring.proxy
         selection.of_rows = data.n
         if sel_rows is None:
             proxy_embedding = proxy_sel
@@ -433,6 +506,11 @@ def run_clustering(
         if warning:
             warnings.append(warning)
 
+    if auto is not None:  # score the rows the choice was made on, in its proxy space
+        sel_sample = auto.sample_rows
+        sel_proxy = auto.sample.proxy
+        if sel_sample.rows is None and proxy_embedding is None:
+            proxy_embedding = sel_proxy
     if k is not None:
         params["n_clusters"] = k
     model = make_clusterer(method, random_state=random_state, **params)
@@ -447,7 +525,8 @@ def run_clustering(
         labels=labels, method=method,
         params={kk: v for kk, v in model.get_params().items()},
         reducer=describe_reducer(steps), n_clusters=int(len(np.unique(found))),
-        n_noise=int(np.count_nonzero(labels < 0)), k_selection=selection, estimator=model,
+        n_noise=int(np.count_nonzero(labels < 0)), k_selection=selection,
+        selection=None if auto is None else auto.selection, estimator=model,
         reduced_shape=(data.n, data.d) if streamed else tuple(Z.shape), streamed=streamed,
         input=data, clustered=Z, warnings=warnings,
     )
@@ -459,11 +538,11 @@ def run_clustering(
         t = time.perf_counter()
         rows = sample_rows(data.n, label_free_rows if label_free_rows is not None or not streamed
                            else LABEL_FREE_ROWS, random_state)
-        reuse = sel_sample is not None  # k was chosen on a sample: score those rows
-        if reuse:
+        reuse = sel_sample is not None and (sel_sample.rows is not None or auto is not None)
+        if reuse:  # k (or the pipeline) was chosen on a sample: score those rows
             rows = sel_sample.rows
-        if reuse:  # the k sweep's sample: its rows are read and its proxy space built
-            result.sample = sel_sample
+        if reuse:  # the choice's sample: its rows are read (and maybe its proxy space built)
+            result.sample = sel_sample if sel_sample.rows is not None else None
             Xs = sel_sample.X
             if proxy_embedding is None:
                 proxy_embedding = sel_proxy

@@ -87,6 +87,9 @@ class RunRecord:
         Clusters found (noise not counted) and rows labelled -1.
     metrics, label_free, k_selection, stats : dict or None
         Scores with labels, label-free scores, the k sweep, the estimator's ``stats_``.
+    selection : dict or None
+        ``--method auto``: every candidate (reducer, method, k, scores), the pick, the
+        runner-up and the margin between them (:class:`deepclust.selection.Selection`).
     label_free_rows : int or None
         Rows the label-free scores were computed on (a seeded sample when fewer than
         ``input.n_samples``).
@@ -117,6 +120,7 @@ class RunRecord:
     n_noise: int | None = None
     noise: str | None = None
     k_selection: dict | None = None
+    selection: dict | None = None
     metrics: dict | None = None
     label_free: dict | None = None
     label_free_rows: int | None = None

@@ -125,7 +125,7 @@ def test_methods_that_find_k_themselves_refuse(blobs, method):
 
 def test_oracle_ami_needs_labels_and_is_flagged(blobs):
     X, y = blobs
-    assert CRITERIA["oracle_ami"] == (True, True)
+    assert CRITERIA["oracle_ami"].higher_is_better and CRITERIA["oracle_ami"].needs_labels
     with pytest.raises(InputError, match="oracle and needs true labels"):
         select_k(X, "kmeans", K_VALUES, criterion="oracle_ami")
     with pytest.raises(InputError, match="oracle and needs true labels"):

@@ -17,6 +17,7 @@ from deepclust import runtime
 from deepclust.cli.common import parse_k, parse_params, print_json, scores_rows
 from deepclust.cli.report import add_report_flag, print_written
 from deepclust.errors import InputError
+from deepclust.selection.criteria import CRITERIA, DEFAULT_CRITERION
 from deepclust.tables import format_table
 
 
@@ -26,6 +27,11 @@ def _runtime_params(args, params: dict) -> dict:
     from deepclust.images import DEFAULT_METHOD
 
     method = args.method or DEFAULT_METHOD
+    if method == "auto":
+        for name in ("precision", "device"):
+            if getattr(args, name, None) is not None:
+                raise InputError(f"--{name} needs a named --method (not auto)")
+        return params
     for name in ("precision", "device"):
         value = getattr(args, name, None)
         if value is not None:
@@ -101,6 +107,8 @@ def cmd_cluster(args) -> int:
     else:
         print(f"{data.source}: {data.n} x {data.d}; reducer {result.reducer} -> "
               f"{result.reduced_shape[1]} dims; method {record.method}")
+    if record.selection is not None:
+        print_selection(record.selection)
     if result.k_selection is not None:
         sel = result.k_selection
         tag = "ORACLE (uses true labels)" if sel.oracle else "label-free"
@@ -135,6 +143,33 @@ def _group_counts(table) -> dict:
             "outliers": int(np.count_nonzero(table["outlier_score"].to_numpy() >= 0.95))}
 
 
+def print_selection(sel: dict, top: int = 8) -> None:
+    """The candidates of ``--method auto`` best first (``top`` of them), the pick, the
+    margin to the runner-up, and what was left out."""
+    crit = sel["criterion"]
+    tag = "ORACLE (uses true labels)" if sel["oracle"] else "label-free"
+    rows = sel["rows"]
+    where = f"a seeded sample of {rows} of {sel['of_rows']} rows" if rows < sel["of_rows"] \
+        else f"all {rows} rows"
+    print(f"\nchosen by {crit} ({tag}) among {len(sel['candidates'])} candidates fitted on "
+          f"{where}, in {sel['seconds']:.0f} s:")
+    ranked = sorted((c for c in sel["candidates"] if c.get("score") == c.get("score")),
+                    key=lambda c: c["score"], reverse=crit not in ("davies_bouldin",
+                                                                   "head_loss"))
+    names = [n for n in ranked[0]["scores"] if n != crit] if ranked else []
+    table = [{"candidate": c["name"], crit: c["score"], "clusters": c.get("n_clusters"),
+              **{n: c["scores"].get(n) for n in names},
+              "": "<- pick" if c is sel["best"] or c == sel["best"] else ""}
+             for c in ranked[:top]]
+    print(format_table(table))
+    if sel["runner_up"] is not None:
+        print(f"margin to the runner-up ({sel['candidates'][sel['runner_up']]['name']}): "
+              f"{sel['margin']:.4f}")
+    for item in sel.get("skipped") or []:
+        what = " | ".join(str(item[key]) for key in ("reducer", "method") if key in item)
+        print(f"left out: {what}: {item['reason']}")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("cluster", help="cluster a folder of images, a feature file, a store "
                                        "or a built-in dataset",
@@ -151,8 +186,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="embedding store for images (default: cached per images and encoder "
                         "under the deepclust cache, reused by later runs)")
     p.add_argument("--method", default=None,
-                   help="clusterer (see `deepclust methods`); default: chosen without labels "
-                        "(kmeans with --k auto, no reduction unless --reduce is given)")
+                   help="clusterer (see `deepclust methods`), or 'auto': reducer, method and k "
+                        "chosen without labels among k-means, Ward, GMM and HDBSCAN on PCA and "
+                        "UMAP (see docs/selection.md); default: auto")
     p.add_argument("--k", default=None,
                    help="number of clusters, or 'auto' to choose it without labels (the "
                         "default for methods that take k)")
@@ -172,9 +208,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="id column of a .parquet/.csv feature file (written back in "
                         "assignments 'id')")
     p.add_argument("--k-range", default="2:20", help="candidates for --k auto (LO:HI[:STEP])")
-    p.add_argument("--criterion", default="umap_silhouette",
-                   help="criterion for --k auto: umap_silhouette (default), silhouette, "
-                        "davies_bouldin, calinski_harabasz, or oracle_ami (uses labels)")
+    p.add_argument("--criterion", default=DEFAULT_CRITERION,
+                   choices=[*CRITERIA, "combined"],
+                   help=f"label-free criterion of --k auto and --method auto (default "
+                        f"{DEFAULT_CRITERION}, measured best by benchmarks/selection.py; "
+                        "oracle_ami reads the labels and is marked ORACLE)")
     p.add_argument("--noise", default="cluster", choices=["cluster", "singletons", "exclude"],
                    help="how noise points (-1) are scored")
     p.add_argument("--no-label-free", action="store_true",

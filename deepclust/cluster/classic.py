@@ -151,6 +151,25 @@ class Agglomerative(_CentroidPredictMixin, BaseClusterer):
         self._center_labels_ = np.arange(self.n_clusters_, dtype=np.int64)
         return self
 
+    def fit_predict_ks(self, X, ks) -> dict[int, np.ndarray]:
+        """Labels of ``X`` for each k in ``ks`` from ONE tree (cut at k clusters), as
+        ``fit_predict`` with ``n_clusters=k`` would give up to ties; the label-free choice
+        of k uses it so that the tree is built once, not once per k."""
+        from scipy.cluster.hierarchy import fcluster, linkage
+
+        X = self._validate_X(X)
+        _check_pairwise_memory(len(X), "agglomerative", copies=0.5)
+        if self.linkage == "ward" and self.metric != "euclidean":
+            raise InputError("ward linkage works only with metric='euclidean'; "
+                             "use linkage='average' for other metrics")
+        tree = linkage(X, method=self.linkage, metric=self.metric)
+        out = {}
+        for k in ks:
+            k = int(min(max(1, k), len(X)))
+            labels = fcluster(tree, t=k, criterion="maxclust")
+            out[k] = (np.unique(labels, return_inverse=True)[1]).astype(np.int64)
+        return out
+
 
 @register("spectral", "spectral clustering on a k-nearest-neighbour affinity graph")
 class Spectral(_CentroidPredictMixin, BaseClusterer):

@@ -1,8 +1,9 @@
-"""Choosing the number of clusters without labels.
+"""Choosing the number of clusters of one method without labels (``--k auto``).
 
-A sweep fits the clusterer for each k and scores it with a label-free criterion; the default
-is the silhouette in a UMAP-reduced space, which the zero-shot study (Lowe et al. 2024) found to
-track AMI closely. ``oracle_ami`` exists for research comparisons only: it reads the true
+A sweep fits the clusterer for each k (:func:`deepclust.selection.auto.select` with one
+candidate per k) and scores it with a label-free criterion
+(:mod:`deepclust.selection.criteria`; the default is the one ``benchmarks/selection.py``
+measured best). ``oracle_ami`` exists for research comparisons only: it reads the true
 labels, and every output that used it says so.
 """
 
@@ -13,19 +14,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from deepclust import metrics
-from deepclust.cluster import get_clusterer_class, make_clusterer
+from deepclust.cluster import get_clusterer_class
 from deepclust.errors import InputError
-from deepclust.metrics import proxy_space
-
-#: criterion -> (higher is better?, needs labels?)
-CRITERIA = {
-    "umap_silhouette": (True, False),
-    "silhouette": (True, False),
-    "calinski_harabasz": (True, False),
-    "davies_bouldin": (False, False),
-    "oracle_ami": (True, True),
-}
+from deepclust.selection.auto import Candidate, Selection, select
+from deepclust.selection.criteria import DEFAULT_CRITERION, ScoringSample, check_criterion
 
 
 @dataclass
@@ -39,6 +31,8 @@ class KSelection:
     #: rows the sweep was run on, and how many the input has (equal unless it was sampled)
     rows: int | None = None
     of_rows: int | None = None
+    #: every candidate with all its scores (see :class:`~deepclust.selection.auto.Selection`)
+    selection: Selection | None = None
 
     def as_dict(self) -> dict:
         return {"criterion": self.criterion, "best_k": self.best_k, "oracle": self.oracle,
@@ -91,30 +85,18 @@ def check_clusterer_params(params: dict | None) -> dict:
     return params
 
 
-def _score(criterion: str, X, labels, *, proxy_embedding, y_true, random_state) -> float:
-    if criterion == "oracle_ami":
-        return metrics.ami(y_true, labels)
-    if criterion == "umap_silhouette":
-        return metrics.umap_silhouette(None, labels, embedding=proxy_embedding,
-                                       random_state=random_state)
-    if criterion == "silhouette":
-        return metrics.silhouette(X, labels, random_state=random_state)
-    if criterion == "davies_bouldin":
-        return metrics.davies_bouldin(X, labels)
-    return metrics.calinski_harabasz(X, labels)
-
-
 def select_k(
     X: np.ndarray,
     method: str,
     k_values: Iterable[int],
     *,
-    criterion: str = "umap_silhouette",
+    criterion: str = DEFAULT_CRITERION,
     proxy_embedding: np.ndarray | None = None,
     y_true: np.ndarray | None = None,
     params: dict | None = None,
     random_state=0,
     progress: bool = False,
+    sample: ScoringSample | None = None,
 ) -> KSelection:
     """Fit ``method`` for each k in ``k_values`` on ``X`` and keep the best by ``criterion``.
 
@@ -127,42 +109,41 @@ def select_k(
     k_values : iterable of int
         Candidates; values above the number of samples are dropped.
     criterion : str
-        One of :data:`CRITERIA`. ``umap_silhouette`` needs ``proxy_embedding``; computed from
-        ``X`` when not given. ``oracle_ami`` needs ``y_true`` and is labelled an oracle.
+        One of :data:`~deepclust.selection.criteria.CRITERIA` (or ``combined``).
+        ``umap_silhouette`` uses ``proxy_embedding`` (computed when not given);
+        ``oracle_ami`` needs ``y_true`` and is labelled an oracle.
+    sample : ScoringSample, optional
+        The rows in their original space (the kNN graph and proxy are built from them); by
+        default ``X`` itself.
     """
-    if criterion not in CRITERIA:
-        raise InputError(f"unknown criterion {criterion!r}; choose from {', '.join(CRITERIA)}")
-    higher_better, needs_labels = CRITERIA[criterion]
+    crit = check_criterion(criterion)
     cls = get_clusterer_class(method)
     if not cls.takes_n_clusters:
         raise InputError(
             f"{method} finds the number of clusters itself; it cannot sweep k "
             "(drop --k, or tune its own parameters)"
         )
-    if needs_labels and (y_true is None or not np.any(np.asarray(y_true) >= 0)):
+    if crit.needs_labels and (y_true is None or not np.any(np.asarray(y_true) >= 0)):
         raise InputError(f"criterion {criterion} is an oracle and needs true labels")
     ks = [k for k in k_values if k <= len(X)]
     if not ks:
         raise InputError(f"no k in the range is at most the number of samples ({len(X)})")
-    if criterion == "umap_silhouette" and proxy_embedding is None:
-        proxy_embedding = proxy_space(X, random_state=random_state)
     params = check_clusterer_params(params)
-    curve = []
-    iterator = ks
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(ks, desc=f"k sweep ({criterion})", unit="k", leave=False)
-    for k in iterator:
-        model = make_clusterer(method, n_clusters=k, random_state=random_state, **params)
-        labels = model.fit_predict(X)
-        score = _score(criterion, X, labels, proxy_embedding=proxy_embedding, y_true=y_true,
-                       random_state=random_state)
-        curve.append({"k": int(k), "score": float(score),
-                      "n_clusters": int(len(np.unique(labels[labels >= 0])))})
-    scored = [c for c in curve if np.isfinite(c["score"])]
-    if not scored:
-        raise InputError(f"{criterion} is undefined for every k tried; widen the k range")
-    best = (max if higher_better else min)(scored, key=lambda c: c["score"])
-    return KSelection(criterion, best["k"], curve, oracle=needs_labels, rows=len(X),
-                      of_rows=len(X))
+    if sample is None:
+        sample = ScoringSample(np.asarray(X, dtype=np.float32), random_state=random_state,
+                               proxy=proxy_embedding,
+                               y=None if y_true is None else np.asarray(y_true))
+    frozen = tuple(sorted(params.items()))
+    cands = [Candidate("", method, int(k), frozen) for k in ks]
+    try:
+        sel = select(sample, cands, criterion=criterion, also=(), random_state=random_state,
+                     progress=progress, reduced={"": np.asarray(X, dtype=np.float32)})
+    except InputError as exc:
+        if "undefined for every candidate" in str(exc):
+            raise InputError(f"{criterion} is undefined for every k tried; widen the k range"
+                             ) from None
+        raise
+    curve = [{"k": c["k"], "score": float(c["score"]), "n_clusters": c.get("n_clusters", 0)}
+             for c in sel.candidates]
+    return KSelection(criterion, sel.best["k"], curve, oracle=crit.needs_labels,
+                      rows=len(X), of_rows=len(X), selection=sel)
