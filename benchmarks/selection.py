@@ -45,8 +45,8 @@ LABEL_FREE = [n for n, c in CRITERIA.items() if not c.needs_labels]
 #: criteria the combination may weigh (head_loss is only defined for heads)
 COMBINABLE = ("modularity", "umap_silhouette", "silhouette", "density", "stability",
               "learnability")
-PART_A = ("fmnist-lite0-test", "fmnist-pixels-train", "digits-pixels", "fmnist-lite0-k3",
-          "fmnist-lite0-longtail", "fmnist-lite0-k7")
+PART_A = ("fmnist-lite0-test", "digits-pixels", "fmnist-lite0-k3", "fmnist-lite0-k7",
+          "fmnist-pixels-k5", "fmnist-lite0-longtail")
 
 
 # ----------------------------------------------------------------------------- the suite
