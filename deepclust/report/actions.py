@@ -79,6 +79,46 @@ outside it. Widen the range (<code>--k-range</code>) and run again.</p>{% endif 
     return Section("k-selection", "Choice of k", html, [fig.link])
 
 
+def selection_section(ctx: ReportContext) -> Section | None:
+    """``--method auto``: every candidate (reducer, method, k) with its label-free scores, the
+    pick, the margin to the runner-up, what was left out and why."""
+    data = ctx.data
+    sel = None if data is None else data.run.get("selection")
+    if not sel or not sel.get("candidates"):
+        return None
+    from deepclust.report.figures import selection_figure
+
+    crit = sel.get("criterion")
+    lower = crit in ("davies_bouldin", "head_loss")
+    ranked = sorted((c for c in sel["candidates"] if isinstance(c.get("score"), (int, float))
+                     and np.isfinite(c["score"])), key=lambda c: c["score"], reverse=not lower)
+    best = sel.get("best") or {}
+    fig = ctx.figure(selection_figure(sel["candidates"], best, str(crit)), "selection")
+    names = sorted({n for c in ranked for n in (c.get("scores") or {}) if n != crit})
+    runner = (sel["candidates"][sel["runner_up"]]["name"]
+              if sel.get("runner_up") is not None else None)
+    tag = "ORACLE: uses the true labels" if sel.get("oracle") else "label-free"
+    html = render("""{{ img }}
+<p class="note">{{ best.name }} was chosen by {{ crit }} ({{ tag }}) among {{ n }} candidates,
+fitted on {% if rows < of_rows %}a seeded sample of {{ rows }} of {{ of_rows }} rows{% else %}all
+{{ rows }} rows{% endif %}. {% if runner %}Margin to the runner-up ({{ runner }}):
+{{ margin | num }}.{% endif %}</p>
+{% for w in warnings %}<p class="error">{{ w }}</p>{% endfor %}
+{% for s in skipped %}<p class="note">Left out: {{ s.reducer or "" }} {{ s.method or "" }}:
+{{ s.reason }}.</p>{% endfor %}
+<details><summary>Every candidate, best first</summary><table class="t"><tr><th>candidate</th>
+<th>{{ crit }}</th><th>clusters</th>{% for n in names %}<th>{{ n }}</th>{% endfor %}</tr>
+{% for c in ranked %}<tr{% if c.name == best.name %} class="hl"{% endif %}><td>{{ c.name }}</td>
+<td class="num">{{ c.score | num }}</td><td class="num">{{ c.n_clusters }}</td>
+{% for n in names %}<td class="num">{{ c.scores[n] | num }}</td>{% endfor %}</tr>{% endfor %}
+</table></details>""", img=fig.img("label-free score of every candidate"), best=best,
+                  crit=crit, tag=tag, n=len(sel["candidates"]), rows=sel.get("rows"),
+                  of_rows=sel.get("of_rows"), runner=runner, margin=sel.get("margin"),
+                  warnings=sel.get("warnings") or [], skipped=sel.get("skipped") or [],
+                  names=names, ranked=ranked)
+    return Section("selection", "How the pipeline was chosen", html, [fig.link])
+
+
 def failed_section(ctx: ReportContext) -> Section | None:
     """Images the run could not read, with the reason."""
     data = ctx.data

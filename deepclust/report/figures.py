@@ -296,6 +296,33 @@ def pipelines_figure(rows: Sequence[Mapping], highlight: str | None = None) -> F
     return fig
 
 
+def selection_figure(candidates: Sequence[dict], pick: dict, criterion: str) -> Figure:
+    """The label-free score of every candidate of ``--method auto`` against k, one line per
+    reducer and method (methods that find k themselves as a point at the k they found), the
+    pick circled."""
+    fig = new_figure(6.5, 3.2)
+    ax = fig.add_subplot()
+    groups: dict[str, list[dict]] = {}
+    for c in candidates:
+        if c.get("score") is None or not np.isfinite(c["score"]):
+            continue
+        reducer = "umap" if str(c["reducer"]).startswith("umap") else (c["reducer"] or "none")
+        groups.setdefault(f"{reducer} | {c['method']}", []).append(c)
+    for name, rows in sorted(groups.items()):
+        rows = sorted(rows, key=lambda r: r["k"] if r["k"] is not None else r["n_clusters"])
+        xs = [r["k"] if r["k"] is not None else r["n_clusters"] for r in rows]
+        ax.plot(xs, [r["score"] for r in rows], marker="o", markersize=3, linewidth=1.0,
+                label=name, linestyle="-" if rows[0]["k"] is not None else "none")
+    x = pick["k"] if pick.get("k") is not None else pick.get("n_clusters")
+    ax.plot([x], [pick["score"]], marker="o", markersize=10, markerfacecolor="none",
+            markeredgecolor="#d62728", markeredgewidth=1.6)
+    ax.set_xlabel("k (clusters found, for methods that find k)")
+    ax.set_ylabel(criterion.replace("_", "-"))
+    ax.legend(fontsize=7, frameon=False, loc="best")
+    ax.spines[["top", "right"]].set_visible(False)
+    return fig
+
+
 def k_curve_figure(ks: Sequence[int], scores: Sequence[float | None], best: int | None,
                    criterion: str) -> Figure:
     """The label-free score of each k of a sweep, the chosen k marked.

@@ -30,6 +30,7 @@ from deepclust.report.actions import (
     kselection_section,
     missing_section,
     outliers_section,
+    selection_section,
 )
 from deepclust.report.core import ReportContext, Section
 from deepclust.report.data import NOISE, RunData
@@ -114,6 +115,12 @@ def _overview_rows(data: RunData) -> list[tuple[str, str]]:
                   f"; found: {run.get('n_clusters')}"
                   + (f"; {run.get('n_noise')} noise points" if run.get("n_noise") else "")),
         ]
+        auto = run.get("selection")
+        if auto:
+            tag = "ORACLE, uses true labels" if auto.get("oracle") else "label-free"
+            rows.append(("chosen by", f"{auto.get('criterion')} ({tag}) among "
+                                      f"{len(auto.get('candidates') or [])} candidates: "
+                                      f"{(auto.get('best') or {}).get('name')}"))
         sel = run.get("k_selection")
         if sel:
             tag = "ORACLE, uses true labels" if sel.get("oracle") else "label-free"
@@ -385,6 +392,7 @@ DEFAULT_SECTIONS = (
     scores_section,
     sizes_section,
     kselection_section,
+    selection_section,
     embedding_section,
     confusion_section,
     galleries_section,
