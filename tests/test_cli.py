@@ -141,7 +141,8 @@ def test_cluster_with_a_labels_file(files, tmp_path, capsys):
 
 def test_k_auto_prints_the_curve(files, tmp_path, capsys):
     code, out, _ = run(capsys, "cluster", files / "blobs.npz", "--k", "auto", "--k-range",
-                       "2:6", "--reduce", "pca:5,umap:5:n_epochs=100", "--out", tmp_path)
+                       "2:6", "--reduce", "pca:5,umap:5:n_epochs=100", "--out", tmp_path,
+                       "--criterion", "umap_silhouette", "--method", "kmeans")
     assert code == 0
     assert "k chosen by umap_silhouette (label-free): 4" in out
     curve = [line.split() for line in out.splitlines() if line.split()[:1] in (["2"], ["6"])]
@@ -429,8 +430,10 @@ def test_cluster_without_method_or_k_chooses_without_labels(files, tmp_path, cap
                        "--k-range", "2:8", "--no-label-free", "--out", tmp_path / "auto")
     assert code == 0
     record = json.loads((tmp_path / "auto" / "run.json").read_text())
-    assert record["method"] == "kmeans" and record["k_requested"] == "auto"
-    assert record["k"] == 4 and "k chosen by silhouette (label-free): 4" in out
+    assert record["k_requested"] == "auto" and record["n_clusters"] == 4
+    sel = record["selection"]
+    assert record["method"] == sel["best"]["method"] and sel["criterion"] == "silhouette"
+    assert "chosen by silhouette (label-free) among" in out and "<- pick" in out
 
 
 def test_quiet_and_json_on_embed(tmp_path, capsys):

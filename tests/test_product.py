@@ -42,7 +42,8 @@ def test_one_command_gives_every_good_image_an_absolute_existing_path(folder_run
     assert all(p.is_absolute() and p.is_file() for p in paths)
     assert sorted(map(str, paths)) == sorted(str(p.resolve()) for p in folder_run["good"])
     record = json.loads((folder_run["tmp"] / "run" / "run.json").read_text())
-    assert record["k_requested"] == "auto" and record["method"] == "kmeans"
+    assert record["k_requested"] == "auto" and record["selection"]["criterion"] == "silhouette"
+    assert record["method"] == record["selection"]["best"]["method"]
     assert [Path(f["path"]).name for f in record["failed"]] == [folder_run["broken"].name]
     original, copy = (str(p.resolve()) for p in folder_run["copies"])
     group = {r["path"]: r["duplicate_group"] for r in table}

@@ -87,7 +87,8 @@ def test_one_command_clusters_a_folder_of_photos(photo_run, capsys):
     # ids are paths relative to the folder, unicode and spaces intact
     assert "trip one/día 2/copy of original.jpg" in table["id"].to_pylist()
     record = json.loads((run / "run.json").read_text())
-    assert record["method"] == "kmeans" and record["k_requested"] == "auto"
+    assert record["method"] == record["selection"]["best"]["method"]
+    assert record["k_requested"] == "auto"
     assert record["assignments"] == "assignments.parquet"
     assert record["input"]["path"] == str((photo_run["tmp"] / "photos").resolve())
     assert Path(record["input"]["store"]).is_dir() and record["input"]["fingerprint"]

@@ -79,6 +79,8 @@ class Selection:
     criterion: str
     candidates: list[dict]
     pick: int
+    #: the best candidate whose partition differs from the pick's (ARI < 0.99), and how far
+    #: below the pick it scores: the confidence of the choice
     runner_up: int | None
     margin: float
     rows: int
@@ -242,8 +244,7 @@ def select(sample: ScoringSample, candidates: Sequence[Candidate], *,
                    n_noise=int(np.count_nonzero(labels < 0)))
         row["scores"] = {n: score(n, labels, sample, refit=refit, estimator=est,
                                   features=Z) for n in names}
-        if keep_labels:
-            row["labels"] = labels
+        row["labels"] = labels
         table.append(row)
     if criterion == "combined":
         for row, value in zip(table, combine(table), strict=True):
@@ -257,9 +258,12 @@ def select(sample: ScoringSample, candidates: Sequence[Candidate], *,
         raise InputError(f"{criterion} is undefined for every candidate (e.g. each found one "
                          "cluster); widen the k range or try other methods")
     pick = order[0]
-    runner = order[1] if len(order) > 1 else None
+    runner = _runner_up(table, order)
     margin = (abs(table[pick]["score"] - table[runner]["score"]) if runner is not None
               else math.nan)
+    if not keep_labels:
+        for row in table:
+            row.pop("labels", None)
     sel = Selection(criterion, table, pick, runner, margin, len(sample),
                     of_rows if of_rows is not None else len(sample),
                     oracle=crit.needs_labels, skipped=list(skipped or []),
@@ -268,6 +272,19 @@ def select(sample: ScoringSample, candidates: Sequence[Candidate], *,
     if warning:
         sel.warnings.append(warning)
     return sel
+
+
+def _runner_up(table: list[dict], order: list[int]) -> int | None:
+    """The best candidate after the pick whose partition differs from the pick's (ARI below
+    0.99): candidates that found the same clusters are the same answer, not a rival."""
+    from sklearn.metrics import adjusted_rand_score
+
+    best = table[order[0]].get("labels")
+    for i in order[1:]:
+        other = table[i].get("labels")
+        if best is None or other is None or adjusted_rand_score(best, other) < 0.99:
+            return i
+    return None
 
 
 def edge_warning(sel: Selection) -> str | None:
