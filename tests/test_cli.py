@@ -161,10 +161,17 @@ def test_k_auto_prints_the_curve(files, tmp_path, capsys):
 
 def test_k_auto_with_the_oracle_says_so(files, tmp_path, capsys):
     code, out, _ = run(capsys, "cluster", files / "blobs.npz", "--k", "auto", "--k-range",
-                       "3:5", "--criterion", "oracle_ami", "--out", tmp_path, "--no-label-free")
+                       "3:5", "--criterion", "oracle_ami", "--out", tmp_path, "--no-label-free",
+                       "--method", "kmeans")
     assert code == 0
     assert "k chosen by oracle_ami (ORACLE (uses true labels)): 4" in out
     assert json.loads((tmp_path / "run.json").read_text())["k_selection"]["oracle"] is True
+    # --method auto (the default) says it too, and records it
+    code, out, _ = run(capsys, "cluster", files / "blobs.npz", "--k-range", "3:5",
+                       "--criterion", "oracle_ami", "--out", tmp_path / "auto",
+                       "--no-label-free", "--reduce", "none")
+    assert code == 0 and "chosen by oracle_ami (ORACLE (uses true labels)) among" in out
+    assert json.loads((tmp_path / "auto" / "run.json").read_text())["selection"]["oracle"]
 
 
 def test_streamed_store_with_report_and_labels_never_loads_it(files, tmp_path, monkeypatch,
