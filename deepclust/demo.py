@@ -55,22 +55,18 @@ def demo_rows(labels: np.ndarray, n: int | None, seed: int = 0) -> np.ndarray | 
     """A seeded subset of ``n`` rows, the classes as equal as the counts allow (sorted).
 
     None when ``n`` is None or covers every row. Classes smaller than their share give
-    all their rows; the rest is shared among the others.
+    all their rows; the rest is shared evenly among the others (counts differ by one at most).
     """
     if n is None or n >= len(labels):
         return None
     rng = np.random.default_rng(seed)
     classes = np.unique(labels)
     pools = {c: rng.permutation(np.flatnonzero(labels == c)) for c in classes}
-    take = dict.fromkeys(classes, 0)
-    left = n
-    while left > 0:  # round-robin shares, so no class gets two more than another
-        open_ = [c for c in classes if take[c] < len(pools[c])]
-        share, extra = divmod(left, len(open_))
-        for i, c in enumerate(open_):
-            add = min(share + (i < extra), len(pools[c]) - take[c])
-            take[c] += add
-            left -= add
+    take, left = {}, n
+    # smallest classes first: each takes its even share of what is left, or all it has
+    for i, c in enumerate(sorted(classes, key=lambda c: (len(pools[c]), c))):
+        take[c] = min(len(pools[c]), left // (len(classes) - i))
+        left -= take[c]
     return np.sort(np.concatenate([pools[c][: take[c]] for c in classes]))
 
 

@@ -478,9 +478,9 @@ def builtin_embeddings(name: str, split: str, encoder: str = DEFAULT_ENCODER, *,
         return store.as_feature_set()
     rows = np.asarray(rows, dtype=np.int64).reshape(-1)
     if store is not None:
-        if len(rows) and (rows.min() < 0 or rows.max() >= store.count):
-            raise InputError(f"rows must lie in [0, {store.count}) for {name}:{split}")
         fs = store.as_feature_set()
+        if len(rows) and (rows.min() < 0 or rows.max() >= len(fs.X)):
+            raise InputError(f"rows must lie in [0, {len(fs.X)}) for {name}:{split}")
         return FeatureSet(fs.X[rows], None if fs.y is None else fs.y[rows],
                           rows.astype(str), fs.class_names, f"{fs.source} rows")
     sub_path = builtin_subset_store_path(name, split, encoder, rows)
