@@ -42,7 +42,7 @@ class DemoPipeline(NamedTuple):
 #: ``k`` is the dataset's number of classes for methods that take it — the demo compares
 #: methods at the true k, as the papers do; ``--k auto`` in ``deepclust cluster`` is the
 #: label-free way. TEMI, the deep clustering head, trains on the PCA-50 embeddings: as good
-#: as the 1 280-d ones on this data and half the time (see docs/heads.md "Demo").
+#: as the 1 280-d ones on this data and half the time (docs/demo.md).
 DEMO_PIPELINES = [
     DemoPipeline("pca:50", "kmeans", {"n_init": 3}),
     DemoPipeline("umap", "kmeans", {"n_init": 3}),
