@@ -28,10 +28,10 @@ import numpy as np
 import torch
 
 from deepclust import runtime
-from deepclust.data.sources import ImageSource, open_source
+from deepclust.data.sources import ArraySource, ImageSource, open_source
 from deepclust.encoders import DEFAULT_ENCODER, Encoder, get_encoder
 from deepclust.encoders.engine import resolve_engine, with_engine
-from deepclust.errors import DeepclustError, InputError
+from deepclust.errors import DataNotFoundError, DeepclustError, InputError
 from deepclust.progress import progress_disabled
 from deepclust.runtime import auto_threads
 from deepclust.store import STORE_DTYPES, EmbeddingStore, StoreWriter, open_store
@@ -414,11 +414,34 @@ def builtin_store_path(name: str, split: str, encoder: str) -> Path:
     return cache_dir() / "stores" / f"{_slug(name)}-{_slug(split)}-{_slug(encoder)}"
 
 
-def builtin_embeddings(name: str, split: str, encoder: str = DEFAULT_ENCODER, *, progress: bool = True):
+def builtin_subset_store_path(name: str, split: str, encoder: str, rows: np.ndarray) -> Path:
+    """Where :func:`builtin_embeddings` keeps the store of some ``rows`` of ``name:split``:
+    beside the whole split's, named by the row count and a digest of the rows."""
+    import hashlib
+
+    digest = hashlib.blake2b(np.asarray(rows, dtype=np.int64).tobytes(), digest_size=8).hexdigest()
+    full = builtin_store_path(name, split, encoder)
+    return full.with_name(f"{_slug(name)}-{_slug(split)}-rows{len(rows)}-{digest}-{_slug(encoder)}")
+
+
+def _open_complete(path: Path, encoder: str):
+    """The finished store at ``path`` made with ``encoder``, else None."""
+    try:
+        store = open_store(path)
+    except DeepclustError:
+        return None  # absent or unfinished
+    return store if store.meta.get("encoder") == encoder else None
+
+
+def builtin_embeddings(name: str, split: str, encoder: str = DEFAULT_ENCODER, *,
+                       progress: bool = True, rows=None, compute: bool = True):
     """Embeddings of a built-in dataset, computed once and cached.
 
     The store lives in ``cache_dir()/stores/<dataset>-<split>-<encoder>``: the first call
-    embeds the dataset (resuming an interrupted attempt), later calls just open it.
+    embeds the dataset (resuming an interrupted attempt), later calls just open it. With
+    ``rows``, only those rows: taken from the whole split's store when it is cached, else
+    embedded into a store of their own (:func:`builtin_subset_store_path`), so a quick look
+    at a subset costs the subset's images, not the split's.
 
     Parameters
     ----------
@@ -430,23 +453,49 @@ def builtin_embeddings(name: str, split: str, encoder: str = DEFAULT_ENCODER, *,
         Encoder registry name.
     progress : bool
         Show a progress bar while embedding.
+    rows : array of int, optional
+        Row numbers of the split (any order; the result follows it). Default: every row.
+    compute : bool
+        Embed what is not cached (True), or raise :class:`DataNotFoundError` instead.
 
     Returns
     -------
     FeatureSet
-        ``X`` float32 ``(N, dim)``, ``y`` labels, ``ids``, ``class_names``.
+        ``X`` float32 ``(N, dim)``, ``y`` labels, ``ids``, ``class_names``; with ``rows``,
+        those rows in that order, ``ids`` the row numbers.
     """
     from deepclust.data.builtin import load_dataset
+    from deepclust.data.featureset import FeatureSet
 
     path = builtin_store_path(name, split, encoder)
-    try:
-        store = open_store(path)
-        if store.meta.get("encoder") == encoder:
-            return store.as_feature_set()
-    except DeepclustError:
-        pass  # absent or unfinished: (re)build below
-    dataset = load_dataset(name, split)
-    return embed(dataset, encoder, path, progress=progress).as_feature_set()
+    store = _open_complete(path, encoder)
+    if rows is None:
+        if store is None:
+            if not compute:
+                raise DataNotFoundError(f"no cached {encoder} embeddings of {name}:{split} "
+                                        f"in {path}; run `deepclust embed` or the demo again")
+            store = embed(load_dataset(name, split), encoder, path, progress=progress)
+        return store.as_feature_set()
+    rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+    if store is not None:
+        fs = store.as_feature_set()
+        if len(rows) and (rows.min() < 0 or rows.max() >= len(fs.X)):
+            raise InputError(f"rows must lie in [0, {len(fs.X)}) for {name}:{split}")
+        return FeatureSet(fs.X[rows], None if fs.y is None else fs.y[rows],
+                          rows.astype(str), fs.class_names, f"{fs.source} rows")
+    sub_path = builtin_subset_store_path(name, split, encoder, rows)
+    sub = _open_complete(sub_path, encoder)
+    if sub is None:
+        if not compute:
+            raise DataNotFoundError(f"no cached {encoder} embeddings of these {len(rows)} rows "
+                                    f"of {name}:{split} in {sub_path}; run the demo again")
+        ds = load_dataset(name, split)
+        if len(rows) and (rows.min() < 0 or rows.max() >= len(ds)):
+            raise InputError(f"rows must lie in [0, {len(ds)}) for {name}:{split}")
+        src = ArraySource(ds.images[rows], ds.labels[rows], ids=rows.astype(str),
+                          class_names=ds.class_names, name=f"{ds.name}:{ds.split}")
+        sub = embed(src, encoder, sub_path, progress=progress)
+    return sub.as_feature_set()
 
 
 def source_store_path(source, encoder: str = DEFAULT_ENCODER) -> Path:

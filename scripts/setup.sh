@@ -14,13 +14,13 @@ if [ ! -x .venv/bin/python ]; then
     "$python" -m venv .venv
 fi
 . .venv/bin/activate
-python -m pip install -q --upgrade pip
 
-# torch first, pinned: a bare 'torch' requirement would pull the newest (multi-GB CUDA) build.
-if ! python -c "import torch" 2>/dev/null; then
-    python -m pip install -q "torch==2.13.0"
-fi
-python -m pip install -q -e ".${extras}"
+# torch pinned: a bare 'torch' requirement would pull the newest (multi-GB CUDA) build. One pip
+# run for torch and the package (one resolution); --no-compile: Python compiles the modules it
+# imports on first use instead of all of torch's files now.
+torch_req=()
+python -c "import torch" 2>/dev/null || torch_req=("torch==2.13.0")
+python -m pip install -q --no-compile "${torch_req[@]}" -e ".${extras}"
 
 # Fashion-MNIST: Debian ships it; elsewhere deepclust downloads it on first use.
 if [ ! -d /usr/share/datasets/fashion-mnist ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -25,7 +25,7 @@ from sklearn.datasets import make_blobs
 from deepclust import __version__
 from deepclust.cli import main
 from deepclust.cluster import available_methods
-from deepclust.errors import DataNotFoundError
+from deepclust.errors import DataNotFoundError, InputError
 from deepclust.runinfo import environment, to_json, write_json, write_npy
 from deepclust.tables import format_table
 
@@ -378,27 +378,88 @@ def test_demo_on_digits_ranks_every_pipeline(tmp_path, capsys, monkeypatch):
         raise DataNotFoundError("encoder weights not on this machine")
 
     monkeypatch.setattr(deepclust.embed, "builtin_embeddings", no_weights)
-    assert run_demo(dataset="digits", out=str(tmp_path)) == 0
+    assert run_demo(dataset="digits", out=str(tmp_path)) == 0  # 1797 < the default subset
     out = capsys.readouterr().out
     assert "digits (all), 1797 images, 10 classes" in out
     assert "pixels only" in out
+    on_pixels = [p for p in DEMO_PIPELINES if "pixels" in p.on]
+    assert 0 < len(on_pixels) < len(DEMO_PIPELINES)  # TEMI runs on the embeddings only
     table = [line for line in out.splitlines() if line.split()[:2][-1:] == ["pixels"]]
-    assert len(table) == len(DEMO_PIPELINES)
-    assert [int(line.split()[0]) for line in table] == list(range(1, len(DEMO_PIPELINES) + 1))
-    for red, method, _ in DEMO_PIPELINES:
-        shown = "pca:50,umap:50" if red == "umap" else red
-        assert any(f"| {shown} | {method}" in line for line in table)
+    assert len(table) == len(on_pixels)
+    assert [int(line.split()[0]) for line in table] == list(range(1, len(on_pixels) + 1))
+    for p in on_pixels:
+        shown = "pca:50,umap:50" if p.reducer == "umap" else p.reducer
+        assert any(f"| {shown} | {p.method}" in line for line in table)
     assert "Ranked by AMI" in out and "Spearman correlation" in out
 
     summary = json.loads((tmp_path / "run.json").read_text())
     rows = summary["rows"]
     assert summary["dataset"] == "digits" and summary["n_samples"] == 1797
-    assert len(rows) == len(DEMO_PIPELINES)
+    assert summary["dataset_rows"] is None and not (tmp_path / "dataset_rows.npy").exists()
+    assert len(rows) == len(on_pixels)
     amis = [r["ami"] for r in rows]
     assert amis == sorted(amis, reverse=True)
     assert sorted(r["proxy_rank"] for r in rows) == list(range(1, len(rows) + 1))
     assert rows[0]["ami"] > 0.8  # UMAP pipelines cluster digits well
-    assert len(list(tmp_path.glob("labels_*.npy"))) == len(DEMO_PIPELINES)
+    assert len(list(tmp_path.glob("labels_*.npy"))) == len(on_pixels)
+    # the label-free pick: the best UMAP-silhouette, its regret against the best AMI
+    picked = [r for r in rows if r["picked"]]
+    assert len(picked) == 1 and picked[0]["proxy_rank"] == 1
+    assert summary["proxy_pick"] == picked[0]["pipeline"]
+    assert summary["regret"] == pytest.approx(rows[0]["ami"] - picked[0]["ami"])
+    line = next(x for x in out.splitlines() if x.startswith("Without labels"))
+    assert picked[0]["pipeline"] in line and f"regret {summary['regret']:.3f}" in line
+
+
+def test_demo_rows_are_seeded_and_class_balanced():
+    from deepclust.demo import demo_rows
+
+    labels = np.repeat(np.arange(10), 1000)
+    rows = demo_rows(labels, 2000, seed=0)
+    assert len(rows) == 2000 and np.all(np.diff(rows) > 0)
+    assert np.bincount(labels[rows]).tolist() == [200] * 10
+    assert np.array_equal(rows, demo_rows(labels, 2000, seed=0))
+    assert not np.array_equal(rows, demo_rows(labels, 2000, seed=1))
+    assert demo_rows(labels, 10_000) is None and demo_rows(labels, None) is None
+    # a class smaller than its share gives all it has; the others share the rest evenly
+    skewed = np.concatenate([np.zeros(5, int), np.ones(100, int), np.full(100, 2)])
+    counts = np.bincount(skewed[demo_rows(skewed, 65)]).tolist()
+    assert counts == [5, 30, 30]
+    assert np.bincount(skewed[demo_rows(skewed, 64)]).tolist() in ([5, 30, 29], [5, 29, 30])
+
+
+def test_pick_without_labels_takes_the_best_finite_score():
+    from deepclust.demo import pick_without_labels
+
+    rows = [{"pipeline": "a", "umap_silhouette": 0.2}, {"pipeline": "b", "umap_silhouette": None},
+            {"pipeline": "c", "umap_silhouette": 0.5}, {"pipeline": "d", "umap_silhouette": math.nan}]
+    assert pick_without_labels(rows)["pipeline"] == "c"
+    assert pick_without_labels(rows[1:2] + rows[3:]) is None
+
+
+def test_demo_subset_is_recorded_and_read_back_by_the_report(tmp_path, capsys, monkeypatch):
+    import deepclust.embed
+    from deepclust.demo import run_demo
+    from deepclust.report.data import load_run
+
+    monkeypatch.setattr(deepclust.embed, "builtin_embeddings",
+                        lambda *a, **k: (_ for _ in ()).throw(DataNotFoundError("offline")))
+    assert main(["demo", "--dataset", "digits", "--rows", "300", "--out", str(tmp_path),
+                 "--quiet"]) == 0
+    summary = json.loads((tmp_path / "run.json").read_text())
+    assert summary["n_samples"] == 300 and summary["dataset_size"] == 1797
+    rows = np.load(tmp_path / summary["dataset_rows"])
+    assert len(rows) == 300 and np.array_equal(rows, np.unique(rows))
+    data = load_run(tmp_path, pipeline=1)
+    from deepclust.data import load_dataset
+
+    assert np.array_equal(data.y, load_dataset("digits").labels[rows])
+    assert data.X.shape == (300, 64) and len(data.labels) == 300
+    assert data.metrics["ami"] == pytest.approx(summary["rows"][0]["ami"])
+    assert main(["demo", "--full", "--rows", "5"]) == 2
+    assert "not both" in capsys.readouterr().err
+    with pytest.raises(InputError, match="at least 20"):
+        run_demo(dataset="digits", rows=3)
 
 
 # ----------------------------------------------------------------------------- runinfo, tables

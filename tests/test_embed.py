@@ -27,7 +27,7 @@ from deepclust.embed import (
 )
 from deepclust.encoders import Encoder, ImageTransform, get_encoder
 from deepclust.encoders.checkpoint import ConvNet, save_checkpoint
-from deepclust.errors import InputError
+from deepclust.errors import DataNotFoundError, InputError
 from deepclust.runtime import resolve_precision
 from deepclust.store import open_store
 
@@ -258,6 +258,30 @@ def test_builtin_embeddings_are_cached(tmp_path, monkeypatch):
     monkeypatch.setattr("deepclust.embed.embed", no_embedding)
     again = builtin_embeddings("digits", "all", "raw", progress=False)
     assert np.array_equal(again.X, fs.X)
+
+
+def test_builtin_embeddings_of_rows_come_from_the_split_or_a_store_of_their_own(tmp_path, monkeypatch):
+    from deepclust.data import load_dataset
+    from deepclust.embed import builtin_subset_store_path
+
+    monkeypatch.setenv("DEEPCLUST_CACHE", str(tmp_path / "cache"))
+    rows = np.array([5, 0, 1796, 42])
+    with pytest.raises(DataNotFoundError, match="4 rows of digits:all"):
+        builtin_embeddings("digits", "all", "raw", rows=rows, compute=False)
+    sub = builtin_embeddings("digits", "all", "raw", rows=rows, progress=False)
+    ds = load_dataset("digits")
+    assert sub.X.shape == (4, 3072) and sub.y.tolist() == ds.labels[rows].tolist()
+    assert list(sub.ids) == ["5", "0", "1796", "42"]
+    assert (builtin_subset_store_path("digits", "all", "raw", rows) / "meta.json").is_file()
+    assert not (tmp_path / "cache" / "stores" / "digits-all-raw").exists()  # only the rows
+    # once the whole split is cached, rows are read from it, and agree
+    full = builtin_embeddings("digits", "all", "raw", progress=False)
+    monkeypatch.setattr("deepclust.embed.embed", lambda *a, **k: pytest.fail("re-embedded"))
+    again = builtin_embeddings("digits", "all", "raw", rows=rows[::-1], compute=False)
+    assert np.allclose(again.X, sub.X[::-1]) and np.array_equal(again.X, full.X[rows[::-1]])
+    assert list(again.ids) == ["42", "1796", "0", "5"]
+    with pytest.raises(InputError, match=r"rows must lie in \[0, 1797\)"):
+        builtin_embeddings("digits", "all", "raw", rows=[1797])
 
 
 def test_embed_input_errors(tmp_path, ckpt):

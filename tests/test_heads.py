@@ -191,6 +191,17 @@ def test_progress_bar_shows_steps_and_time_left(blobs, capsys):
     assert "TEMI" not in capsys.readouterr().err  # stderr is not a terminal here
 
 
+def test_quiet_hides_the_bars_of_both_heads(blobs, capsys, monkeypatch):
+    SCAN(n_clusters=4, random_state=0, progress=True, **{**SMALL, "n_steps": 20}).fit(blobs[0])
+    err = capsys.readouterr().err
+    assert "/20 [" in err and "<00:" in err  # SCAN's bar: steps and the time left
+    monkeypatch.setenv("TQDM_DISABLE", "1")  # what --quiet sets
+    TEMI(n_clusters=4, random_state=0, progress=True, **{**SMALL, "n_steps": 20}).fit(blobs[0])
+    SCAN(n_clusters=4, random_state=0, progress=True, **{**SMALL, "n_steps": 20}).fit(blobs[0])
+    err = capsys.readouterr().err
+    assert "/20 [" not in err and "step/s" not in err
+
+
 def test_head_bank_select_copies_heads():
     torch.manual_seed(0)
     bank = HeadBank(6, 3, n_heads=4, hidden_dim=8, bottleneck_dim=4)

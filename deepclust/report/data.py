@@ -38,7 +38,7 @@ import numpy as np
 
 from deepclust.errors import DataNotFoundError, DeepclustError, InputError
 from deepclust.report.images import ArrayImages, FileImages, ImageSet, resolve_image_paths
-from deepclust.store import is_store, open_store, read_index, read_meta
+from deepclust.store import is_store, read_index, read_meta
 
 NOISE = -1
 UMAP2D_EPOCHS = 200
@@ -698,17 +698,39 @@ def _read_store_features(data: RunData, store_dir: Path, inp: dict, features: An
     data.X, data.x_rows = sample.X, sample.rows
 
 
-def _demo_features(row: dict, ds, features: Any) -> tuple[np.ndarray | None, str | None]:
+def _demo_features(row: dict, ds, features: Any,
+                   subset: np.ndarray | None) -> tuple[np.ndarray | None, str | None]:
     name = row.get("features", "pixels")
     if isinstance(features, dict) and name in features:
         return np.asarray(features[name]), None
     if name == "pixels":
         return ds.features(), None
     try:  # the demo's cached embeddings; never recomputed here (minutes on a CPU)
-        from deepclust.embed import builtin_store_path
-        return open_store(builtin_store_path(ds.name, ds.split, name)).as_feature_set().X, None
+        from deepclust.embed import builtin_embeddings
+        return builtin_embeddings(ds.name, ds.split, name, rows=subset, compute=False).X, None
     except (ImportError, DeepclustError) as exc:
         return None, f"the {name} embeddings the demo used are no longer cached ({exc})"
+
+
+def _demo_subset(run_dir: Path, run: dict, ds):
+    """``ds`` cut to the rows the demo used (``run.json`` ``dataset_rows``, a subset), and
+    those rows (None: every row)."""
+    from dataclasses import replace
+
+    name = run.get("dataset_rows")
+    if not name:
+        return ds, None
+    path = run_dir / str(name)
+    try:
+        rows = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: the demo's dataset rows cannot be read ({exc}); run the "
+                         "demo again") from None
+    if rows.ndim != 1 or rows.dtype.kind not in "iu" or (
+            rows.size and (rows.min() < 0 or rows.max() >= len(ds))):
+        raise InputError(f"{path} does not hold row numbers of {ds.name} ({len(ds)} images); "
+                         "run the demo again")
+    return replace(ds, images=ds.images[rows], labels=ds.labels[rows]), rows
 
 
 def _load_demo_run(run_dir: Path, run: dict, pipeline: int | None, features: Any) -> RunData:
@@ -738,6 +760,7 @@ def _load_demo_run(run_dir: Path, run: dict, pipeline: int | None, features: Any
         data.notes["labels"] = data.notes["features"]
         data.metrics = {k: row[k] for k in ("acc", "nmi", "ami", "ari") if k in row}
         return data
+    ds, subset = _demo_subset(run_dir, run, ds)
     if len(ds) != labels.size:
         raise InputError(f"{run.get('dataset')} has {len(ds)} images but the demo labelled "
                          f"{labels.size}")
@@ -745,7 +768,7 @@ def _load_demo_run(run_dir: Path, run: dict, pipeline: int | None, features: Any
 
     data.y, data.class_names, data.images = ds.labels, ds.class_names, ArrayImages(ds.images)
     data.metrics = evaluate(ds.labels, labels)
-    data.X, why = _demo_features(row, ds, features)
+    data.X, why = _demo_features(row, ds, features, subset)
     if why:
         data.notes["features"] = why
     return data

@@ -28,6 +28,7 @@ import torch
 
 from deepclust import runtime
 from deepclust.cluster.heads.modules import HeadBank
+from deepclust.progress import progress_disabled
 
 __all__ = [
     "PairSampler",
@@ -312,7 +313,8 @@ class HeadTrainer:
         end = cfg.n_steps if until is None else min(until, cfg.n_steps)
         t_last = time.perf_counter()
         self.student.train()
-        hide = verbose or not runtime.is_main() or progress is False
+        # --quiet sets TQDM_DISABLE, which tqdm ignores when disable= is passed
+        hide = verbose or not runtime.is_main() or progress is False or progress_disabled()
         # tqdm's disable=None: shown only when stderr is a terminal
         disable = True if hide else (None if progress is None else False)
         bar = tqdm(total=end, initial=self.step, unit="step", desc=desc, leave=True,
