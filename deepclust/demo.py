@@ -71,14 +71,17 @@ def demo_rows(labels: np.ndarray, n: int | None, seed: int = 0) -> np.ndarray | 
 
 
 def pick_without_labels(rows: list[dict]) -> dict | None:
-    """The pipeline the label-free criterion picks: the highest UMAP-silhouette.
+    """The pipeline the default label-free criterion picks (``selection.DEFAULT_CRITERION``,
+    each row's score in ``label_free``, measured on its own feature set's rows).
 
-    The one place the demo chooses without labels, so another criterion (e.g.
-    :mod:`deepclust.selection`) can replace it. None when no score is finite.
+    The one place the demo chooses without labels. None when no score is finite.
     """
-    scored = [r for r in rows if r.get("umap_silhouette") is not None
-              and np.isfinite(r["umap_silhouette"])]
-    return max(scored, key=lambda r: r["umap_silhouette"]) if scored else None
+    from deepclust.selection import DEFAULT_CRITERION, check_criterion
+
+    sign = 1.0 if check_criterion(DEFAULT_CRITERION).higher_is_better else -1.0
+    scored = [r for r in rows if r.get("label_free") is not None
+              and np.isfinite(r["label_free"])]
+    return max(scored, key=lambda r: sign * r["label_free"]) if scored else None
 
 
 def _load(dataset: str, say) -> tuple:
@@ -159,6 +162,8 @@ def run_demo(dataset: str = "fashion-mnist", out: str | None = None, as_json: bo
     from deepclust.record import RunRecord
     from deepclust.reduce import reduce
     from deepclust.runinfo import now_iso, write_npy
+    from deepclust.selection import DEFAULT_CRITERION, ScoringSample
+    from deepclust.selection import score as score_partition
 
     if rows is not None and (isinstance(rows, bool) or not isinstance(rows, (int, np.integer))
                              or rows < 20):
@@ -206,6 +211,7 @@ def run_demo(dataset: str = "fashion-mnist", out: str | None = None, as_json: bo
         reduce_total += reduce_s
         say(f"[{feat_name}] reductions took {reduce_s:.1f} s")
         proxy = reduced["umap"]
+        scoring = ScoringSample(np.asarray(X, dtype=np.float32), random_state=seed, proxy=proxy)
         for red_name, method, params, on in DEMO_PIPELINES:
             if kind not in on:
                 continue
@@ -219,6 +225,7 @@ def run_demo(dataset: str = "fashion-mnist", out: str | None = None, as_json: bo
             )
             t = time.perf_counter()
             score = M.umap_silhouette(None, res.labels, embedding=proxy, random_state=seed)
+            chosen = score_partition(DEFAULT_CRITERION, res.labels, scoring)
             label_free_s = time.perf_counter() - t
             m = res.metrics
             shown = "pca:50,umap:50" if red_name == "umap" else red_name
@@ -228,17 +235,18 @@ def run_demo(dataset: str = "fashion-mnist", out: str | None = None, as_json: bo
                 "pipeline": name, "features": feat_name, "reducer": res.reducer,
                 "method": method, "k": res.n_clusters, "noise": res.n_noise,
                 "acc": m["acc"], "nmi": m["nmi"], "ami": m["ami"], "ari": m["ari"],
-                "umap_silhouette": score,
+                "umap_silhouette": score, "label_free": chosen,
                 "seconds": res.timings["cluster_s"], "label_free_s": label_free_s,
                 "labels_file": f"labels_{len(labels_by_name) - 1:02d}.npy",
             })
-            say(f"  {name}: AMI {m['ami']:.3f}, UMAP-silhouette {score:.3f}, "
+            say(f"  {name}: AMI {m['ami']:.3f}, {DEFAULT_CRITERION} {chosen:.3f}, "
+                f"UMAP-silhouette {score:.3f}, "
                 f"{res.timings['cluster_s']:.1f} s")
     table.sort(key=lambda r: -r["ami"])
     for i, r in enumerate(table, 1):
         r["rank"] = i
-    proxy_order = sorted(table, key=lambda r: -(r["umap_silhouette"] if r["umap_silhouette"]
-                                                is not None and np.isfinite(r["umap_silhouette"])
+    proxy_order = sorted(table, key=lambda r: -(r["label_free"] if r["label_free"]
+                                                is not None and np.isfinite(r["label_free"])
                                                 else -np.inf))
     for i, r in enumerate(proxy_order, 1):
         r["proxy_rank"] = i
@@ -249,7 +257,7 @@ def run_demo(dataset: str = "fashion-mnist", out: str | None = None, as_json: bo
     from scipy.stats import spearmanr
 
     rho = float(spearmanr([r["ami"] for r in table],
-                          [r["umap_silhouette"] for r in table]).statistic) \
+                          [r["label_free"] for r in table]).statistic) \
         if len(table) > 2 else None
     total = time.perf_counter() - t_start
     record = RunRecord(
@@ -263,7 +271,7 @@ def run_demo(dataset: str = "fashion-mnist", out: str | None = None, as_json: bo
         extra={"dataset": ds.name, "split": ds.split, "n_samples": n, "n_classes": k,
                "dataset_size": len(ds),
                "dataset_rows": None if subset is None else "dataset_rows.npy",
-               "proxy": "umap_silhouette", "spearman_proxy_vs_ami": rho,
+               "proxy": DEFAULT_CRITERION, "spearman_proxy_vs_ami": rho,
                "proxy_pick": None if pick is None else pick["pipeline"], "regret": regret,
                "rows": table})
     summary = record.to_dict()
@@ -288,20 +296,21 @@ def run_demo(dataset: str = "fashion-mnist", out: str | None = None, as_json: bo
         r["mark"] = "<- pick" if r["picked"] else ""
     print()
     print(format_table(
-        table, ["rank", "pipeline", "k", "noise", "acc", "nmi", "ami", "ari", "umap_silhouette",
-                "proxy_rank", "seconds", "mark"],
-        headers={"umap_silhouette": "UMAP-sil", "proxy_rank": "by proxy", "seconds": "fit s",
-                 "mark": ""},
+        table, ["rank", "pipeline", "k", "noise", "acc", "nmi", "ami", "ari", "label_free",
+                "umap_silhouette", "proxy_rank", "seconds", "mark"],
+        headers={"label_free": DEFAULT_CRITERION, "umap_silhouette": "UMAP-sil",
+                 "proxy_rank": "by " + DEFAULT_CRITERION, "seconds": "fit s", "mark": ""},
         floatfmt=".3f"))
-    print("\nRanked by AMI (uses labels). 'UMAP-sil' is the label-free score, the silhouette "
-          "in one UMAP space per feature set (comparable within a set, only roughly across "
-          "sets); its rank is 'by proxy'.")
+    print(f"\nRanked by AMI (uses labels). '{DEFAULT_CRITERION}' is the default label-free "
+          "criterion (docs/selection.md), 'UMAP-sil' the zero-shot study's proxy, both measured "
+          "on each feature set's own rows (comparable within a set, only roughly across sets).")
     if pick is not None:
         print(f"Without labels, the label-free criterion picks: {pick['pipeline']} "
               f"(AMI {pick['ami']:.3f}, rank {pick['rank']} by AMI); regret {regret:.3f} "
               f"(best AMI {table[0]['ami']:.3f} minus the pick's).")
     if rho is not None:
-        print(f"Spearman correlation of UMAP-sil and AMI across pipelines: {rho:.2f}.")
+        print(f"Spearman correlation of {DEFAULT_CRITERION} and AMI across pipelines: "
+              f"{rho:.2f}.")
     print(f"Total time: {total:.0f} s (embeddings {embed_s:.0f} s, reductions "
           f"{reduce_total:.0f} s)." + (f" Results in {out}/run.json." if out else "")
           + (f"\nReport: {page}" if page else ""))

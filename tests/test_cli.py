@@ -402,7 +402,7 @@ def test_demo_on_digits_ranks_every_pipeline(tmp_path, capsys, monkeypatch):
     assert sorted(r["proxy_rank"] for r in rows) == list(range(1, len(rows) + 1))
     assert rows[0]["ami"] > 0.8  # UMAP pipelines cluster digits well
     assert len(list(tmp_path.glob("labels_*.npy"))) == len(on_pixels)
-    # the label-free pick: the best UMAP-silhouette, its regret against the best AMI
+    # the label-free pick: the best default criterion, its regret against the best AMI
     picked = [r for r in rows if r["picked"]]
     assert len(picked) == 1 and picked[0]["proxy_rank"] == 1
     assert summary["proxy_pick"] == picked[0]["pipeline"]
@@ -431,8 +431,8 @@ def test_demo_rows_are_seeded_and_class_balanced():
 def test_pick_without_labels_takes_the_best_finite_score():
     from deepclust.demo import pick_without_labels
 
-    rows = [{"pipeline": "a", "umap_silhouette": 0.2}, {"pipeline": "b", "umap_silhouette": None},
-            {"pipeline": "c", "umap_silhouette": 0.5}, {"pipeline": "d", "umap_silhouette": math.nan}]
+    rows = [{"pipeline": "a", "label_free": 0.2}, {"pipeline": "b", "label_free": None},
+            {"pipeline": "c", "label_free": 0.5}, {"pipeline": "d", "label_free": math.nan}]
     assert pick_without_labels(rows)["pipeline"] == "c"
     assert pick_without_labels(rows[1:2] + rows[3:]) is None
 

@@ -179,7 +179,8 @@ def pipelines_section(ctx: ReportContext) -> Section | None:
     fig = ctx.figure(pipelines_figure(rows, highlight=row.get("pipeline")), "pipelines")
     cols = [("rank", "rank"), ("pipeline", "pipeline"), ("k", "k"), ("noise", "noise"),
             ("acc", "ACC"), ("nmi", "NMI"), ("ami", "AMI"), ("ari", "ARI"),
-            ("umap_silhouette", "UMAP-sil"), ("proxy_rank", "by proxy"), ("seconds", "fit s")]
+            ("label_free", run.get("proxy") or "label-free"), ("umap_silhouette", "UMAP-sil"),
+            ("proxy_rank", "by label-free"), ("seconds", "fit s")]
     rho = run.get("spearman_proxy_vs_ami")
     html = render("""
 <div class="two"><div>
@@ -187,15 +188,17 @@ def pipelines_section(ctx: ReportContext) -> Section | None:
 {% for r in rows %}<tr{% if r.pipeline == shown %} class="hl"{% endif %}>{% for k, h in cols %}
 <td{% if k != 'pipeline' %} class="num"{% endif %}>{{ r[k] | num if k != 'pipeline' else r[k] }}</td>
 {% endfor %}</tr>{% endfor %}</table>
-<p class="note">Ranked by AMI (uses labels). <b>UMAP-sil</b> is the label-free proxy, measured in
-one UMAP space shared by all pipelines; <b>by proxy</b> is the rank it gives.
-{% if rho is not none %}Spearman correlation of proxy and AMI: {{ rho | num(2) }}. {% endif %}
-Without labels the proxy would pick <b>{{ pick }}</b>.</p>
+<p class="note">Ranked by AMI (uses labels). <b>{{ crit }}</b> is the default label-free
+criterion and <b>UMAP-sil</b> the zero-shot study's proxy, each measured on the pipeline's own
+feature set; <b>by label-free</b> is the rank {{ crit }} gives.
+{% if rho is not none %}Spearman correlation of {{ crit }} and AMI: {{ rho | num(2) }}. {% endif %}
+Without labels it would pick <b>{{ pick }}</b>.</p>
 <p class="note">The highlighted row (rank {{ rank }}) is the one detailed below; for another,
 run <code>deepclust report {{ run_dir }} --pipeline RANK</code>.</p>
 </div>
 <div>{{ img }}</div>
 </div>""", cols=cols, rows=rows, shown=row.get("pipeline"), rho=rho,
+                  crit=run.get("proxy") or "label-free",
                   pick=run.get("proxy_pick", "—"), rank=row.get("rank"),
                   run_dir=str(ctx.data.run_dir),
                   img=fig.img("AMI against UMAP-silhouette, one point per pipeline"))
