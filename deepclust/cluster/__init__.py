@@ -18,7 +18,7 @@ from deepclust.cluster.classic import (  # noqa: F401  (registers the classic me
     GaussianMixture,
     Spectral,
 )
-from deepclust.cluster.heads import SCAN, TEMI  # noqa: F401  (registers "temi" and "scan")
+from deepclust.cluster.heads import SCAN, TEMI, TURTLE  # noqa: F401  (registers "temi", "scan", "turtle")
 from deepclust.cluster.hierarchical import HierarchicalKMeans  # noqa: F401  (registers "hkmeans")
 from deepclust.cluster.kmeans import KMeans  # noqa: F401  (registers "kmeans")
 from deepclust.cluster.minibatch import MiniBatchKMeans  # noqa: F401  (registers "minibatch-kmeans")
@@ -33,6 +33,7 @@ __all__ = [
     "GaussianMixture",
     "HDBSCAN",
     "Spectral",
+    "TURTLE",
     "available_methods",
     "get_clusterer_class",
     "make_clusterer",
