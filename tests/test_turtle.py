@@ -56,10 +56,10 @@ def test_fitted_objective_matches_hand_computation():
     m = TURTLE(n_clusters=3, spaces=[2, 3], normalize=False, pca_dim=None, gamma=3.0,
                random_state=0, **FAST).fit(X)
     spaces = [X[:, :2].astype(np.float64), X[:, 2:].astype(np.float64)]
-    probs = [_softmax(z @ w + b) for z, w, b in zip(spaces, m.coef_, m.intercept_)]
+    probs = [_softmax(z @ w + b) for z, w, b in zip(spaces, m.coef_, m.intercept_, strict=True)]
     tau = sum(probs) / 2
     error = sum(-(tau * np.log(_softmax(z @ w + b))).sum(1).mean()
-                for z, w, b in zip(spaces, m.inner_coef_, m.inner_intercept_))
+                for z, w, b in zip(spaces, m.inner_coef_, m.inner_intercept_, strict=True))
     entropy = sum(-(p.mean(0) * np.log(p.mean(0))).sum() for p in probs)
     assert m.objective_ == pytest.approx(error - 3.0 * entropy, rel=1e-5, abs=1e-5)
     # the kept restart is the one with the lowest objective, and labels are the argmax of tau

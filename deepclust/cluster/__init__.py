@@ -18,13 +18,20 @@ from deepclust.cluster.classic import (  # noqa: F401  (registers the classic me
     GaussianMixture,
     Spectral,
 )
-from deepclust.cluster.heads import SCAN, TEMI, TURTLE  # noqa: F401  (registers "temi", "scan", "turtle")
+from deepclust.cluster.consensus import Consensus  # noqa: F401  (registers "consensus")
+from deepclust.cluster.heads import (  # noqa: F401  (registers "temi", "scan", "scanv2", "turtle")
+    SCAN,
+    TEMI,
+    TURTLE,
+    SCANv2,
+)
 from deepclust.cluster.hierarchical import HierarchicalKMeans  # noqa: F401  (registers "hkmeans")
 from deepclust.cluster.kmeans import KMeans  # noqa: F401  (registers "kmeans")
 from deepclust.cluster.minibatch import MiniBatchKMeans  # noqa: F401  (registers "minibatch-kmeans")
 
 __all__ = [
     "BaseClusterer",
+    "Consensus",
     "HierarchicalKMeans",
     "KMeans",
     "MiniBatchKMeans",

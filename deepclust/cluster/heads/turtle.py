@@ -149,7 +149,7 @@ def log_softmax(x: torch.Tensor) -> torch.Tensor:
     return y - y.exp().sum(-1, keepdim=True).log()
 
 
-def inner_step(inner: "_Linear", zb: list[torch.Tensor], tau: torch.Tensor) -> None:
+def inner_step(inner: _Linear, zb: list[torch.Tensor], tau: torch.Tensor) -> None:
     """Set the gradients of the inner classifiers' cross-entropy to the labelling ``tau``
     (mean over the batch, for each restart and space): ``d/dlogits = (softmax - tau) / b``,
     written out rather than taped (it is most of TURTLE's work)."""
