@@ -6,8 +6,8 @@ Protocol (issue 4): every method is fitted on the 60 000 training embeddings and
 ARI as mean ± std over the seeds. k-means is deepclust's faiss k-means with ``n_init=10``.
 ``turtle`` is TURTLE on the embeddings; ``turtle2`` TURTLE on two spaces, the embeddings and
 the raw pixels side by side (``spaces=[1280, 784]``). ``consensus`` votes the train
-partitions of ``kmeans``, ``turtle`` and ``temi`` of the same seed (fitted here when those
-methods are in ``--methods``, else by the consensus itself) and trains its classifier; its
+partitions of ``kmeans``, ``turtle`` and ``temi`` of the same seed (reused when those
+methods come before it in ``--methods``, else fitted by the consensus itself) and trains its classifier; its
 fit time is its own plus its members'.
 
 For the heads it also prints:
@@ -168,9 +168,8 @@ def main(argv=None) -> None:
     params = {name: _parse(getattr(args, name)) for name in METHODS[:-1]}
     runs: dict[str, list[dict]] = {}
     two = None
-    # members first, so the consensus can reuse their partitions
-    order = sorted(args.methods, key=lambda m: m == "consensus")
-    for method in order:
+    # in the order given: list the consensus after kmeans, turtle and temi to reuse their fits
+    for method in args.methods:
         for seed in args.seeds:
             if method == "kmeans":
                 r = run_kmeans(train, test, seed)
