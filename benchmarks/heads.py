@@ -1,8 +1,14 @@
-"""TEMI, SCAN and k-means on EfficientNet-Lite0 embeddings of Fashion-MNIST.
+"""TEMI, SCAN, SCANv2, TURTLE, a consensus and k-means on EfficientNet-Lite0 embeddings of
+Fashion-MNIST.
 
 Protocol (issue 4): every method is fitted on the 60 000 training embeddings and scores the
 10 000 test embeddings it has never seen (``predict``); three seeds; ACC (Hungarian), NMI and
 ARI as mean ± std over the seeds. k-means is deepclust's faiss k-means with ``n_init=10``.
+``turtle`` is TURTLE on the embeddings; ``turtle2`` TURTLE on two spaces, the embeddings and
+the raw pixels side by side (``spaces=[1280, 784]``). ``consensus`` votes the train
+partitions of ``kmeans``, ``turtle`` and ``temi`` of the same seed (reused when those
+methods come before it in ``--methods``, else fitted by the consensus itself) and trains its classifier; its
+fit time is its own plus its members'.
 
 For the heads it also prints:
 
@@ -27,8 +33,8 @@ import time
 
 import numpy as np
 
-from deepclust.cluster import KMeans
-from deepclust.cluster.heads import SCAN, TEMI
+from deepclust.cluster import TURTLE, Consensus, KMeans
+from deepclust.cluster.heads import SCAN, TEMI, SCANv2
 from deepclust.metrics import evaluate
 
 METRICS = ("acc", "nmi", "ari")
@@ -50,6 +56,41 @@ def load(encoder: str):
     train = builtin_embeddings("fashion-mnist", "train", encoder)
     test = builtin_embeddings("fashion-mnist", "test", encoder)
     return train, test
+
+
+HEADS = {"temi": TEMI, "scan": SCAN, "scanv2": SCANv2}
+METHODS = ["temi", "scan", "scanv2", "turtle", "turtle2", "consensus", "kmeans"]
+#: Consensus members, in order; their train partitions are reused when they were run.
+CONSENSUS_MEMBERS = ("kmeans", "turtle", "temi")
+
+
+def pixels(split: str) -> np.ndarray:
+    from deepclust.data import load_dataset
+
+    return load_dataset("fashion-mnist", split).features()
+
+
+def run_turtle(params: dict, X_train, X_test, y_test, seed: int, **fixed) -> dict:
+    t0 = time.perf_counter()
+    model = TURTLE(n_clusters=10, random_state=seed, **fixed, **params).fit(X_train)
+    fit_s = time.perf_counter() - t0
+    scores = evaluate(y_test, model.predict(X_test))
+    return {**{m: scores[m] for m in METRICS}, "fit_s": fit_s,
+            "train_s": model.stats_["train_s"], "steps": model.n_steps_,
+            "objective": model.objective_, "restart": model.restart_,
+            "s_per_step": model.stats_["seconds_per_step"], "precision": model.precision_,
+            "_train_labels": model.labels_}
+
+
+def run_consensus(params: dict, train, test, seed: int, partitions, member_s: float) -> dict:
+    t0 = time.perf_counter()
+    model = Consensus(n_clusters=10, members=list(CONSENSUS_MEMBERS), random_state=seed,
+                      **params).fit(train.X, partitions=partitions)
+    fit_s = time.perf_counter() - t0 + member_s
+    scores = evaluate(test.y, model.predict(test.X))
+    return {**{m: scores[m] for m in METRICS}, "fit_s": fit_s,
+            "confident": model.confident_fraction_, "reference": model.reference_,
+            "consensus_train_acc": evaluate(train.y, model.consensus_)["acc"]}
 
 
 def run_heads(cls, params: dict, train, test, seed: int) -> dict:
@@ -74,6 +115,7 @@ def run_heads(cls, params: dict, train, test, seed: int) -> dict:
         "best_head_acc": float(np.max(per_head)),
         "device": str(model.device_),
         "precision": model.precision_,
+        "_train_labels": model.labels_,
     }
 
 
@@ -82,7 +124,7 @@ def run_kmeans(train, test, seed: int) -> dict:
     model = KMeans(n_clusters=10, n_init=10, random_state=seed).fit(train.X)
     fit_s = time.perf_counter() - t0
     scores = evaluate(test.y, model.predict(test.X))
-    return {**{m: scores[m] for m in METRICS}, "fit_s": fit_s}
+    return {**{m: scores[m] for m in METRICS}, "fit_s": fit_s, "_train_labels": model.labels_}
 
 
 def speed(train, steps: int) -> None:
@@ -109,9 +151,10 @@ def main(argv=None) -> None:
     parser.add_argument("--encoder", default="effnet-lite0")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--methods", nargs="*", default=["temi", "scan", "kmeans"],
-                        choices=["temi", "scan", "kmeans"])
-    parser.add_argument("--temi", nargs="*", metavar="KEY=VALUE", help="TEMI parameters")
-    parser.add_argument("--scan", nargs="*", metavar="KEY=VALUE", help="SCAN parameters")
+                        choices=METHODS)
+    for name in METHODS[:-1]:
+        parser.add_argument(f"--{name}", nargs="*", metavar="KEY=VALUE",
+                            help=f"{name} parameters")
     parser.add_argument("--json", help="also write every run's numbers to this file")
     parser.add_argument("--speed", type=int, metavar="STEPS", default=0,
                         help="also time STEPS steps of 16 heads (batch 1024 and 256, bf16 "
@@ -122,23 +165,47 @@ def main(argv=None) -> None:
     print(f"Fashion-MNIST, {args.encoder}: fit on train {train.X.shape}, score on test "
           f"{test.X.shape}; seeds {args.seeds}; torch threads {_threads()}, "
           f"load average {os.getloadavg()[0]:.1f}", flush=True)
-    params = {"temi": _parse(args.temi), "scan": _parse(args.scan)}
+    params = {name: _parse(getattr(args, name)) for name in METHODS[:-1]}
     runs: dict[str, list[dict]] = {}
+    two = None
+    # in the order given: list the consensus after kmeans, turtle and temi to reuse their fits
     for method in args.methods:
         for seed in args.seeds:
             if method == "kmeans":
                 r = run_kmeans(train, test, seed)
+            elif method in HEADS:
+                r = run_heads(HEADS[method], params[method], train, test, seed)
+            elif method == "turtle":
+                r = run_turtle(params[method], train.X, test.X, test.y, seed)
+            elif method == "turtle2":
+                if two is None:
+                    two = (np.hstack([np.asarray(train.X, np.float32), pixels("train")]),
+                           np.hstack([np.asarray(test.X, np.float32), pixels("test")]))
+                r = run_turtle(params[method], two[0], two[1], test.y, seed,
+                               spaces=[train.X.shape[1], 784])
             else:
-                r = run_heads({"temi": TEMI, "scan": SCAN}[method], params[method], train,
-                              test, seed)
+                done = {m: next((x for x in runs.get(m, []) if x["seed"] == seed), None)
+                        for m in CONSENSUS_MEMBERS}
+                if all(done.values()):
+                    parts = np.stack([done[m]["_train_labels"] for m in CONSENSUS_MEMBERS])
+                    member_s = sum(done[m]["fit_s"] for m in CONSENSUS_MEMBERS)
+                else:
+                    parts, member_s = None, 0.0
+                r = run_consensus(params[method], train, test, seed, parts, member_s)
             runs.setdefault(method, []).append({"seed": seed, **r})
             extra = (f" epoch {r['epoch_s']:.1f} s, {r['steps']} steps, head {r['chosen_head']}"
                      if "epoch_s" in r else "")
+            if "objective" in r:
+                extra = (f" {r['steps']} steps, {r['s_per_step']:.3f} s/step, objective "
+                         f"{r['objective']:.4f} (restart {r['restart']})")
+            if "confident" in r:
+                extra = (f" confident {r['confident']:.3f}, vote train ACC "
+                         f"{r['consensus_train_acc']:.3f}, reference member {r['reference']}")
             print(f"  {method} seed {seed}: ACC {r['acc']:.3f} NMI {r['nmi']:.3f} "
                   f"ARI {r['ari']:.3f}  fit {r['fit_s']:.1f} s{extra}", flush=True)
 
     print()
-    print(f"{'method':8s} {'ACC':>15s} {'NMI':>15s} {'ARI':>15s} {'fit s':>8s} "
+    print(f"{'method':9s} {'ACC':>15s} {'NMI':>15s} {'ARI':>15s} {'fit s':>8s} "
           f"{'train s':>8s} {'s/epoch':>8s}")
     for method, rs in runs.items():
         row = [_ms([r[m] for r in rs]) for m in METRICS]
@@ -147,15 +214,15 @@ def main(argv=None) -> None:
                    else f"{'':8s}")
         epoch = (f"{np.mean([r['epoch_s'] for r in rs]):8.1f}" if "epoch_s" in rs[0]
                  else f"{'':8s}")
-        print(f"{method:8s} {row[0]:>15s} {row[1]:>15s} {row[2]:>15s} {fit:8.1f} {train_s} "
+        print(f"{method:9s} {row[0]:>15s} {row[1]:>15s} {row[2]:>15s} {fit:8.1f} {train_s} "
               f"{epoch}")
     if "kmeans" in runs:
         base = np.mean([r["acc"] for r in runs["kmeans"]])
-        for method in ("temi", "scan"):
+        for method in ("temi", "scan", "scanv2", "turtle", "turtle2", "consensus"):
             if method in runs:
                 gain = np.mean([r["acc"] for r in runs[method]]) - base
                 print(f"{method} - kmeans: {100 * gain:+.1f} ACC points")
-    for method in ("temi", "scan"):
+    for method in HEADS:
         if method in runs:
             rs = runs[method]
             print(f"{method} head choice (test ACC): label-free "
@@ -166,7 +233,9 @@ def main(argv=None) -> None:
         speed(train, args.speed)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"argv": sys.argv[1:], "runs": runs}, f, indent=2, default=float)
+            clean = {m: [{k: v for k, v in r.items() if not k.startswith("_")} for r in rs]
+                     for m, rs in runs.items()}
+            json.dump({"argv": sys.argv[1:], "runs": clean}, f, indent=2, default=float)
 
 
 def _threads() -> int:

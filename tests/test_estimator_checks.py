@@ -33,6 +33,10 @@ SMALL: dict[str, dict] = {
     "gmm": dict(n_clusters=3, random_state=0),
     "temi": _HEAD,
     "scan": _HEAD,
+    "scanv2": _HEAD,
+    "turtle": dict(n_clusters=3, n_steps=3, inner_steps=2, n_init=2, batch_size=32,
+                   device="cpu", precision="fp32", random_state=0),
+    "consensus": dict(n_clusters=3, members="kmeans,gmm", random_state=0),
 }
 
 #: method name -> {check name: reason}; every registered method passes every check today.

@@ -18,13 +18,20 @@ from deepclust.cluster.classic import (  # noqa: F401  (registers the classic me
     GaussianMixture,
     Spectral,
 )
-from deepclust.cluster.heads import SCAN, TEMI  # noqa: F401  (registers "temi" and "scan")
+from deepclust.cluster.consensus import Consensus  # noqa: F401  (registers "consensus")
+from deepclust.cluster.heads import (  # noqa: F401  (registers "temi", "scan", "scanv2", "turtle")
+    SCAN,
+    TEMI,
+    TURTLE,
+    SCANv2,
+)
 from deepclust.cluster.hierarchical import HierarchicalKMeans  # noqa: F401  (registers "hkmeans")
 from deepclust.cluster.kmeans import KMeans  # noqa: F401  (registers "kmeans")
 from deepclust.cluster.minibatch import MiniBatchKMeans  # noqa: F401  (registers "minibatch-kmeans")
 
 __all__ = [
     "BaseClusterer",
+    "Consensus",
     "HierarchicalKMeans",
     "KMeans",
     "MiniBatchKMeans",
@@ -33,6 +40,7 @@ __all__ = [
     "GaussianMixture",
     "HDBSCAN",
     "Spectral",
+    "TURTLE",
     "available_methods",
     "get_clusterer_class",
     "make_clusterer",

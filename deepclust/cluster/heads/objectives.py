@@ -24,6 +24,7 @@ from deepclust import runtime
 
 __all__ = [
     "SCANObjective",
+    "SCANv2Objective",
     "SelfLabelObjective",
     "TEMIObjective",
     "scan_consistency",
@@ -193,7 +194,11 @@ class SCANObjective:
     def __call__(self, student_logits: torch.Tensor, teacher_logits=None):
         logp = F.log_softmax(student_logits / self.temperature, dim=-1)
         consistency = scan_consistency(logp).mean(dim=1)  # (H,)
-        probs = logp.exp()
+        return self._with_entropy(consistency, logp.exp())
+
+    def _with_entropy(self, consistency: torch.Tensor, probs: torch.Tensor):
+        """The loss to back-propagate and each head's loss, from the consistency ``(H,)``
+        and the student's probabilities ``(H, 2b, C)``."""
         entropy = 0.0
         for view in _split(probs):
             mean = _global_mean_probs(view).clamp_min(1e-8)
@@ -205,6 +210,44 @@ class SCANObjective:
         reported = consistency.detach().clone()
         runtime.all_reduce_mean_(reported)
         return total, reported - self.entropy_weight * entropy.detach()
+
+
+class SCANv2Objective(SCANObjective):
+    """SCAN's loss in TEMI's self-distillation frame ("SCANv2", Adaloglou et al. 2023).
+
+    As :class:`SCANObjective`, except that each member of a pair is matched with the
+    **teacher's** prediction (an EMA of the student, no gradient) on the other member::
+
+        loss_h = ( -log <q_s(x'), q_t(x)> - log <q_s(x), q_t(x')> ) / 2
+                 - entropy_weight * H(mean q_s)
+
+    with ``q_s``, ``q_t`` the softmaxes at ``student_temp`` and ``teacher_temp``; the
+    entropy is the student's, averaged over the two views (the TEMI authors' ``SCAN``
+    loss, losses/mi.py of their public code).
+
+    Parameters
+    ----------
+    entropy_weight : float
+    student_temp, teacher_temp : float
+    """
+
+    name = "scanv2"
+    uses_teacher = True
+
+    def __init__(self, *, entropy_weight: float = 5.0, student_temp: float = 0.1,
+                 teacher_temp: float = 0.1):
+        super().__init__(entropy_weight=entropy_weight, temperature=student_temp)
+        self.teacher_temp = float(teacher_temp)
+
+    def __call__(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor):
+        logp = F.log_softmax(student_logits / self.temperature, dim=-1)
+        with torch.no_grad():
+            t_logp = F.log_softmax(teacher_logits / self.teacher_temp, dim=-1)
+        s1, s2 = _split(logp)
+        t1, t2 = _split(t_logp)
+        consistency = ((-torch.logsumexp(s2 + t1, dim=-1) - torch.logsumexp(s1 + t2, dim=-1))
+                       / 2).mean(dim=1)  # (H,)
+        return self._with_entropy(consistency, logp.exp())
 
 
 class SelfLabelObjective:

@@ -4,6 +4,10 @@ Van Gansbeke, Vandenhende, Georgoulis, Proesmans and Van Gool, "SCAN: Learning t
 Images without Labels", ECCV 2020, on frozen embeddings: the clustering step
 (:class:`.objectives.SCANObjective`) and, optionally, the self-labelling step
 (:class:`.objectives.SelfLabelObjective`), both on the machinery TEMI uses.
+
+:class:`SCANv2` ("scanv2") is the SCAN loss in TEMI's self-distillation frame, the variant
+the TEMI paper compares with (Adaloglou et al. 2023): an EMA teacher predicts the pair
+partner (:class:`.objectives.SCANv2Objective`).
 """
 
 from __future__ import annotations
@@ -15,11 +19,11 @@ import torch
 from deepclust import runtime
 from deepclust.cluster.base import register
 from deepclust.cluster.heads.base import HeadClusterer
-from deepclust.cluster.heads.objectives import SCANObjective, SelfLabelObjective
+from deepclust.cluster.heads.objectives import SCANObjective, SCANv2Objective, SelfLabelObjective
 from deepclust.cluster.heads.training import HeadTrainer, TrainConfig
 from deepclust.validation import check_positive_int
 
-__all__ = ["SCAN"]
+__all__ = ["SCAN", "SCANv2"]
 
 
 @register("scan", "SCAN deep clustering heads on frozen embeddings (Van Gansbeke et al. 2020)")
@@ -160,3 +164,106 @@ class SCAN(HeadClusterer):
             "loss": float(trainer.head_losses(max(1, steps // 10))[0]),
             "world_size": runtime.world_size(),
         }
+
+
+@register("scanv2", "SCANv2: SCAN's loss with an EMA teacher (self-distillation, Adaloglou et al. 2023)")
+class SCANv2(SCAN):
+    """SCANv2: SCAN's loss with TEMI's self-distillation, with the scikit-learn API.
+
+    As :class:`SCAN`, but each member of a pair is matched with the prediction of an
+    exponential-moving-average **teacher** on the other member (the student's gradient only;
+    :class:`~deepclust.cluster.heads.objectives.SCANv2Objective`); the teacher's heads are
+    kept and predict, as in :class:`~deepclust.cluster.heads.TEMI`. This is the "SCANv2"
+    of the TEMI paper; :class:`SCAN` with ``self_label=True`` is SCAN's own second step
+    (pseudo-labels), a different thing (docs/heads.md, "SCAN and SCANv2").
+
+    Parameters
+    ----------
+    student_temp, teacher_temp : float
+        Softmax temperatures of the student and the teacher (0.1 and 0.1, TEMI's).
+    teacher_momentum, teacher_momentum_final : float, "auto" or None
+        As in :class:`~deepclust.cluster.heads.TEMI`.
+    n_neighbors : int
+        Neighbours the partner is drawn from (50, TEMI's).
+    others
+        As in :class:`SCAN` (``temperature`` there is ``student_temp`` here).
+    """
+
+    _predict_temperature_param = "teacher_temp"
+
+    def __init__(
+        self,
+        n_clusters: int = 10,
+        *,
+        n_heads: int | str = "auto",
+        n_neighbors: int = 50,
+        hidden_dim: int = 512,
+        bottleneck_dim: int = 256,
+        entropy_weight: float = 5.0,
+        student_temp: float = 0.1,
+        teacher_temp: float = 0.1,
+        teacher_momentum: float | str = "auto",
+        teacher_momentum_final: float | None = None,
+        self_label: bool = False,
+        self_label_threshold: float = 0.99,
+        self_label_steps: int | str = "auto",
+        batch_size: int | str = "auto",
+        n_steps: int | str = "auto",
+        base_lr: float = 1e-3,
+        final_lr_ratio: float = 1.0,
+        weight_decay: float = 1e-4,
+        warmup_steps: int | str = "auto",
+        device: str = "auto",
+        precision: str = "auto",
+        neighbor_precision: str = "auto",
+        cache_neighbors: bool | str = True,
+        checkpoint_dir: str | None = None,
+        checkpoint_every: int = 500,
+        resume: bool = True,
+        random_state=None,
+        verbose: bool = False,
+        progress: bool | None = None,
+    ):
+        self.n_clusters = n_clusters
+        self.n_heads = n_heads
+        self.n_neighbors = n_neighbors
+        self.hidden_dim = hidden_dim
+        self.bottleneck_dim = bottleneck_dim
+        self.entropy_weight = entropy_weight
+        self.student_temp = student_temp
+        self.teacher_temp = teacher_temp
+        self.teacher_momentum = teacher_momentum
+        self.teacher_momentum_final = teacher_momentum_final
+        self.self_label = self_label
+        self.self_label_threshold = self_label_threshold
+        self.self_label_steps = self_label_steps
+        self.batch_size = batch_size
+        self.n_steps = n_steps
+        self.base_lr = base_lr
+        self.final_lr_ratio = final_lr_ratio
+        self.weight_decay = weight_decay
+        self.warmup_steps = warmup_steps
+        self.device = device
+        self.precision = precision
+        self.neighbor_precision = neighbor_precision
+        self.cache_neighbors = cache_neighbors
+        self.checkpoint_dir = checkpoint_dir
+        self.checkpoint_every = checkpoint_every
+        self.resume = resume
+        self.random_state = random_state
+        self.verbose = verbose
+        self.progress = progress
+
+    @property
+    def temperature(self) -> float:
+        """The student's temperature (what SCAN's self-labelling step trains with)."""
+        return self.student_temp
+
+    def _objective(self, n_heads: int, n_clusters: int, device: torch.device) -> SCANv2Objective:
+        return SCANv2Objective(entropy_weight=float(self.entropy_weight),
+                               student_temp=float(self.student_temp),
+                               teacher_temp=float(self.teacher_temp))
+
+    def _objective_params(self) -> dict:
+        return {"entropy_weight": self.entropy_weight, "student_temp": self.student_temp,
+                "teacher_temp": self.teacher_temp}
