@@ -162,7 +162,7 @@ def run_demo(dataset: str = "fashion-mnist", out: str | None = None, as_json: bo
     from deepclust.record import RunRecord
     from deepclust.reduce import reduce
     from deepclust.runinfo import now_iso, write_npy
-    from deepclust.selection import DEFAULT_CRITERION, ScoringSample
+    from deepclust.selection import DEFAULT_CRITERION, ScoringSample, parts, values
     from deepclust.selection import score as score_partition
 
     if rows is not None and (isinstance(rows, bool) or not isinstance(rows, (int, np.integer))
@@ -225,7 +225,8 @@ def run_demo(dataset: str = "fashion-mnist", out: str | None = None, as_json: bo
             )
             t = time.perf_counter()
             score = M.umap_silhouette(None, res.labels, embedding=proxy, random_state=seed)
-            chosen = score_partition(DEFAULT_CRITERION, res.labels, scoring)
+            chosen = {c: score_partition(c, res.labels, scoring)
+                      for c in parts(DEFAULT_CRITERION)}
             label_free_s = time.perf_counter() - t
             m = res.metrics
             shown = "pca:50,umap:50" if red_name == "umap" else red_name
@@ -235,13 +236,15 @@ def run_demo(dataset: str = "fashion-mnist", out: str | None = None, as_json: bo
                 "pipeline": name, "features": feat_name, "reducer": res.reducer,
                 "method": method, "k": res.n_clusters, "noise": res.n_noise,
                 "acc": m["acc"], "nmi": m["nmi"], "ami": m["ami"], "ari": m["ari"],
-                "umap_silhouette": score, "label_free": chosen,
+                "umap_silhouette": score, "scores": chosen,
                 "seconds": res.timings["cluster_s"], "label_free_s": label_free_s,
                 "labels_file": f"labels_{len(labels_by_name) - 1:02d}.npy",
             })
-            say(f"  {name}: AMI {m['ami']:.3f}, {DEFAULT_CRITERION} {chosen:.3f}, "
-                f"UMAP-silhouette {score:.3f}, "
+            say(f"  {name}: AMI {m['ami']:.3f}, "
+                + ", ".join(f"{c} {v:.3f}" for c, v in chosen.items()) + ", "
                 f"{res.timings['cluster_s']:.1f} s")
+    for r, value in zip(table, values(table, DEFAULT_CRITERION), strict=True):
+        r["label_free"] = float(value)
     table.sort(key=lambda r: -r["ami"])
     for i, r in enumerate(table, 1):
         r["rank"] = i

@@ -45,7 +45,12 @@ from deepclust.selection import (
     select_k,
 )
 from deepclust.store import is_store
-from deepclust.validation import check_features, check_labels, check_positive_int
+from deepclust.validation import (
+    check_features,
+    check_labels,
+    check_n_clusters,
+    check_positive_int,
+)
 
 #: Most rows the label-free scores (and their UMAP space) are computed on; a larger input is
 #: scored on a seeded sample of this many rows (see docs/architecture.md).
@@ -304,8 +309,8 @@ def _choose_pipeline(data: RunInput, k, reducer, k_values, criterion: str, rando
             data.rows.take(np.arange(data.n) if rows is None else rows)
     Xs = np.ascontiguousarray(Xs, dtype=np.float32)
     ys = None if data.y is None else (data.y if rows is None else data.y[rows])
-    if isinstance(k, (int, np.integer)) and not isinstance(k, bool) and k < 1:
-        raise InputError(f"k must be at least 1, got {k}")
+    if k is not None and k != "auto":
+        k = check_n_clusters(k, data.n, name="k")
     ks = [int(k)] if isinstance(k, (int, np.integer)) else list(k_values)
     reducers = None if reducer is None else (describe_reducer(parse_reducer_spec(reducer)),)
     kw = {} if reducers is None else {"reducers": tuple("" if r == "raw" else r

@@ -14,6 +14,8 @@ from deepclust.cluster import make_clusterer
 from deepclust.errors import InputError
 from deepclust.pipeline import run_clustering
 from deepclust.selection import (
+    COMBINED_WEIGHTS,
+    DEFAULT_CRITERION,
     Candidate,
     ScoringSample,
     check_criterion,
@@ -83,6 +85,12 @@ def test_every_label_free_criterion_prefers_the_true_partition_to_a_random_one(b
         score("oracle_ami", y, s)
 
 
+def test_the_default_is_the_combination_the_benchmark_chose():
+    # benchmarks/selection.py, part A: modularity and the UMAP-silhouette, equal weights
+    assert DEFAULT_CRITERION == "combined"
+    assert COMBINED_WEIGHTS == {"modularity": 0.5, "umap_silhouette": 0.5}
+
+
 def test_combine_ranks_within_the_table():
     table = [{"scores": {"modularity": 0.1, "learnability": 0.9}},
              {"scores": {"modularity": 0.5, "learnability": 0.5}},
@@ -132,7 +140,8 @@ def test_run_clustering_method_auto_records_the_choice(blobs, tmp_path):
     assert res.n_clusters == 4 and res.metrics["ami"] > 0.95
     rec = res.record().to_dict()
     sel = rec["selection"]
-    assert rec["method"] == sel["best"]["method"] and sel["criterion"] == "modularity"
+    assert rec["method"] == sel["best"]["method"] and sel["criterion"] == DEFAULT_CRITERION
+    assert set(sel["best"]["scores"]) >= {"modularity", "umap_silhouette", "learnability"}
     assert len(sel["candidates"]) == 3 * 5 + 1 and sel["rows"] == len(X)
     json.dumps(rec)  # JSON-safe
     with pytest.raises(InputError, match="--method auto chooses the method"):
@@ -157,7 +166,7 @@ def test_cli_method_auto_prints_the_candidates(blobs, tmp_path, capsys):
                "--k-range", "2:6", "--out", str(tmp_path / "run"), "--no-label-free"])
     out = capsys.readouterr().out
     assert rc == 0
-    assert "chosen by modularity (label-free) among 16 candidates" in out
+    assert f"chosen by {DEFAULT_CRITERION} (label-free) among 16 candidates" in out
     assert "<- pick" in out and "margin to the runner-up" in out
     rec = json.loads((tmp_path / "run" / "run.json").read_text())
     assert rec["n_clusters"] == 4 and rec["selection"]["best"]["name"] in out

@@ -30,7 +30,9 @@ from deepclust.selection.criteria import (
     ScoringSample,
     check_criterion,
     combine,
+    parts,
     score,
+    values,
 )
 from deepclust.selection.k import KSelection, check_clusterer_params, parse_k_range, select_k
 
@@ -38,5 +40,5 @@ __all__ = [
     "AUTO_METHODS", "AUTO_REDUCERS", "AUTO_ROWS", "COMBINED_WEIGHTS", "CRITERIA",
     "DEFAULT_CRITERION", "Candidate", "Criterion", "KSelection", "ScoringSample", "Selection",
     "check_clusterer_params", "check_criterion", "combine", "default_candidates",
-    "UMAP_REDUCER", "edge_warning", "parse_k_range", "score", "select", "select_k",
+    "UMAP_REDUCER", "edge_warning", "parse_k_range", "parts", "score", "select", "select_k", "values",
 ]

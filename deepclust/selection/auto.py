@@ -25,12 +25,12 @@ from deepclust.cluster import get_clusterer_class, make_clusterer
 from deepclust.errors import InputError
 from deepclust.metrics.proxy import PROXY_UMAP
 from deepclust.selection.criteria import (
-    COMBINED_WEIGHTS,
     DEFAULT_CRITERION,
     ScoringSample,
     check_criterion,
-    combine,
+    parts,
     score,
+    values,
 )
 
 #: The reducer whose output on the scoring sample is the proxy UMAP space itself (so it is
@@ -207,7 +207,7 @@ def select(sample: ScoringSample, candidates: Sequence[Candidate], *,
         raise InputError("no candidate to choose from: every method was left out "
                          + "(" + "; ".join(s["reason"] for s in (skipped or [])) + ")"
                          if skipped else "no candidate to choose from")
-    names = list(COMBINED_WEIGHTS) if criterion == "combined" else [criterion]
+    names = parts(criterion)
     names += [n for n in also if n not in names and n != "combined"]
     t0 = time.perf_counter()
     reduced = dict(reduced or {})
@@ -246,11 +246,10 @@ def select(sample: ScoringSample, candidates: Sequence[Candidate], *,
                                   features=Z) for n in names}
         row["labels"] = labels
         table.append(row)
-    if criterion == "combined":
-        for row, value in zip(table, combine(table), strict=True):
+    for row, value in zip(table, values(table, criterion), strict=True):
+        row["score"] = float(value)
+        if criterion == "combined" and "scores" in row:
             row["scores"]["combined"] = float(value)
-    for row in table:
-        row["score"] = row["scores"].get(criterion, math.nan)
     sign = 1.0 if crit.higher_is_better else -1.0
     order = sorted((i for i, r in enumerate(table) if np.isfinite(r["score"])),
                    key=lambda i: -sign * table[i]["score"])

@@ -87,12 +87,13 @@ CRITERIA: dict[str, Criterion] = {c.name: c for c in (
 )}
 
 #: Weights of :func:`combine` (criterion -> weight on its within-table percentile rank).
-#: Chosen on the first half of ``benchmarks/selection.py``'s suite (see docs/selection.md).
-COMBINED_WEIGHTS = {"modularity": 1.0}
+#: Chosen on part A of ``benchmarks/selection.py``'s suite (each weight in {0, 0.5, 1}, lowest
+#: median regret): modularity and the UMAP-silhouette, equally (see docs/selection.md).
+COMBINED_WEIGHTS = {"modularity": 0.5, "umap_silhouette": 0.5}
 
-#: The criterion ``--k auto`` and ``--method auto`` use unless told otherwise (chosen on the
-#: first half of ``benchmarks/selection.py``'s suite, reported on the second half).
-DEFAULT_CRITERION = "modularity"
+#: The criterion ``--k auto`` and ``--method auto`` use unless told otherwise: the lowest
+#: median regret on part A of ``benchmarks/selection.py``'s suite, reported on part B.
+DEFAULT_CRITERION = "combined"
 
 
 def check_criterion(name: str) -> Criterion:
@@ -332,6 +333,21 @@ def score(name: str, labels: np.ndarray, sample: ScoringSample, *, refit=None,
     check_criterion(name)
     raise InputError(f"criterion {name} scores a table of candidates, not one partition; "
                      "use deepclust.selection.combine")
+
+
+def parts(criterion: str) -> list[str]:
+    """The per-partition criteria that ``criterion`` is computed from (itself, or the
+    weighted ones of ``combined``)."""
+    check_criterion(criterion)
+    return list(COMBINED_WEIGHTS) if criterion == "combined" else [criterion]
+
+
+def values(table: list[dict], criterion: str) -> np.ndarray:
+    """``criterion``'s value for each row of ``table`` (dicts holding a ``scores`` dict with
+    its :func:`parts`): the score itself, or :func:`combine` over the table."""
+    if criterion == "combined":
+        return combine(table)
+    return np.array([t["scores"].get(criterion, math.nan) for t in table], dtype=np.float64)
 
 
 def percentile_ranks(values) -> np.ndarray:
