@@ -711,3 +711,95 @@ def test_k_auto_sweeps_a_sample_then_fits_every_row():
     full = run_clustering(X, y, method="kmeans", k="auto", k_values=range(2, 7),
                           selection_rows=None, random_state=0)
     assert full.k_selection.rows == len(X) and full.label_free_rows == len(X)
+
+
+# ----------------------------------------------------------------------------- report confinement
+
+
+@pytest.fixture
+def image_run(photos, tmp_path):
+    """A folder of 6 images, its store and a k-means run of it; an image outside the folder."""
+    src = tmp_path / "imgs"
+    shutil.copytree(photos, src)
+    assert run_cli(_embed(src, tmp_path / "store"))[0] == 0
+    rc, err, _ = run_cli(["cluster", tmp_path / "store", "--k", 2, "--out", tmp_path / "run",
+                          "--no-label-free", "--quiet"])
+    assert rc == 0, err
+    secret = tmp_path / "elsewhere" / "secret.png"
+    secret.parent.mkdir()
+    _photos()[1].crop((0, 0, 32, 32)).save(secret)
+    return tmp_path, src, secret
+
+
+def _set_column(path: Path, column: str, values: list) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    i = table.column_names.index(column)
+    pq.write_table(table.set_column(i, column, pa.array(values, type=pa.string())), path)
+
+
+def _hostile_paths(secret: Path, src: Path) -> list[str]:
+    """Row paths: two outside the folder (absolute, and ../ from inside it), the rest inside."""
+    inside = sorted(str(p) for p in src.rglob("*.png"))
+    return [str(secret), str(src / "a" / ".." / ".." / "elsewhere" / "secret.png"), *inside[2:]]
+
+
+def test_report_reads_no_assignment_path_outside_the_image_folder(image_run):
+    from deepclust.report import load_run
+    from deepclust.report.data import outside_warning
+
+    tmp, src, secret = image_run
+    _set_column(tmp / "run" / "assignments.parquet", "path", _hostile_paths(secret, src))
+    data = load_run(tmp / "run")
+    assert data.outside == {"skipped": 2, "roots": [str(src.resolve())]}
+    assert data.paths[:2] == [None, None] and all(data.paths[2:])
+    assert data.images.image(0) is None and data.images.image(2) is not None
+    assert data.missing is None  # skipped files are not reported as missing
+    assert "2 image path(s) outside" in outside_warning(data.outside)
+    opened = load_run(tmp / "run", follow_outside=True)  # the explicit opt-out reads them
+    assert opened.outside is None and opened.paths[0] == str(secret)
+
+
+def test_report_reads_no_store_index_path_outside_its_root(image_run):
+    """An older run (no assignments file) read through the store's index: absolute and
+    ``../`` paths leaving the recorded root are skipped."""
+    from deepclust.report import load_run
+
+    tmp, src, secret = image_run
+    (tmp / "run" / "assignments.parquet").unlink()
+    rel = os.path.relpath(secret, src)  # ../elsewhere/secret.png, relative to the root
+    paths = [str(secret), rel, *(f"{c}/{j}.png" for c in "ab" for j in range(3))][:6]
+    index = tmp / "store" / "index.parquet"
+    _set_column(index, "path", paths)
+    _set_column(index, "id", paths)
+    edit_meta(tmp / "store", index_file=None)
+    data = load_run(tmp / "run")
+    assert data.outside is not None and data.outside["skipped"] == 2, data.notes
+    assert data.paths[:2] == [None, None] and all(data.paths[2:])
+
+
+def test_report_does_not_follow_a_link_out_of_the_image_folder(image_run):
+    from deepclust.report import load_run
+
+    tmp, src, secret = image_run
+    (src / "a" / "0.png").unlink()
+    os.symlink(secret, src / "a" / "0.png")  # swapped for a link after the run
+    data = load_run(tmp / "run")
+    assert data.outside == {"skipped": 1, "roots": [str(src.resolve())]}
+    assert str(src / "a" / "0.png") not in data.paths
+
+
+def test_report_command_says_how_many_paths_were_skipped(image_run):
+    tmp, src, secret = image_run
+    _set_column(tmp / "run" / "assignments.parquet", "path", _hostile_paths(secret, src))
+    rc, err, out = run_cli(["report", tmp / "run", "--per-page", "4"])
+    assert rc == 0, err
+    assert "2 image path(s) outside the run's image folder" in out
+    assert "--follow-outside" in out
+    manifest = json.loads((tmp / "run" / "report" / "report.json").read_text())
+    assert any("2 image path(s)" in w for w in manifest["warnings"])
+    rc, err, out = run_cli(["report", tmp / "run", "--per-page", "4", "--follow-outside"])
+    assert rc == 0, err
+    assert "outside the run's image folder" not in out
