@@ -278,6 +278,22 @@ PARAM_CASES = {
                              "n_neighbors='abc' is not allowed"),
     "unknown parameter": (["--k", K, "--param", "bogus=1"], "does not take parameter(s) bogus"),
 }
+# the heads and hierarchical k-means: one case per kind of constraint (type, range, choice,
+# boolean, "auto"-or-number, per-level list)
+for _m, _k, _cases in [
+    ("temi", K, ["beta=abc", "beta=2", "precision=fp16", "n_steps=0", "n_steps=many",
+                 "teacher_momentum=1", "teacher_momentum_final=1.5", "checkpoint_every=-1",
+                 "resume=maybe", "student_temp=0", "warmup_steps=-2", "neighbor_precision=x"]),
+    ("scan", K, ["self_label=abc", "self_label_threshold=0", "entropy_weight=-1", "n_heads=0",
+                 "batch_size=abc", "self_label_steps=0", "temperature=-0.1", "base_lr=0"]),
+    ("hkmeans", 2, ["branching=1", "resampling_strategy=far", "tol=-1", "level=0",
+                    "n_resampling_steps=-1", "sample_size=0", "spherical=abc", "init=kmeans",
+                    "max_iter=0", "n_levels=0"]),
+]:
+    for _c in _cases:
+        _name, _value = _c.split("=")
+        PARAM_CASES[f"{_m} {_c}"] = (["--method", _m, "--k", _k, "--param", _c],
+                                     f"{_m}: {_name}=")
 
 
 @pytest.mark.parametrize("case", sorted(PARAM_CASES))
@@ -803,3 +819,20 @@ def test_report_command_says_how_many_paths_were_skipped(image_run):
     rc, err, out = run_cli(["report", tmp / "run", "--per-page", "4", "--follow-outside"])
     assert rc == 0, err
     assert "outside the run's image folder" not in out
+
+
+def test_heads_and_hkmeans_coerce_nothing_at_fit():
+    """The declared tables run at the start of fit too (not only in make_clusterer): a string
+    where a number belongs is refused, not turned into the number."""
+    from deepclust.cluster import SCAN, TEMI, HierarchicalKMeans
+    from deepclust.errors import InputError
+
+    X, _ = blobs()
+    for est, fragment in [(TEMI(n_clusters=K, beta="0.6"), "beta='0.6'"),
+                          (SCAN(n_clusters=K, temperature="0.1"), "temperature='0.1'"),
+                          (TEMI(n_clusters=K, n_steps=10.0), "n_steps=10.0"),
+                          (HierarchicalKMeans(n_clusters=(20, "5")), "n_clusters=(20, '5')"),
+                          (HierarchicalKMeans(n_clusters=(20, 5), tol="0"), "tol='0'")]:
+        with pytest.raises(InputError, match="is not allowed") as err:
+            est.fit(X)
+        assert fragment in str(err.value) and "\n" not in str(err.value)

@@ -9,6 +9,7 @@ Images without Labels", ECCV 2020, on frozen embeddings: the clustering step
 from __future__ import annotations
 
 import time
+from numbers import Real
 
 import torch
 
@@ -17,7 +18,7 @@ from deepclust.cluster.base import register
 from deepclust.cluster.heads.base import HeadClusterer
 from deepclust.cluster.heads.objectives import SCANObjective, SelfLabelObjective
 from deepclust.cluster.heads.training import HeadTrainer, TrainConfig
-from deepclust.validation import check_positive_int
+from deepclust.validation import POSITIVE_INT, Boolean, Interval, Options, check_positive_int
 
 __all__ = ["SCAN"]
 
@@ -65,6 +66,14 @@ class SCAN(HeadClusterer):
     """
 
     _predict_temperature_param = "temperature"
+    _parameter_constraints = {
+        **HeadClusterer._parameter_constraints,
+        "entropy_weight": [Interval(Real, 0, None)],
+        "temperature": [Interval(Real, 0, None, closed="neither")],
+        "self_label": [Boolean()],
+        "self_label_threshold": [Interval(Real, 0, 1, closed="right")],
+        "self_label_steps": [Options("auto"), POSITIVE_INT],
+    }
 
     def __init__(
         self,
