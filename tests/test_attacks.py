@@ -836,3 +836,113 @@ def test_heads_and_hkmeans_coerce_nothing_at_fit():
         with pytest.raises(InputError, match="is not allowed") as err:
             est.fit(X)
         assert fragment in str(err.value) and "\n" not in str(err.value)
+
+
+# ----------------------------------------------------------------------------- full disks: report, bench
+
+
+def _disk_fills_after(monkeypatch, n_writes: int) -> None:
+    """Every atomic write (and the output-folder probe) after the first ``n_writes`` meets a
+    full disk (their fsync raises ENOSPC)."""
+    import errno
+
+    import deepclust.runinfo as runinfo
+
+    real, calls = runinfo.os.fsync, []
+
+    def fsync(fd):
+        calls.append(fd)
+        if len(calls) > n_writes:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd)
+
+    monkeypatch.setattr(runinfo.os, "fsync", fsync)
+
+
+def assert_one_error_line(argv, *fragments: str) -> None:
+    """Exit status 2, no traceback, one error line holding ``fragments`` (progress lines on
+    stderr aside)."""
+    rc, err, _ = run_cli([str(a) for a in argv])
+    assert rc == 2 and "Traceback" not in err, (rc, err)
+    errors = [ln for ln in err.splitlines() if ": error: " in ln]
+    assert len(errors) == 1 and all(f in errors[0] for f in fragments), err
+
+
+def _temporary_files(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.name.endswith(".tmp")]
+
+
+@pytest.fixture
+def blobs_run(base, tmp_path):
+    rc, err, _ = run_cli(["cluster", base / "blobs.npz", "--k", K, "--out", tmp_path / "run",
+                          "--no-label-free", "--quiet"])
+    assert rc == 0, err
+    return tmp_path / "run"
+
+
+@pytest.mark.parametrize("n_writes", [0, 2])
+def test_full_disk_during_report_is_one_line_and_leaves_nothing_half_written(
+        blobs_run, monkeypatch, n_writes):
+    """0: full before the report starts; 2: full after its first figure."""
+    out = blobs_run / "report"
+    _disk_fills_after(monkeypatch, n_writes)
+    assert_one_error_line(["report", blobs_run], "pace left", str(out))
+    assert not _temporary_files(blobs_run), _temporary_files(blobs_run)
+    assert not (out / "report.html").exists() and not (out / "report.json").exists()
+    assert not (out / "assets").exists()
+    monkeypatch.undo()
+    rc, err, _ = run_cli(["report", blobs_run])
+    assert rc == 0, err
+    assert (out / "report.html").is_file() and not _temporary_files(blobs_run)
+
+
+def test_report_into_an_unwritable_folder_is_one_line(blobs_run):
+    assert_clean_error(["report", blobs_run, "--out", "/proc/deepclust-report"], "cannot be written",
+                       "/proc/deepclust-report")
+
+
+def _bench_config(base, tmp_path) -> Path:
+    cfg = {"out": str(tmp_path / "bench"), "seeds": [0, 1], "methods": [{"name": "kmeans"}],
+           "features": [{"name": "blobs", "path": str(base / "blobs.npz")}],
+           "benchmarks": [{"type": "long_tail", "imbalance_ratio": 2, "name": "lt2"}]}
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(cfg))
+    return path
+
+
+@pytest.mark.parametrize("n_writes", [0, 3])
+def test_full_disk_during_bench_is_one_line_and_resumes(base, tmp_path, monkeypatch, n_writes):
+    """0: full before the first task; 3: full after the first task (writes: the folder probe,
+    the first subset manifest, the first result row; then the second manifest fails)."""
+    import pyarrow.parquet as pq
+
+    config, out = _bench_config(base, tmp_path), tmp_path / "bench"
+    _disk_fills_after(monkeypatch, n_writes)
+    assert_one_error_line(["bench", config], "pace left", str(out))
+    assert not _temporary_files(out)
+    if (out / "results.parquet").exists():  # what was finished is whole and readable
+        assert pq.read_table(out / "results.parquet").num_rows == 1
+    assert not (out / "errors.jsonl").exists()  # the disk is not recorded as failed tasks
+    monkeypatch.undo()
+    rc, err, _ = run_cli(["bench", config])
+    assert rc == 0, err
+    assert pq.read_table(out / "results.parquet").num_rows == 2
+    assert not _temporary_files(out)
+
+
+def test_error_line_is_appended_whole_or_not_at_all(tmp_path, monkeypatch):
+    import errno
+
+    import deepclust.runinfo as runinfo
+    from deepclust.errors import OutputError
+
+    path = tmp_path / "errors.jsonl"
+    runinfo.append_line(path, '{"a": 1}')
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(runinfo.os, "fsync", full)
+    with pytest.raises(OutputError, match="errors.jsonl"):
+        runinfo.append_line(path, '{"b": 2}')
+    assert path.read_text() == '{"a": 1}\n'

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from deepclust.errors import DataNotFoundError, DeepclustError, InputError
+from deepclust.errors import DataNotFoundError, DeepclustError, InputError, OutputError
 from deepclust.report.images import (
     ArrayImages,
     FileImages,
@@ -214,11 +214,14 @@ class RunData:
 
         xy = np.asarray(umap_embedding(X, 2, n_epochs=UMAP2D_EPOCHS, random_state=self.seed),
                         dtype=np.float32)
-        write_npy(cache, xy)
-        write_json(meta_path, {"fingerprint": fingerprint, "n_epochs": UMAP2D_EPOCHS,
-                               "seed": self.seed, "features": self.features_name,
-                               "rows": "all" if rows is None else f"{n} sampled of "
-                                                                   f"{self.n_samples}"})
+        try:  # a cache: a run folder that cannot be written is no reason to stop
+            write_npy(cache, xy)
+            write_json(meta_path, {"fingerprint": fingerprint, "n_epochs": UMAP2D_EPOCHS,
+                                   "seed": self.seed, "features": self.features_name,
+                                   "rows": "all" if rows is None else f"{n} sampled of "
+                                                                       f"{self.n_samples}"})
+        except OutputError:
+            pass
         return xy
 
 
