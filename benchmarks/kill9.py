@@ -3,11 +3,15 @@
 uninterrupted run?
 
 Images: crops, flips and JPEG re-encodes of scikit-learn's two sample photos, in two class
-folders. Features for TEMI: a seeded Gaussian mixture. For each of ``--times`` moments drawn
-uniformly over the uninterrupted run's wall time (seeded), the command is started, killed
+folders. Features for TEMI: a seeded Gaussian mixture. For each of ``--times`` seeded random
+moments (below), the command is started, killed
 with SIGKILL (the main process only, as a crash would leave DataLoader workers orphaned),
 re-run at once, and its output compared with the reference run's: the store's rows, ids and
 labels for ``embed``, ``labels.npy`` for TEMI. Prints one table row per moment. Not a test.
+
+Moments are counted from a sign that the work has begun, so that a loaded machine's slower
+start does not push them before it: for ``embed`` from the store's ``shards`` folder
+appearing (a moment drawn over the time the reference run had left after it).
 
 TEMI's kills are aimed at training: its step budget (``--temi-steps``, checkpoint every
 ``--checkpoint-every`` steps) makes training most of the run, and each kill waits for the
@@ -158,17 +162,23 @@ def main() -> None:
         embed = ["embed", str(photos), "--encoder", "effnet-lite0", "--shard-size", "8",
                  "--batch-size", "8", "--workers", "1", "--no-progress"]
         if embed_times:
-            _, t_ref = run([*embed, "--out", str(work / "ref-store")], env)
+            t_first, t_ref = first_appearance([*embed, "--out", str(work / "ref-store")], env,
+                                              work / "ref-store" / "shards")
             ref = store_output(work / "ref-store")
+            print(f"embed reference: shards folder at {t_first:.1f} s, done at {t_ref:.1f} s",
+                  flush=True)
         for i in range(embed_times):
             out = work / f"store-{i}"
-            moment = float(rng.uniform(0.4, 1.0) * t_ref)
-            rc, _ = run([*embed, "--out", str(out)], env, kill_after=moment)
+            # after the store's shards folder appeared, within the time the reference had left
+            after = float(rng.uniform(0.0, 1.0) * (t_ref - t_first))
+            rc, _ = run([*embed, "--out", str(out)], env, kill_after=after,
+                        wait_for=out / "shards")
             what = store_state(out) if rc == -9 else f"finished before the kill (exit {rc})"
             run([*embed, "--out", str(out)], env)
             got = store_output(out)
             same = all(np.array_equal(a, b) for a, b in zip(ref, got, strict=True))
-            rows.append(("embed", f"{moment:5.1f} s of {t_ref:.1f}", what, same))
+            rows.append(("embed", f"shards folder + {after:5.1f} s (run {t_ref:.1f} s)", what,
+                         same))
             print(*rows[-1], sep=" | ", flush=True)
 
         rng_x = np.random.default_rng(1)
