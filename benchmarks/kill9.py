@@ -13,11 +13,13 @@ Moments are counted from a sign that the work has begun, so that a loaded machin
 start does not push them before it: for ``embed`` from the store's ``shards`` folder
 appearing (a moment drawn over the time the reference run had left after it).
 
-TEMI's kills are aimed at training: its step budget (``--temi-steps``, checkpoint every
-``--checkpoint-every`` steps) makes training most of the run, and each kill waits for the
-run's first checkpoint, then a moment drawn uniformly over the training time the reference
-run had left after its first checkpoint. A kill counts as mid-training when the last
-checkpoint it left is below the step budget and no labels were written.
+TEMI's kills are aimed at training by its progress, not by the clock (a loaded machine
+changes the clock): each kill draws a checkpoint step uniformly among those of the step
+budget (``--temi-steps``, a checkpoint every ``--checkpoint-every`` steps) but the last two,
+waits for ``checkpoint.json`` to reach it, then a random part of one checkpoint period (as
+the reference run timed it), so that it lands between two checkpoints. A kill counts as
+mid-training when the last checkpoint it left is below the step budget and no labels were
+written.
 
     python benchmarks/kill9.py --times 10
 """
@@ -66,10 +68,10 @@ def command_env() -> dict:
 
 
 def run(argv: list[str], env: dict, kill_after: float | None = None,
-        wait_for: Path | None = None) -> tuple[int, float]:
+        wait_for=None) -> tuple[int, float]:
     """Run ``python -m deepclust argv``; SIGKILL the process ``kill_after`` seconds after its
-    start (or after ``wait_for`` appeared). Returns (exit status, wall seconds); -9 when it
-    was killed."""
+    start, or after ``wait_for`` (a path that appears, or a function that becomes true).
+    Returns (exit status, wall seconds); -9 when it was killed."""
     t = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "deepclust", *argv], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -78,8 +80,9 @@ def run(argv: list[str], env: dict, kill_after: float | None = None,
         if proc.returncode != 0:
             raise SystemExit(f"deepclust {' '.join(argv)} failed: {err.decode()[-2000:]}")
         return 0, time.perf_counter() - t
-    if wait_for is not None:  # the moment counts from when this file appears
-        while not wait_for.exists() and proc.poll() is None:
+    if wait_for is not None:  # the moment counts from when this becomes true
+        ready = wait_for.exists if isinstance(wait_for, Path) else wait_for
+        while not ready() and proc.poll() is None:
             time.sleep(0.02)
     try:
         proc.wait(timeout=kill_after)
@@ -127,6 +130,16 @@ def store_output(path: Path):
 
     st = open_store(path)
     return np.asarray(st.X), np.asarray(st.ids).astype(str), np.asarray(st.labels)
+
+
+def checkpoint_step(state: Path) -> int:
+    """The step ``checkpoint.json`` records (-1 before the first; it is replaced atomically)."""
+    import json
+
+    try:
+        return int(json.loads(state.read_text()).get("step", -1))
+    except (OSError, ValueError):
+        return -1
 
 
 def checkpoint_state(folder: Path, out: Path, n_steps: int) -> tuple[str, bool]:
@@ -205,12 +218,15 @@ def main() -> None:
             ref_labels = np.load(work / "temi-ref" / "labels.npy")
             print(f"TEMI reference: first checkpoint at {t_first:.1f} s, done at {t_ref:.1f} s "
                   f"({args.temi_steps} steps)", flush=True)
+        every = args.checkpoint_every
+        period = (t_ref - t_first) / max(1, args.temi_steps // every - 1)  # one checkpoint
         for i in range(temi_times):
             out, ckpt = work / f"temi-{i}", work / f"ckpt-{i}"
-            # after the first checkpoint, within the training time the reference had left
-            after = float(rng.uniform(0.0, 0.9) * (t_ref - t_first))
+            target = every * int(rng.integers(1, max(2, args.temi_steps // every - 1)))
+            after = float(rng.uniform(0.0, 1.0) * period)
             rc, _ = run(temi(out, ckpt), env, kill_after=after,
-                        wait_for=ckpt / "heads" / "checkpoint.json")
+                        wait_for=lambda state=ckpt / "heads" / "checkpoint.json", t=target:
+                        checkpoint_step(state) >= t)
             if rc == -9:
                 what, during = checkpoint_state(ckpt, out, args.temi_steps)
             else:
@@ -220,7 +236,7 @@ def main() -> None:
             run(temi(out, ckpt), env)
             same = np.array_equal(np.load(out / "labels.npy"), ref_labels)
             rows.append(("cluster --method temi",
-                         f"first checkpoint + {after:5.1f} s (run {t_ref:.1f} s)", what, same))
+                         f"checkpoint {target} + {after:4.1f} s (run {t_ref:.1f} s)", what, same))
             print(*rows[-1], sep=" | ", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
