@@ -9,9 +9,9 @@ with SIGKILL (the main process only, as a crash would leave DataLoader workers o
 re-run at once, and its output compared with the reference run's: the store's rows, ids and
 labels for ``embed``, ``labels.npy`` for TEMI. Prints one table row per moment. Not a test.
 
-Moments are counted from a sign that the work has begun, so that a loaded machine's slower
-start does not push them before it: for ``embed`` from the store's ``shards`` folder
-appearing (a moment drawn over the time the reference run had left after it).
+Moments are set by progress, not by the clock (a loaded machine changes the clock): an
+``embed`` kill waits for a random number of committed shards (all but the last two), then a
+random part of one shard's time as the reference run timed it.
 
 TEMI's kills are aimed at training by its progress, not by the clock (a loaded machine
 changes the clock): each kill draws a checkpoint step uniformly among those of the step
@@ -180,17 +180,21 @@ def main() -> None:
             ref = store_output(work / "ref-store")
             print(f"embed reference: shards folder at {t_first:.1f} s, done at {t_ref:.1f} s",
                   flush=True)
+        n_shards = len(list((work / "ref-store" / "shards").glob("*.parquet")))
+        period = (t_ref - t_first) / max(1, n_shards)  # about one shard
         for i in range(embed_times):
             out = work / f"store-{i}"
-            # after the store's shards folder appeared, within the time the reference had left
-            after = float(rng.uniform(0.0, 1.0) * (t_ref - t_first))
+            # after a random number of committed shards, then part of one shard's time
+            target = int(rng.integers(0, max(1, n_shards - 2)))
+            after = float(rng.uniform(0.0, 1.0) * period)
             rc, _ = run([*embed, "--out", str(out)], env, kill_after=after,
-                        wait_for=out / "shards")
+                        wait_for=lambda shards=out / "shards", t=target: shards.is_dir() and
+                        len(list(shards.glob("*.parquet"))) >= t)
             what = store_state(out) if rc == -9 else f"finished before the kill (exit {rc})"
             run([*embed, "--out", str(out)], env)
             got = store_output(out)
             same = all(np.array_equal(a, b) for a, b in zip(ref, got, strict=True))
-            rows.append(("embed", f"shards folder + {after:5.1f} s (run {t_ref:.1f} s)", what,
+            rows.append(("embed", f"{target} shards + {after:4.1f} s (run {t_ref:.1f} s)", what,
                          same))
             print(*rows[-1], sep=" | ", flush=True)
 
