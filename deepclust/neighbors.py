@@ -297,7 +297,8 @@ PRUNE_MAX_SHARE = 0.4
 PRUNE_SAMPLE = 512
 
 
-def exact_by_groups(X, k: int, groups) -> Neighbors:
+def exact_by_groups(X, k: int, groups, *, fallback_precision: Precision = "fp32",
+                    device: str | torch.device = "cpu") -> Neighbors:
     """The exact ``k`` most cosine-similar rows of every row, searching only the groups that
     can hold one (a clustering's labels make the groups).
 
@@ -322,6 +323,9 @@ def exact_by_groups(X, k: int, groups) -> Neighbors:
     k : int
     groups : array-like of int, shape (n_samples,)
         Any labels (``-1`` is a group like the others); correctness does not depend on them.
+    fallback_precision, device
+        Of the every-pair search when the groups do not separate (as in
+        :func:`mine_neighbors`); the pruned search is float32.
 
     Returns
     -------
@@ -355,7 +359,8 @@ def exact_by_groups(X, k: int, groups) -> Neighbors:
     reach = (q.astype(np.float64) @ centres.T + radii) >= (kth[:, None] - PRUNE_MARGIN)
     estimate = float((reach * sizes).sum() / (len(sample) * float(n)))
     if estimate > PRUNE_MAX_SHARE:
-        table = mine_neighbors(U, k, method="exact", precision="fp32", device="cpu")
+        table = mine_neighbors(U, k, method="exact", precision=fallback_precision,
+                               device=device)
         table.info.update(pruned_by=None, pairs_estimate=estimate,
                           seconds=time.perf_counter() - t0)
         return table
@@ -674,9 +679,10 @@ def neighbors_for(
         cache when the store is read-only), an array's in ``cache_dir()/neighbors/``; a
         path: that folder; False: always mine.
     groups : array-like of int, optional
-        A label per row (a clustering's): when the request resolves to an exact float32
-        search, it is mined by :func:`exact_by_groups` (the same table, fewer pairs searched;
-        the rows are read into memory).
+        A label per row (a clustering's): when the request resolves to an exact search, it
+        is mined by :func:`exact_by_groups` (the exact float32 table, fewer pairs searched;
+        the rows are read into memory; the requested precision when it falls back to every
+        pair).
     method, precision, device, target_recall, nlist, nprobe, verbose
         As in :func:`mine_neighbors`. A cached table serves only requests at most as exact
         as itself: an approximate (ivf) table never serves ``method="exact"``, nor
@@ -699,9 +705,10 @@ def neighbors_for(
     request = {"method": resolve_knn_method(method, n, dev, precision),
                "precision": resolve_precision("neighbors", precision, dev),
                "target_recall": float(target_recall), "nlist": nlist, "nprobe": nprobe}
-    if groups is not None and request["method"] == "exact" and request["precision"] == "fp32":
-        def mine_table():
-            return exact_by_groups(X, k, groups)
+    if groups is not None and request["method"] == "exact":
+        def mine_table():  # float32 and exact: at least as exact as any exact request
+            return exact_by_groups(X, k, groups, fallback_precision=request["precision"],
+                                   device=dev)
     else:
         def mine_table():
             return mine_neighbors(X, k, **mine)

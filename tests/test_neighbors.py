@@ -290,7 +290,7 @@ def test_grouped_search_is_exact_whatever_the_groups(how):
 
 def test_neighbors_for_with_groups_caches_an_exact_table(tmp_path):
     X, y = _mixture(n=1000)
-    first = neighbors_for(X, 5, cache=tmp_path, groups=y, precision="fp32", device="cpu")
+    first = neighbors_for(X, 5, cache=tmp_path, groups=y, device="cpu")  # auto precision
     assert first.info.get("pruned_by") == "groups" and not first.info.get("cached")
     again = neighbors_for(X, 5, cache=tmp_path, method="exact", precision="fp32", device="cpu")
     assert again.info["cached"] and np.array_equal(again.similarities, first.similarities)
