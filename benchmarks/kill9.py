@@ -3,11 +3,23 @@
 uninterrupted run?
 
 Images: crops, flips and JPEG re-encodes of scikit-learn's two sample photos, in two class
-folders. Features for TEMI: a seeded Gaussian mixture. For each of ``--times`` moments drawn
-uniformly over the uninterrupted run's wall time (seeded), the command is started, killed
+folders. Features for TEMI: a seeded Gaussian mixture. For each of ``--times`` seeded random
+moments (below), the command is started, killed
 with SIGKILL (the main process only, as a crash would leave DataLoader workers orphaned),
 re-run at once, and its output compared with the reference run's: the store's rows, ids and
 labels for ``embed``, ``labels.npy`` for TEMI. Prints one table row per moment. Not a test.
+
+Moments are set by progress, not by the clock (a loaded machine changes the clock): an
+``embed`` kill waits for a random number of committed shards (all but the last two), then a
+random part of one shard's time as the reference run timed it.
+
+TEMI's kills are aimed at training by its progress, not by the clock (a loaded machine
+changes the clock): each kill draws a checkpoint step uniformly among those of the step
+budget (``--temi-steps``, a checkpoint every ``--checkpoint-every`` steps) but the last two,
+waits for ``checkpoint.json`` to reach it, then a random part of one checkpoint period (as
+the reference run timed it), so that it lands between two checkpoints. A kill counts as
+mid-training when the last checkpoint it left is below the step budget and no labels were
+written.
 
     python benchmarks/kill9.py --times 10
 """
@@ -55,8 +67,10 @@ def command_env() -> dict:
     return env
 
 
-def run(argv: list[str], env: dict, kill_after: float | None = None) -> tuple[int, float]:
-    """Run ``python -m deepclust argv``; SIGKILL the process after ``kill_after`` seconds.
+def run(argv: list[str], env: dict, kill_after: float | None = None,
+        wait_for=None) -> tuple[int, float]:
+    """Run ``python -m deepclust argv``; SIGKILL the process ``kill_after`` seconds after its
+    start, or after ``wait_for`` (a path that appears, or a function that becomes true).
     Returns (exit status, wall seconds); -9 when it was killed."""
     t = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "deepclust", *argv], env=env,
@@ -66,6 +80,10 @@ def run(argv: list[str], env: dict, kill_after: float | None = None) -> tuple[in
         if proc.returncode != 0:
             raise SystemExit(f"deepclust {' '.join(argv)} failed: {err.decode()[-2000:]}")
         return 0, time.perf_counter() - t
+    if wait_for is not None:  # the moment counts from when this becomes true
+        ready = wait_for.exists if isinstance(wait_for, Path) else wait_for
+        while not ready() and proc.poll() is None:
+            time.sleep(0.02)
     try:
         proc.wait(timeout=kill_after)
     except subprocess.TimeoutExpired:
@@ -73,6 +91,26 @@ def run(argv: list[str], env: dict, kill_after: float | None = None) -> tuple[in
         proc.wait()
     proc.stderr.close()
     return proc.returncode, time.perf_counter() - t
+
+
+def first_appearance(argv: list[str], env: dict, path: Path) -> tuple[float, float]:
+    """Run ``argv`` to the end; (seconds until ``path`` first existed, total seconds)."""
+    t = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "deepclust", *argv], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    seen = None
+    while proc.poll() is None:
+        if seen is None and path.exists():
+            seen = time.perf_counter() - t
+        time.sleep(0.02)
+    err = proc.stderr.read()
+    proc.stderr.close()
+    if proc.returncode != 0:
+        raise SystemExit(f"deepclust {' '.join(argv)} failed: {err.decode()[-2000:]}")
+    total = time.perf_counter() - t
+    if seen is None:
+        raise SystemExit(f"{path} never appeared: no checkpoint was written during training")
+    return seen, total
 
 
 def store_state(path: Path) -> str:
@@ -94,15 +132,27 @@ def store_output(path: Path):
     return np.asarray(st.X), np.asarray(st.ids).astype(str), np.asarray(st.labels)
 
 
-def checkpoint_state(folder: Path, out: Path) -> str:
-    if (out / "labels.npy").exists():
-        return "after labels were written"
-    state = folder / "heads" / "checkpoint.json"  # TEMI's phase folder
-    if not state.exists():
-        return "before the first checkpoint"
+def checkpoint_step(state: Path) -> int:
+    """The step ``checkpoint.json`` records (-1 before the first; it is replaced atomically)."""
     import json
 
-    return f"after checkpoint step {json.loads(state.read_text()).get('step')}"
+    try:
+        return int(json.loads(state.read_text()).get("step", -1))
+    except (OSError, ValueError):
+        return -1
+
+
+def checkpoint_state(folder: Path, out: Path, n_steps: int) -> tuple[str, bool]:
+    """What a killed TEMI run left, and whether the kill landed during training."""
+    if (out / "labels.npy").exists():
+        return "after labels were written", False
+    state = folder / "heads" / "checkpoint.json"  # TEMI's phase folder
+    if not state.exists():
+        return "before the first checkpoint", False
+    import json
+
+    step = json.loads(state.read_text()).get("step")
+    return f"training, last checkpoint step {step} of {n_steps}", step < n_steps
 
 
 def main() -> None:
@@ -111,6 +161,8 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=150, help="images per class folder")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--commands", default="embed,temi", help="which: embed, temi or both")
+    ap.add_argument("--temi-steps", type=int, default=3000, help="TEMI's step budget")
+    ap.add_argument("--checkpoint-every", type=int, default=50, help="TEMI's checkpoint period")
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
     env = command_env()
@@ -123,17 +175,27 @@ def main() -> None:
         embed = ["embed", str(photos), "--encoder", "effnet-lite0", "--shard-size", "8",
                  "--batch-size", "8", "--workers", "1", "--no-progress"]
         if embed_times:
-            _, t_ref = run([*embed, "--out", str(work / "ref-store")], env)
+            t_first, t_ref = first_appearance([*embed, "--out", str(work / "ref-store")], env,
+                                              work / "ref-store" / "shards")
             ref = store_output(work / "ref-store")
+            print(f"embed reference: shards folder at {t_first:.1f} s, done at {t_ref:.1f} s",
+                  flush=True)
+        n_shards = len(list((work / "ref-store" / "shards").glob("*.parquet")))
+        period = (t_ref - t_first) / max(1, n_shards)  # about one shard
         for i in range(embed_times):
             out = work / f"store-{i}"
-            moment = float(rng.uniform(0.4, 1.0) * t_ref)
-            rc, _ = run([*embed, "--out", str(out)], env, kill_after=moment)
+            # after a random number of committed shards, then part of one shard's time
+            target = int(rng.integers(0, max(1, n_shards - 2)))
+            after = float(rng.uniform(0.0, 1.0) * period)
+            rc, _ = run([*embed, "--out", str(out)], env, kill_after=after,
+                        wait_for=lambda shards=out / "shards", t=target: shards.is_dir() and
+                        len(list(shards.glob("*.parquet"))) >= t)
             what = store_state(out) if rc == -9 else f"finished before the kill (exit {rc})"
             run([*embed, "--out", str(out)], env)
             got = store_output(out)
             same = all(np.array_equal(a, b) for a, b in zip(ref, got, strict=True))
-            rows.append(("embed", f"{moment:5.1f} s of {t_ref:.1f}", what, same))
+            rows.append(("embed", f"{target} shards + {after:4.1f} s (run {t_ref:.1f} s)", what,
+                         same))
             print(*rows[-1], sep=" | ", flush=True)
 
         rng_x = np.random.default_rng(1)
@@ -144,24 +206,41 @@ def main() -> None:
         def temi(out: Path, ckpt: Path) -> list[str]:
             return ["cluster", str(work / "X.npy"), "--method", "temi", "--k", "5",
                     "--no-label-free", "--quiet", "--out", str(out),
-                    "--param", f"checkpoint_dir={ckpt}", "--param", "checkpoint_every=20",
-                    "--param", "n_steps=300", "--param", "n_heads=2", "--param", "hidden_dim=64",
+                    "--param", f"checkpoint_dir={ckpt}",
+                    "--param", f"checkpoint_every={args.checkpoint_every}",
+                    "--param", f"n_steps={args.temi_steps}", "--param", "n_heads=2",
+                    "--param", "hidden_dim=64",
                     "--param", "bottleneck_dim=32", "--param", "n_neighbors=10",
                     "--param", "batch_size=128"]
 
         temi_times = args.times if "temi" in args.commands.split(",") else 0
+        landed = 0
         if temi_times:
-            _, t_ref = run(temi(work / "temi-ref", work / "ckpt-ref"), env)
+            first = work / "ckpt-ref" / "heads" / "checkpoint.json"
+            t_first, t_ref = first_appearance(temi(work / "temi-ref", work / "ckpt-ref"), env,
+                                              first)
             ref_labels = np.load(work / "temi-ref" / "labels.npy")
+            print(f"TEMI reference: first checkpoint at {t_first:.1f} s, done at {t_ref:.1f} s "
+                  f"({args.temi_steps} steps)", flush=True)
+        every = args.checkpoint_every
+        period = (t_ref - t_first) / max(1, args.temi_steps // every - 1)  # one checkpoint
         for i in range(temi_times):
             out, ckpt = work / f"temi-{i}", work / f"ckpt-{i}"
-            moment = float(rng.uniform(0.4, 1.0) * t_ref)
-            rc, _ = run(temi(out, ckpt), env, kill_after=moment)
-            what = checkpoint_state(ckpt, out) if rc == -9 else f"finished before the kill (exit {rc})"
+            target = every * int(rng.integers(1, max(2, args.temi_steps // every - 1)))
+            after = float(rng.uniform(0.0, 1.0) * period)
+            rc, _ = run(temi(out, ckpt), env, kill_after=after,
+                        wait_for=lambda state=ckpt / "heads" / "checkpoint.json", t=target:
+                        checkpoint_step(state) >= t)
+            if rc == -9:
+                what, during = checkpoint_state(ckpt, out, args.temi_steps)
+            else:
+                what, during = f"finished before the kill (exit {rc})", False
+            landed += during
             shutil.rmtree(out, ignore_errors=True)
             run(temi(out, ckpt), env)
             same = np.array_equal(np.load(out / "labels.npy"), ref_labels)
-            rows.append(("cluster --method temi", f"{moment:5.1f} s of {t_ref:.1f}", what, same))
+            rows.append(("cluster --method temi",
+                         f"checkpoint {target} + {after:4.1f} s (run {t_ref:.1f} s)", what, same))
             print(*rows[-1], sep=" | ", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -169,6 +248,9 @@ def main() -> None:
     print("| --- | --- | --- | --- |")
     for command, moment, what, same in rows:
         print(f"| {command} | {moment} | {what} | {'yes' if same else 'NO'} |")
+    if temi_times:
+        print(f"\nTEMI kills that landed during training: {landed} of {temi_times}")
+    print(f"identical after the re-run: {sum(r[3] for r in rows)} of {len(rows)}")
 
 
 if __name__ == "__main__":

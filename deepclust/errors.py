@@ -25,5 +25,11 @@ class NotFittedError(InputError, _SklearnNotFittedError):
     """An estimator was used before ``fit``; also scikit-learn's ``NotFittedError``."""
 
 
+class OutputError(InputError):
+    """An output folder cannot be written: full, read-only or forbidden. Raised by the atomic
+    writers (:func:`deepclust.runinfo.atomic_write`), so a loop that records per-item failures
+    can stop on it instead of recording one failure per item."""
+
+
 class DataNotFoundError(DeepclustError, FileNotFoundError):
     """A dataset, file or model weights are not on this machine."""

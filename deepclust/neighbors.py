@@ -84,6 +84,7 @@ from deepclust.runtime import resolve_device, resolve_precision
 __all__ = [
     "Neighbors",
     "default_nlist",
+    "exact_by_groups",
     "mine_neighbors",
     "neighbors_for",
     "resolve_knn_method",
@@ -283,6 +284,128 @@ def _calibrate_nprobe(index, rows, k: int, target: float, *, block_rows: int):
         tried[mid] = recall_at(mid)
         lo, hi = (lo, mid) if tried[mid] >= target else (mid, hi)
     return hi, tried[hi], s
+
+
+#: Margin added to the pruning bound of :func:`exact_by_groups`, for float32 rounding of the
+#: similarities (unit rows: each product is off by at most about d * 6e-8).
+PRUNE_MARGIN = 1e-4
+#: :func:`exact_by_groups` searches every pair at once (as :func:`mine_neighbors`) when a
+#: sample of queries says the groups would leave more than this share of the pairs to search:
+#: the group-by-group search costs about twice the plain one per pair.
+PRUNE_MAX_SHARE = 0.4
+#: Queries of that estimate.
+PRUNE_SAMPLE = 512
+
+
+def exact_by_groups(X, k: int, groups, *, fallback_precision: Precision = "fp32",
+                    device: str | torch.device = "cpu") -> Neighbors:
+    """The exact ``k`` most cosine-similar rows of every row, searching only the groups that
+    can hold one (a clustering's labels make the groups).
+
+    Each group ``g`` has a centre ``c_g`` (the mean of its unit rows) and a radius ``r_g``
+    (the largest distance of one of its unit rows to ``c_g``). For a unit query ``q`` and any
+    row ``x`` of ``g``, ``q . x = q . c_g + q . (x - c_g) <= q . c_g + r_g`` (Cauchy-Schwarz).
+    A query is first searched in its own group; another group is searched for the queries
+    whose bound for it reaches their current ``k``-th similarity (less
+    :data:`PRUNE_MARGIN`), groups taken by decreasing bound. The others cannot hold a
+    nearer row, so the table equals :func:`mine_neighbors` ``(method="exact",
+    precision="fp32")`` up to the order of tied similarities, at a cost that falls with how
+    well the groups separate the rows (``info["pairs_searched"]``: the share of all pairs
+    computed). When a sample of :data:`PRUNE_SAMPLE` queries says more than
+    :data:`PRUNE_MAX_SHARE` of the pairs would be searched (groups that do not separate the
+    rows, as in high-dimensional embeddings whose clusters overlap), every pair is searched
+    at once instead (``info["pruned_by"]`` None, ``info["pairs_estimate"]`` the estimate).
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features), or anything :func:`as_row_source` reads
+        Read into memory (float32 unit rows).
+    k : int
+    groups : array-like of int, shape (n_samples,)
+        Any labels (``-1`` is a group like the others); correctness does not depend on them.
+    fallback_precision, device
+        Of the every-pair search when the groups do not separate (as in
+        :func:`mine_neighbors`); the pruned search is float32.
+
+    Returns
+    -------
+    Neighbors
+        ``info["method"] == "exact"``, ``precision`` ``"fp32"``, ``pruned_by`` ``"groups"``.
+
+    Examples
+    --------
+    >>> X = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+    >>> exact_by_groups(X, 1, [0, 0, 1, 1]).indices.ravel().tolist()
+    [1, 0, 3, 2]
+    """
+    t0 = time.perf_counter()
+    rows = as_row_source(X)
+    n = rows.n
+    k = _check_k(k, n)
+    U = _unit_rows(rows.to_array(np.float32))
+    groups = np.asarray(groups)
+    if groups.shape != (n,):
+        raise InputError(f"groups must hold one label per row ({n}), got shape {groups.shape}")
+    names, code = np.unique(groups, return_inverse=True)
+    members = [np.flatnonzero(code == g) for g in range(len(names))]
+    centres = np.stack([U[m].astype(np.float64).mean(axis=0) for m in members])
+    radii = np.array([np.sqrt(((U[m] - c) ** 2).sum(axis=1)).max()
+                      for m, c in zip(members, centres, strict=True)])
+    kk = k + 1
+    sizes = np.array([len(m) for m in members], dtype=np.float64)
+    sample = np.sort(np.random.default_rng(0).choice(n, min(n, PRUNE_SAMPLE), replace=False))
+    q = U[sample]
+    kth = faiss.knn(q, U, kk, metric=faiss.METRIC_INNER_PRODUCT)[0][:, -1]
+    reach = (q.astype(np.float64) @ centres.T + radii) >= (kth[:, None] - PRUNE_MARGIN)
+    estimate = float((reach * sizes).sum() / (len(sample) * float(n)))
+    if estimate > PRUNE_MAX_SHARE:
+        table = mine_neighbors(U, k, method="exact", precision=fallback_precision,
+                               device=device)
+        table.info.update(pruned_by=None, pairs_estimate=estimate,
+                          seconds=time.perf_counter() - t0)
+        return table
+    out_ids = np.empty((n, k), dtype=np.int32 if n < 2**31 else np.int64)
+    out_sims = np.empty((n, k), dtype=np.float32)
+    pairs = 0
+    for a, rows_a in enumerate(members):
+        q = U[rows_a]
+        heap = faiss.ResultHeap(len(q), kk, keep_max=True)
+        bounds = q.astype(np.float64) @ centres.T + radii  # (queries, groups)
+        order = np.argsort(-bounds.max(axis=0), kind="stable")
+        order = np.concatenate([[a], order[order != a]])
+        kth = np.full(len(q), -np.inf)
+        for b in order:
+            need = np.flatnonzero(bounds[:, b] >= kth - PRUNE_MARGIN) if b != a else \
+                np.arange(len(q))
+            if need.size == 0:
+                continue
+            db = U[members[b]]
+            kb = min(kk, len(db))
+            sims, ids = faiss.knn(q[need], db, kb, metric=faiss.METRIC_INNER_PRODUCT)
+            pairs += need.size * len(db)
+            ids = members[b][ids].astype(np.int64)
+            if kb < kk:
+                sims = np.pad(sims, ((0, 0), (0, kk - kb)), constant_values=-np.inf)
+                ids = np.pad(ids, ((0, 0), (0, kk - kb)), constant_values=-1)
+            part_sims = np.full((len(q), kk), -np.inf, dtype=np.float32)
+            part_ids = np.full((len(q), kk), -1, dtype=np.int64)
+            part_sims[need], part_ids[need] = sims, ids
+            heap.add_result(part_sims, part_ids)
+            # the k-th best so far (k + 1 with the row itself), read without finalising
+            kth = np.sort(_heap_values(heap, len(q), kk), axis=1)[:, 0]
+        heap.finalize()
+        ids, sims = _drop_self(heap.I, heap.D, rows_a, k)
+        out_ids[rows_a], out_sims[rows_a] = ids, sims
+    info = {"k": k, "n": n, "metric": "cosine", "method": "exact", "precision": "fp32",
+            "pruned_by": "groups", "groups": int(len(names)), "pairs_estimate": estimate,
+            "pairs_searched": pairs / float(n) / float(n), "device": "cpu",
+            "seconds": time.perf_counter() - t0}
+    return Neighbors(out_ids, out_sims, info)
+
+
+def _heap_values(heap, nq: int, kk: int) -> np.ndarray:
+    """The similarities a ``faiss.ResultHeap`` holds before ``finalize`` (unordered)."""
+    return np.asarray(heap.D).reshape(nq, kk)
 
 
 def _check_k(k, n: int) -> int:
@@ -541,6 +664,7 @@ def neighbors_for(
     nlist: int | None = None,
     nprobe: int | None = None,
     verbose: bool = False,
+    groups=None,
 ) -> Neighbors:
     """The neighbour table of an array or an embedding store, from the cache when possible.
 
@@ -554,6 +678,11 @@ def neighbors_for(
         True: a store's table lives in ``STORE/neighbors/`` (falling back to the deepclust
         cache when the store is read-only), an array's in ``cache_dir()/neighbors/``; a
         path: that folder; False: always mine.
+    groups : array-like of int, optional
+        A label per row (a clustering's): when the request resolves to an exact search, it
+        is mined by :func:`exact_by_groups` (the exact float32 table, fewer pairs searched;
+        the rows are read into memory; the requested precision when it falls back to every
+        pair).
     method, precision, device, target_recall, nlist, nprobe, verbose
         As in :func:`mine_neighbors`. A cached table serves only requests at most as exact
         as itself: an approximate (ivf) table never serves ``method="exact"``, nor
@@ -572,20 +701,27 @@ def neighbors_for(
     fingerprint = None  # computed only if the cache is used
     mine = dict(method=method, precision=precision, device=device, target_recall=target_recall,
                 nlist=nlist, nprobe=nprobe, verbose=verbose)
-    if cache is False:
-        return mine_neighbors(X, k, **mine)
-    fingerprint = X.fingerprint()
-    folders = ([Path(cache)] if not isinstance(cache, bool)
-               else [f for f in (default_folder, cache_dir() / "neighbors" / fingerprint) if f])
     dev = resolve_device(device)
     request = {"method": resolve_knn_method(method, n, dev, precision),
                "precision": resolve_precision("neighbors", precision, dev),
                "target_recall": float(target_recall), "nlist": nlist, "nprobe": nprobe}
+    if groups is not None and request["method"] == "exact":
+        def mine_table():  # float32 and exact: at least as exact as any exact request
+            return exact_by_groups(X, k, groups, fallback_precision=request["precision"],
+                                   device=dev)
+    else:
+        def mine_table():
+            return mine_neighbors(X, k, **mine)
+    if cache is False:
+        return mine_table()
+    fingerprint = X.fingerprint()
+    folders = ([Path(cache)] if not isinstance(cache, bool)
+               else [f for f in (default_folder, cache_dir() / "neighbors" / fingerprint) if f])
     for folder in folders:
         found = _load_cached(folder, fingerprint, k, n, request) if folder.is_dir() else None
         if found is not None:
             return found
-    table = mine_neighbors(X, k, **mine)
+    table = mine_table()
     for folder in folders:
         saved = _save_cached(folder, fingerprint, table)
         if saved is not None:

@@ -86,9 +86,9 @@ def atomic_write(path: str | Path, write) -> None:
     except OSError as exc:
         if exc.errno not in _DISK_ERRORS:
             raise
-        from deepclust.errors import InputError
+        from deepclust.errors import OutputError
 
-        raise InputError(f"cannot write {path.name} in {path.parent}: {_DISK_ERRORS[exc.errno]}; "
+        raise OutputError(f"cannot write {path.name} in {path.parent}: {_DISK_ERRORS[exc.errno]}; "
                          f"{'free space there' if exc.errno in (errno.ENOSPC, errno.EDQUOT) else 'choose a writable folder'} "
                          "and run the same command again (what was finished is kept and "
                          "the run resumes)") from None
@@ -122,9 +122,37 @@ def check_output_dir(path: str | Path, flag: str = "--out") -> Path:
             os.close(fd)
             os.unlink(probe)
     except OSError as exc:
-        raise InputError(f"{flag} {path} cannot be written ({exc.strerror or exc}); choose "
-                         f"another {flag}") from None
+        from deepclust.errors import OutputError
+
+        raise OutputError(f"{flag} {path} cannot be written ({exc.strerror or exc}); choose "
+                          f"another {flag}") from None
     return path
+
+
+def append_line(path: str | Path, line: str) -> None:
+    """Append ``line`` (and a newline) to a text file, all of it or none: on a full, read-only
+    or forbidden disk the file is cut back to its old length and
+    :class:`~deepclust.errors.OutputError` names the folder."""
+    path = Path(path)
+    data = (line.rstrip("\n") + "\n").encode("utf-8")
+    try:
+        with open(path, "ab") as f:
+            size = f.tell()
+            try:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            except OSError:
+                f.truncate(size)
+                raise
+    except OSError as exc:
+        if exc.errno not in _DISK_ERRORS:
+            raise
+        from deepclust.errors import OutputError
+
+        raise OutputError(f"cannot write {path.name} in {path.parent}: {_DISK_ERRORS[exc.errno]}; "
+                          f"{'free space there' if exc.errno in (errno.ENOSPC, errno.EDQUOT) else 'choose a writable folder'} "
+                          "and run the same command again") from None
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:

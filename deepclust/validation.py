@@ -253,6 +253,22 @@ class Boolean(Options):
         return "true or false"
 
 
+class Each:
+    """A non-empty list, tuple or 1-D array each of whose items one of ``constraints``
+    accepts (per-level values: ``n_clusters=(1000, 100, 10)``)."""
+
+    def __init__(self, *constraints):
+        self.constraints = constraints
+
+    def accepts(self, v) -> bool:
+        if not isinstance(v, (list, tuple, np.ndarray)) or np.ndim(v) != 1 or len(v) == 0:
+            return False
+        return all(any(_accepts(c, x) for c in self.constraints) for x in v)
+
+    def describe(self) -> str:
+        return "a list each of whose items is " + " or ".join(_describe(c) for c in self.constraints)
+
+
 def _accepts(constraint, v) -> bool:
     if constraint is None:
         return v is None

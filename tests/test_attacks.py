@@ -278,6 +278,22 @@ PARAM_CASES = {
                              "n_neighbors='abc' is not allowed"),
     "unknown parameter": (["--k", K, "--param", "bogus=1"], "does not take parameter(s) bogus"),
 }
+# the heads and hierarchical k-means: one case per kind of constraint (type, range, choice,
+# boolean, "auto"-or-number, per-level list)
+for _m, _k, _cases in [
+    ("temi", K, ["beta=abc", "beta=2", "precision=fp16", "n_steps=0", "n_steps=many",
+                 "teacher_momentum=1", "teacher_momentum_final=1.5", "checkpoint_every=-1",
+                 "resume=maybe", "student_temp=0", "warmup_steps=-2", "neighbor_precision=x"]),
+    ("scan", K, ["self_label=abc", "self_label_threshold=0", "entropy_weight=-1", "n_heads=0",
+                 "batch_size=abc", "self_label_steps=0", "temperature=-0.1", "base_lr=0"]),
+    ("hkmeans", 2, ["branching=1", "resampling_strategy=far", "tol=-1", "level=0",
+                    "n_resampling_steps=-1", "sample_size=0", "spherical=abc", "init=kmeans",
+                    "max_iter=0", "n_levels=0"]),
+]:
+    for _c in _cases:
+        _name, _value = _c.split("=")
+        PARAM_CASES[f"{_m} {_c}"] = (["--method", _m, "--k", _k, "--param", _c],
+                                     f"{_m}: {_name}=")
 
 
 @pytest.mark.parametrize("case", sorted(PARAM_CASES))
@@ -711,3 +727,222 @@ def test_k_auto_sweeps_a_sample_then_fits_every_row():
     full = run_clustering(X, y, method="kmeans", k="auto", k_values=range(2, 7),
                           selection_rows=None, random_state=0)
     assert full.k_selection.rows == len(X) and full.label_free_rows == len(X)
+
+
+# ----------------------------------------------------------------------------- report confinement
+
+
+@pytest.fixture
+def image_run(photos, tmp_path):
+    """A folder of 6 images, its store and a k-means run of it; an image outside the folder."""
+    src = tmp_path / "imgs"
+    shutil.copytree(photos, src)
+    assert run_cli(_embed(src, tmp_path / "store"))[0] == 0
+    rc, err, _ = run_cli(["cluster", tmp_path / "store", "--k", 2, "--out", tmp_path / "run",
+                          "--no-label-free", "--quiet"])
+    assert rc == 0, err
+    secret = tmp_path / "elsewhere" / "secret.png"
+    secret.parent.mkdir()
+    _photos()[1].crop((0, 0, 32, 32)).save(secret)
+    return tmp_path, src, secret
+
+
+def _set_column(path: Path, column: str, values: list) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    i = table.column_names.index(column)
+    pq.write_table(table.set_column(i, column, pa.array(values, type=pa.string())), path)
+
+
+def _hostile_paths(secret: Path, src: Path) -> list[str]:
+    """Row paths: two outside the folder (absolute, and ../ from inside it), the rest inside."""
+    inside = sorted(str(p) for p in src.rglob("*.png"))
+    return [str(secret), str(src / "a" / ".." / ".." / "elsewhere" / "secret.png"), *inside[2:]]
+
+
+def test_report_reads_no_assignment_path_outside_the_image_folder(image_run):
+    from deepclust.report import load_run
+    from deepclust.report.data import outside_warning
+
+    tmp, src, secret = image_run
+    _set_column(tmp / "run" / "assignments.parquet", "path", _hostile_paths(secret, src))
+    data = load_run(tmp / "run")
+    assert data.outside == {"skipped": 2, "roots": [str(src.resolve())]}
+    assert data.paths[:2] == [None, None] and all(data.paths[2:])
+    assert data.images.image(0) is None and data.images.image(2) is not None
+    assert data.missing is None  # skipped files are not reported as missing
+    assert "2 image path(s) outside" in outside_warning(data.outside)
+    opened = load_run(tmp / "run", follow_outside=True)  # the explicit opt-out reads them
+    assert opened.outside is None and opened.paths[0] == str(secret)
+
+
+def test_report_reads_no_store_index_path_outside_its_root(image_run):
+    """An older run (no assignments file) read through the store's index: absolute and
+    ``../`` paths leaving the recorded root are skipped."""
+    from deepclust.report import load_run
+
+    tmp, src, secret = image_run
+    (tmp / "run" / "assignments.parquet").unlink()
+    rel = os.path.relpath(secret, src)  # ../elsewhere/secret.png, relative to the root
+    paths = [str(secret), rel, *(f"{c}/{j}.png" for c in "ab" for j in range(3))][:6]
+    index = tmp / "store" / "index.parquet"
+    _set_column(index, "path", paths)
+    _set_column(index, "id", paths)
+    edit_meta(tmp / "store", index_file=None)
+    data = load_run(tmp / "run")
+    assert data.outside is not None and data.outside["skipped"] == 2, data.notes
+    assert data.paths[:2] == [None, None] and all(data.paths[2:])
+
+
+def test_report_does_not_follow_a_link_out_of_the_image_folder(image_run):
+    from deepclust.report import load_run
+
+    tmp, src, secret = image_run
+    (src / "a" / "0.png").unlink()
+    os.symlink(secret, src / "a" / "0.png")  # swapped for a link after the run
+    data = load_run(tmp / "run")
+    assert data.outside == {"skipped": 1, "roots": [str(src.resolve())]}
+    assert str(src / "a" / "0.png") not in data.paths
+
+
+def test_report_command_says_how_many_paths_were_skipped(image_run):
+    tmp, src, secret = image_run
+    _set_column(tmp / "run" / "assignments.parquet", "path", _hostile_paths(secret, src))
+    rc, err, out = run_cli(["report", tmp / "run", "--per-page", "4"])
+    assert rc == 0, err
+    assert "2 image path(s) outside the run's image folder" in out
+    assert "--follow-outside" in out
+    manifest = json.loads((tmp / "run" / "report" / "report.json").read_text())
+    assert any("2 image path(s)" in w for w in manifest["warnings"])
+    rc, err, out = run_cli(["report", tmp / "run", "--per-page", "4", "--follow-outside"])
+    assert rc == 0, err
+    assert "outside the run's image folder" not in out
+
+
+def test_heads_and_hkmeans_coerce_nothing_at_fit():
+    """The declared tables run at the start of fit too (not only in make_clusterer): a string
+    where a number belongs is refused, not turned into the number."""
+    from deepclust.cluster import SCAN, TEMI, HierarchicalKMeans
+    from deepclust.errors import InputError
+
+    X, _ = blobs()
+    for est, fragment in [(TEMI(n_clusters=K, beta="0.6"), "beta='0.6'"),
+                          (SCAN(n_clusters=K, temperature="0.1"), "temperature='0.1'"),
+                          (TEMI(n_clusters=K, n_steps=10.0), "n_steps=10.0"),
+                          (HierarchicalKMeans(n_clusters=(20, "5")), "n_clusters=(20, '5')"),
+                          (HierarchicalKMeans(n_clusters=(20, 5), tol="0"), "tol='0'")]:
+        with pytest.raises(InputError, match="is not allowed") as err:
+            est.fit(X)
+        assert fragment in str(err.value) and "\n" not in str(err.value)
+
+
+# ----------------------------------------------------------------------------- full disks: report, bench
+
+
+def _disk_fills_after(monkeypatch, n_writes: int) -> None:
+    """Every atomic write (and the output-folder probe) after the first ``n_writes`` meets a
+    full disk (their fsync raises ENOSPC)."""
+    import errno
+
+    import deepclust.runinfo as runinfo
+
+    real, calls = runinfo.os.fsync, []
+
+    def fsync(fd):
+        calls.append(fd)
+        if len(calls) > n_writes:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd)
+
+    monkeypatch.setattr(runinfo.os, "fsync", fsync)
+
+
+def assert_one_error_line(argv, *fragments: str) -> None:
+    """Exit status 2, no traceback, one error line holding ``fragments`` (progress lines on
+    stderr aside)."""
+    rc, err, _ = run_cli([str(a) for a in argv])
+    assert rc == 2 and "Traceback" not in err, (rc, err)
+    errors = [ln for ln in err.splitlines() if ": error: " in ln]
+    assert len(errors) == 1 and all(f in errors[0] for f in fragments), err
+
+
+def _temporary_files(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.name.endswith(".tmp")]
+
+
+@pytest.fixture
+def blobs_run(base, tmp_path):
+    rc, err, _ = run_cli(["cluster", base / "blobs.npz", "--k", K, "--out", tmp_path / "run",
+                          "--no-label-free", "--quiet"])
+    assert rc == 0, err
+    return tmp_path / "run"
+
+
+@pytest.mark.parametrize("n_writes", [0, 2])
+def test_full_disk_during_report_is_one_line_and_leaves_nothing_half_written(
+        blobs_run, monkeypatch, n_writes):
+    """0: full before the report starts; 2: full after its first figure."""
+    out = blobs_run / "report"
+    _disk_fills_after(monkeypatch, n_writes)
+    assert_one_error_line(["report", blobs_run], "pace left", str(out))
+    assert not _temporary_files(blobs_run), _temporary_files(blobs_run)
+    assert not (out / "report.html").exists() and not (out / "report.json").exists()
+    assert not (out / "assets").exists()
+    monkeypatch.undo()
+    rc, err, _ = run_cli(["report", blobs_run])
+    assert rc == 0, err
+    assert (out / "report.html").is_file() and not _temporary_files(blobs_run)
+
+
+def test_report_into_an_unwritable_folder_is_one_line(blobs_run):
+    assert_clean_error(["report", blobs_run, "--out", "/proc/deepclust-report"], "cannot be written",
+                       "/proc/deepclust-report")
+
+
+def _bench_config(base, tmp_path) -> Path:
+    cfg = {"out": str(tmp_path / "bench"), "seeds": [0, 1], "methods": [{"name": "kmeans"}],
+           "features": [{"name": "blobs", "path": str(base / "blobs.npz")}],
+           "benchmarks": [{"type": "long_tail", "imbalance_ratio": 2, "name": "lt2"}]}
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(cfg))
+    return path
+
+
+@pytest.mark.parametrize("n_writes", [0, 3])
+def test_full_disk_during_bench_is_one_line_and_resumes(base, tmp_path, monkeypatch, n_writes):
+    """0: full before the first task; 3: full after the first task (writes: the folder probe,
+    the first subset manifest, the first result row; then the second manifest fails)."""
+    import pyarrow.parquet as pq
+
+    config, out = _bench_config(base, tmp_path), tmp_path / "bench"
+    _disk_fills_after(monkeypatch, n_writes)
+    assert_one_error_line(["bench", config], "pace left", str(out))
+    assert not _temporary_files(out)
+    if (out / "results.parquet").exists():  # what was finished is whole and readable
+        assert pq.read_table(out / "results.parquet").num_rows == 1
+    assert not (out / "errors.jsonl").exists()  # the disk is not recorded as failed tasks
+    monkeypatch.undo()
+    rc, err, _ = run_cli(["bench", config])
+    assert rc == 0, err
+    assert pq.read_table(out / "results.parquet").num_rows == 2
+    assert not _temporary_files(out)
+
+
+def test_error_line_is_appended_whole_or_not_at_all(tmp_path, monkeypatch):
+    import errno
+
+    import deepclust.runinfo as runinfo
+    from deepclust.errors import OutputError
+
+    path = tmp_path / "errors.jsonl"
+    runinfo.append_line(path, '{"a": 1}')
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(runinfo.os, "fsync", full)
+    with pytest.raises(OutputError, match="errors.jsonl"):
+        runinfo.append_line(path, '{"b": 2}')
+    assert path.read_text() == '{"a": 1}\n'

@@ -243,3 +243,56 @@ def test_a_float16_store_is_searched_shard_by_shard(clustered, tmp_path, monkeyp
     approx = neighbors_for(store, 6, method="ivf")
     assert approx.info["cache"].startswith(str(tmp_path / "s" / "neighbors"))
     assert _recall(approx.indices, truth) >= 0.9
+
+
+# ----------------------------------------------------------------------------- pruned by groups
+
+
+def _mixture(n=3000, d=16, k=6, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 4, (k, d))
+    y = rng.integers(0, k, n)
+    return (centres[y] + rng.normal(0, 1, (n, d))).astype(np.float32), y
+
+
+def _same_table(a, b):
+    """Equal similarities everywhere; neighbour sets equal except where similarities tie."""
+    assert np.allclose(a.similarities, b.similarities, atol=1e-5)
+    differ = (np.sort(a.indices, 1) != np.sort(b.indices, 1)).any(axis=1)
+    assert differ.mean() < 0.01
+
+
+def test_grouped_search_equals_the_exact_search_and_prunes():
+    from deepclust.neighbors import exact_by_groups
+
+    X, y = _mixture()
+    exact = mine_neighbors(X, 10, method="exact", precision="fp32", device="cpu")
+    pruned = exact_by_groups(X, 10, y)
+    _same_table(pruned, exact)
+    assert pruned.info["pruned_by"] == "groups" and pruned.info["pairs_searched"] < 0.4
+
+
+@pytest.mark.parametrize("how", ["split clusters", "random", "one group", "singletons"])
+def test_grouped_search_is_exact_whatever_the_groups(how):
+    """Groups that cut through clusters (true neighbours in another group), random groups,
+    one group and groups smaller than k: the bound never drops a nearer row."""
+    from deepclust.neighbors import exact_by_groups
+
+    X, y = _mixture(n=1500)
+    rng = np.random.default_rng(1)
+    groups = {"split clusters": y * 2 + (X[:, 0] > np.median(X[:, 0])),
+              "random": rng.integers(0, 4, len(X)),
+              "one group": np.zeros(len(X), int),
+              "singletons": np.arange(len(X)) // 3}[how]
+    exact = mine_neighbors(X, 10, method="exact", precision="fp32", device="cpu")
+    _same_table(exact_by_groups(X, 10, groups), exact)
+
+
+def test_neighbors_for_with_groups_caches_an_exact_table(tmp_path):
+    X, y = _mixture(n=1000)
+    first = neighbors_for(X, 5, cache=tmp_path, groups=y, device="cpu")  # auto precision
+    assert first.info.get("pruned_by") == "groups" and not first.info.get("cached")
+    again = neighbors_for(X, 5, cache=tmp_path, method="exact", precision="fp32", device="cpu")
+    assert again.info["cached"] and np.array_equal(again.similarities, first.similarities)
+    with pytest.raises(InputError, match="one label per row"):
+        neighbors_for(X, 5, cache=False, groups=y[:-1], precision="fp32", device="cpu")

@@ -33,7 +33,7 @@ import numpy as np
 from deepclust.bench.builders import BenchmarkSubset, build_benchmark, uses_seed
 from deepclust.bench.config import BenchConfig, FeaturesSpec, MethodSpec, canonical, short_hash
 from deepclust.bench.results import ResultsFile
-from deepclust.errors import InputError
+from deepclust.errors import InputError, OutputError
 
 __all__ = ["BenchRun", "Task", "plan_tasks", "run_bench"]
 
@@ -165,9 +165,9 @@ class BenchRun:
 
     def run(self, *, max_tasks: int | None = None) -> dict:
         """Run the pending tasks; returns counts (``done_before``, ``ran``, ``failed``)."""
-        from deepclust.runinfo import now_iso
+        from deepclust.runinfo import check_output_dir, now_iso
 
-        self.out.mkdir(parents=True, exist_ok=True)
+        check_output_dir(self.out)  # a full or read-only disk: one line, before any task
         lock = _lock(self.out)
         try:
             all_tasks = plan_tasks(self.cfg)
@@ -186,6 +186,8 @@ class BenchRun:
                 first = tasks[0]
                 try:
                     sub = self.subset(first.features, first.benchmark, seed)
+                except OutputError:
+                    raise  # the disk, not the benchmark: every later write would fail too
                 except InputError as exc:
                     for t in tasks:
                         self._record_error(t, exc)
@@ -200,7 +202,7 @@ class BenchRun:
                         if t.reducer not in reduced:
                             reduced = {t.reducer: self._reduce(X, t.reducer, seed)}
                         row = self._run_task(t, sub, X, reduced[t.reducer])
-                    except (KeyboardInterrupt, SystemExit):
+                    except (KeyboardInterrupt, SystemExit, OutputError):
                         raise
                     except Exception as exc:  # one failing cell must not stop the grid
                         self._record_error(t, exc)
@@ -299,18 +301,18 @@ class BenchRun:
         return out
 
     def _record_error(self, task: Task, exc: BaseException) -> None:
-        from deepclust.runinfo import now_iso, to_json
+        from deepclust.runinfo import append_line, now_iso, to_json
 
         msg = f"{type(exc).__name__}: {exc}"
         self.log(f"  FAILED {task.features.name} / {task.benchmark['name']} / seed {task.seed} / "
                  f"{task.reducer} / {task.method.label}: {msg}")
         self.out.mkdir(parents=True, exist_ok=True)
-        with open(self.out / "errors.jsonl", "a", encoding="utf-8") as f:
-            f.write(to_json({"key": task.key(self.cfg), "features": task.features.name,
+        append_line(self.out / "errors.jsonl",  # a whole line or none, on a full disk too
+                    to_json({"key": task.key(self.cfg), "features": task.features.name,
                              "benchmark": task.benchmark["name"], "seed": task.seed,
                              "reducer": task.reducer, "method": task.method.label,
                              "error": msg, "traceback": traceback.format_exc(limit=-4),
-                             "time": now_iso()}) + "\n")
+                             "time": now_iso()}))
 
     def _write_run_json(self, summary: dict) -> None:
         from deepclust.record import RunRecord

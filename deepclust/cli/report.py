@@ -17,7 +17,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     t = time.perf_counter()
     options = ReportOptions(per_page=args.per_page, max_galleries=args.max_clusters,
                             max_thumbs=args.max_thumbs)
-    page = write_report(args.run_dir, args.out, options=options, pipeline=args.pipeline)
+    page = write_report(args.run_dir, args.out, options=options, pipeline=args.pipeline,
+                        follow_outside=args.follow_outside)
     if args.json:
         import json
 
@@ -72,6 +73,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "members nearest the centre (default 20000)")
     p.add_argument("--max-clusters", type=int, default=100, metavar="N",
                    help="galleries for at most the N largest clusters (default 100)")
+    p.add_argument("--follow-outside", action="store_true",
+                   help="read image files wherever the run names them; by default only files "
+                        "inside the image folder its embedding store recorded are read (links "
+                        "followed, then checked), and the others are skipped and counted")
     p.add_argument("--json", action="store_true",
                    help="print the report's path and any failed sections as JSON")
     p.set_defaults(func=cmd_report)

@@ -46,7 +46,17 @@ from deepclust.cluster.kmeans import KMeans
 from deepclust.cluster.lloyd import nearest_centroids
 from deepclust.data.rows import BLOCK_ROWS, as_row_source, unit_rows
 from deepclust.errors import InputError
-from deepclust.validation import check_n_clusters, check_random_state
+from deepclust.validation import (
+    NON_NEGATIVE,
+    POSITIVE_INT,
+    RANDOM_STATE,
+    Boolean,
+    Each,
+    Interval,
+    Options,
+    check_n_clusters,
+    check_random_state,
+)
 
 __all__ = [
     "HierarchicalKMeans",
@@ -410,6 +420,26 @@ class HierarchicalKMeans(BaseClusterer):
     (100,)
     """
 
+    #: Types, ranges and choices; what depends on the number of levels (lengths of per-level
+    #: lists, sizes decreasing, ``level`` in range) is checked in ``_check_params``.
+    _parameter_constraints = {
+        "n_clusters": [POSITIVE_INT, Each(POSITIVE_INT)],
+        "n_levels": [None, POSITIVE_INT],
+        "branching": [Interval(Integral, 2, None)],
+        "n_resampling_steps": [Interval(Integral, 0, None), Each(Interval(Integral, 0, None))],
+        "sample_size": [None, POSITIVE_INT, Each(None, POSITIVE_INT)],
+        "resampling_strategy": [Options("closest", "random")],
+        "n_splits": [POSITIVE_INT, Each(POSITIVE_INT)],
+        "init": [Options("k-means++", "random")],
+        "max_iter": [POSITIVE_INT],
+        "tol": [NON_NEGATIVE],
+        "spherical": [Boolean()],
+        "level": [Interval(Integral, None, -1), Interval(Integral, 1, None)],
+        "precision": [Options("auto", "bf16", "fp32")],
+        "random_state": RANDOM_STATE,
+        "verbose": [Boolean(), Interval(Integral, 0, None)],
+    }
+
     def __init__(
         self,
         n_clusters=(1000, 100, 10),
@@ -576,6 +606,7 @@ class HierarchicalKMeans(BaseClusterer):
         self
         """
         t_start = time.perf_counter()
+        self._validate_params()
         X = as_row_source(X).to_array()
         n, d = X.shape
         p = self._check_params(n)

@@ -37,7 +37,7 @@ from deepclust.report.core import (
     SectionFunction,
     render_report,
 )
-from deepclust.report.data import RunData, load_run
+from deepclust.report.data import RunData, load_run, outside_warning
 from deepclust.report.sections import DEFAULT_SECTIONS
 from deepclust.report.template import format_number
 
@@ -88,6 +88,7 @@ def write_report(
     features: Any = None,
     extra: dict | None = None,
     log: Callable[[str], None] | None = None,
+    follow_outside: bool = False,
 ) -> Path:
     """Write the report of a run; return the path of ``report.html``.
 
@@ -111,13 +112,17 @@ def write_report(
         Passed to sections as ``ctx.extra``.
     log : callable, optional
         Receives progress messages; default: print to stderr.
+    follow_outside : bool
+        Read image files wherever the run names them, not only inside the folder its store
+        recorded (see :func:`load_run`).
 
     Returns
     -------
     Path
     """
     data = run if isinstance(run, RunData) else load_run(run, pipeline=pipeline,
-                                                         features=features)
+                                                         features=features,
+                                                         follow_outside=follow_outside)
     out = Path(out_dir) if out_dir is not None else data.run_dir / "report"
     kwargs = {} if log is None else {"log": log}
     ctx = ReportContext(out, title=data.title, data=data, options=options or ReportOptions(),
@@ -137,5 +142,7 @@ def _manifest(data: RunData) -> dict:
         m = data.missing
         warnings.append(f"{m['expected'] - m['found']} of {m['expected']} image files not "
                         f"found (looked in {', '.join(m['looked_in'])})")
+    if data.outside:
+        warnings.append(outside_warning(data.outside))
     return {"input_found": data.input_found, "warnings": warnings}
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from markupsafe import Markup
 
+from deepclust.errors import OutputError
 from deepclust.report.data import RunData
 
 #: Name of the page inside the report folder.
@@ -192,7 +193,9 @@ def render_report(
     """Run ``sections`` and write ``report.html``, ``report.json`` and ``assets/``.
 
     A section that raises does not stop the report: its place shows the error, and the
-    manifest (``report.json``) lists it under ``errors``.
+    manifest (``report.json``) lists it under ``errors``. A folder that cannot be written
+    (full, read-only) does: :class:`~deepclust.errors.OutputError` naming it, and the page,
+    manifest and assets of this report are removed rather than left half-written.
 
     Parameters
     ----------
@@ -212,12 +215,25 @@ def render_report(
     Path
         The page, ``ctx.out_dir / "report.html"``.
     """
+    from deepclust.runinfo import check_output_dir
+
+    out = check_output_dir(Path(ctx.out_dir))  # a full or read-only disk: before any work
+    try:
+        return _render(ctx, out, sections, subtitle, cards, manifest)
+    except OutputError:
+        # nothing half-made left visible: the next run writes the report whole
+        for name in (PAGE_NAME, MANIFEST_NAME):
+            (out / name).unlink(missing_ok=True)
+        shutil.rmtree(out / ASSETS, ignore_errors=True)
+        raise
+
+
+def _render(ctx: ReportContext, out: Path, sections: Sequence[SectionFunction],
+            subtitle: str, cards: Sequence[dict], manifest: dict | None) -> Path:
     from deepclust.report.template import PAGE, render
     from deepclust.runinfo import now_iso, write_bytes, write_json
     from deepclust.version import __version__
 
-    out = Path(ctx.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     if (out / MANIFEST_NAME).is_file() and (out / ASSETS).is_dir():
         shutil.rmtree(out / ASSETS)  # a report folder we wrote before: no stale sprites
     done: list[Section] = []
@@ -226,6 +242,8 @@ def render_report(
         t = time.perf_counter()
         try:
             sec = fn(ctx)
+        except OutputError:
+            raise  # the disk, not the section: every later file would fail too
         except Exception as exc:  # one broken section must not cost the whole report
             ctx.log(f"report: section {getattr(fn, '__name__', fn)} failed: "
                     f"{type(exc).__name__}: {exc}")

@@ -36,9 +36,15 @@ from typing import Any
 
 import numpy as np
 
-from deepclust.errors import DataNotFoundError, DeepclustError, InputError
-from deepclust.report.images import ArrayImages, FileImages, ImageSet, resolve_image_paths
-from deepclust.store import is_store, read_index, read_meta
+from deepclust.errors import DataNotFoundError, DeepclustError, InputError, OutputError
+from deepclust.report.images import (
+    ArrayImages,
+    FileImages,
+    ImageSet,
+    confine_paths,
+    resolve_image_paths,
+)
+from deepclust.store import is_store, open_store, read_index, read_meta
 
 NOISE = -1
 UMAP2D_EPOCHS = 200
@@ -99,6 +105,9 @@ class RunData:
         False when ``run.json`` names an input that exists nowhere the report looked; the
         report is then made of ``run.json`` and the labels alone (``deepclust report``
         exits with status 1).
+    outside : dict or None
+        When image paths lay outside the folders the run's store recorded as its source and
+        were not read: ``skipped`` (how many), ``roots`` (the folders allowed).
     """
 
     run_dir: Path
@@ -123,6 +132,7 @@ class RunData:
     failed: list[dict] = field(default_factory=list)
     missing: dict | None = None
     input_found: bool = True
+    outside: dict | None = None
 
     @property
     def n_samples(self) -> int:
@@ -204,11 +214,14 @@ class RunData:
 
         xy = np.asarray(umap_embedding(X, 2, n_epochs=UMAP2D_EPOCHS, random_state=self.seed),
                         dtype=np.float32)
-        write_npy(cache, xy)
-        write_json(meta_path, {"fingerprint": fingerprint, "n_epochs": UMAP2D_EPOCHS,
-                               "seed": self.seed, "features": self.features_name,
-                               "rows": "all" if rows is None else f"{n} sampled of "
-                                                                   f"{self.n_samples}"})
+        try:  # a cache: a run folder that cannot be written is no reason to stop
+            write_npy(cache, xy)
+            write_json(meta_path, {"fingerprint": fingerprint, "n_epochs": UMAP2D_EPOCHS,
+                                   "seed": self.seed, "features": self.features_name,
+                                   "rows": "all" if rows is None else f"{n} sampled of "
+                                                                       f"{self.n_samples}"})
+        except OutputError:
+            pass
         return xy
 
 
@@ -351,6 +364,7 @@ def load_run(
     *,
     pipeline: int | None = None,
     features: Any = None,
+    follow_outside: bool = False,
 ) -> RunData:
     """Read a run directory written by ``deepclust cluster`` or ``deepclust demo``.
 
@@ -365,6 +379,10 @@ def load_run(
         passes its FeatureSet, or for a streamed store the sample of rows its label-free
         scores used; the demo a dict of feature-set name to array), so they are not read
         again.
+    follow_outside : bool
+        Read image files wherever the run names them. By default only files inside the
+        folder the run's store recorded as its source are read (links followed, then
+        checked); the others are skipped and counted (``RunData.outside``).
 
     Returns
     -------
@@ -377,7 +395,7 @@ def load_run(
     run = RunRecord.read(run_dir).to_dict()
     command = run.get("command")
     if command == "cluster":
-        return _load_cluster_run(run_dir, run, features)
+        return _load_cluster_run(run_dir, run, features, follow_outside)
     if command == "demo":
         return _load_demo_run(run_dir, run, pipeline, features)
     raise InputError(f"{path} was written by {command!r}; reports cover `cluster` and `demo` runs")
@@ -448,11 +466,31 @@ class StoreImages:
     names: list[str] | None = None
     missing: dict | None = None
     why: str | None = None
+    outside: dict | None = None
 
 
-def find_store_images(store_dir: Path) -> StoreImages:
+def image_roots(store_dir: Path | None, input_path: Path | None = None) -> list[str]:
+    """The folders a run's images may be read from: the store's recorded source folder
+    (``root``, or ``path`` for a dataset on disk); without a store, the run's input folder
+    (or the folder of its input file). Empty when neither is known."""
+    if store_dir is not None:
+        try:
+            source = read_meta(store_dir).get("source")
+        except (DeepclustError, OSError, ValueError):
+            source = None
+        source = source if isinstance(source, dict) else {}
+        root = source.get("root") or source.get("path")
+        return [os.path.abspath(str(root))] if root else []
+    if input_path is not None:
+        return [str(input_path if input_path.is_dir() else input_path.parent)]
+    return []
+
+
+def find_store_images(store_dir: Path, *, follow_outside: bool = False) -> StoreImages:
     """The images behind an embedding store's rows (see :func:`store_images`), with the
-    absolute path and id of each row and, when files are missing, where the report looked."""
+    absolute path and id of each row and, when files are missing, where the report looked.
+    Files outside the store's recorded source folder are not read unless ``follow_outside``
+    (``outside`` says how many were skipped)."""
     store_dir = Path(os.path.abspath(store_dir))
     try:
         meta, index = read_meta(store_dir), read_index(store_dir)
@@ -485,12 +523,23 @@ def find_store_images(store_dir: Path) -> StoreImages:
         again = resolve_image_paths(ids, [root])
         paths = [p if p is not None else q for p, q in zip(paths, again, strict=True)]
     names = ids or [Path(p).name if p else "" for p in recorded]
-    return _file_images(recorded, paths, names, roots)
+    return _file_images(recorded, paths, names, roots,
+                        None if follow_outside else image_roots(store_dir))
 
 
 def _file_images(recorded: list, paths: list[str | None], names: list[str],
-                 looked_in: list[str]) -> StoreImages:
-    expected = [i for i, p in enumerate(recorded) if p]
+                 looked_in: list[str], allowed: list[str] | None = None) -> StoreImages:
+    """Images from the files found; with ``allowed`` (folders), files outside them are
+    dropped and counted rather than read."""
+    outside, skipped_rows = None, set()
+    if allowed is not None:
+        kept, skipped = confine_paths(paths, allowed)
+        if skipped:
+            skipped_rows = {i for i, (p, q) in enumerate(zip(paths, kept, strict=True))
+                            if p and not q}
+            outside = {"skipped": skipped, "roots": list(allowed)}
+        paths = kept
+    expected = [i for i, p in enumerate(recorded) if p and i not in skipped_rows]
     found = sum(paths[i] is not None for i in expected)
     missing = None
     if found < len(expected):
@@ -498,13 +547,23 @@ def _file_images(recorded: list, paths: list[str | None], names: list[str],
         missing = {"expected": len(expected), "found": found, "looked_in": looked_in,
                    "examples": gone[:5]}
     if not found:
-        return StoreImages(None, paths, names, missing,
-                           f"none of the {len(expected)} image files the run lists could be "
-                           f"found (looked in {', '.join(looked_in) or 'their recorded paths'})")
-    return StoreImages(FileImages(paths), paths, names, missing)
+        why = (f"none of the {len(expected)} image files the run lists could be found "
+               f"(looked in {', '.join(looked_in) or 'their recorded paths'})")
+        if outside:
+            why = outside_warning(outside) if not expected else f"{why}; {outside_warning(outside)}"
+        return StoreImages(None, paths, names, missing, why, outside)
+    return StoreImages(FileImages(paths), paths, names, missing, outside=outside)
 
 
-def store_images(store_dir: Path) -> tuple[ImageSet | None, str | None]:
+def outside_warning(outside: dict) -> str:
+    """One line saying how many image paths were skipped as outside the allowed folders."""
+    where = ", ".join(outside["roots"]) or "no image folder recorded by the run's store"
+    return (f"{outside['skipped']} image path(s) outside the run's image folder ({where}) "
+            "were skipped, not read; pass --follow-outside to show them")
+
+
+def store_images(store_dir: Path, *, follow_outside: bool = False
+                 ) -> tuple[ImageSet | None, str | None]:
     """The images behind an embedding store's rows, or None and the reason.
 
     Paths in ``index.parquet`` are tried under the source's ``root``, the store folder and
@@ -513,7 +572,7 @@ def store_images(store_dir: Path) -> tuple[ImageSet | None, str | None]:
     to the folder); a store made from a built-in dataset (in-memory
     arrays) is read from the dataset by each row's ``item``.
     """
-    found = find_store_images(store_dir)
+    found = find_store_images(store_dir, follow_outside=follow_outside)
     return found.images, found.why
 
 
@@ -559,8 +618,9 @@ def read_assignments(run_dir: Path, n_rows: int) -> tuple[dict[str, np.ndarray] 
     return out, None
 
 
-def _assignment_images(data: RunData) -> None:
-    """Images, names and missing files from the assignments' absolute ``path`` column."""
+def _assignment_images(data: RunData, allowed: list[str] | None) -> None:
+    """Images, names and missing files from the assignments' absolute ``path`` column, read
+    only inside the ``allowed`` folders (None: anywhere)."""
     a = data.assignments or {}
     if "id" in a:
         data.names = [str(v) if v is not None else "" for v in a["id"]]
@@ -570,15 +630,16 @@ def _assignment_images(data: RunData) -> None:
     paths = resolve_image_paths(recorded, [])
     names = data.names or [Path(p).name if p else "" for p in recorded]
     parents = sorted({str(Path(p).parent) for p in recorded if p})
-    found = _file_images(recorded, paths, names, parents[:5])
-    data.names, data.missing = names, found.missing
+    found = _file_images(recorded, paths, names, parents[:5], allowed)
+    data.names, data.missing, data.outside = names, found.missing, found.outside
     if found.images is not None:
         data.images, data.paths = found.images, found.paths
     else:
         data.notes["images"] = found.why or "the image files are missing"
 
 
-def _load_cluster_run(run_dir: Path, run: dict, features: Any) -> RunData:
+def _load_cluster_run(run_dir: Path, run: dict, features: Any,
+                      follow_outside: bool = False) -> RunData:
     labels = _read_labels(run_dir / "labels.npy")
     inp = run.get("input") or {}
     text = str(inp.get("path", ""))
@@ -645,9 +706,10 @@ def _load_cluster_run(run_dir: Path, run: dict, features: Any) -> RunData:
             if fs.ids is not None and data.names is None and len(fs.ids) == labels.size:
                 data.names = [str(v) for v in fs.ids]
     if data.assignments is not None and "path" in data.assignments:
-        _assignment_images(data)
+        _assignment_images(data, None if follow_outside else image_roots(store_dir, input_path))
     if data.images is None and store_dir is not None:
-        found = find_store_images(store_dir)
+        found = find_store_images(store_dir, follow_outside=follow_outside)
+        data.outside = found.outside or data.outside
         if found.images is not None and len(found.images) == labels.size:
             data.images, data.paths, data.names = found.images, found.paths, found.names
             data.missing = found.missing
@@ -674,7 +736,6 @@ def _read_store_features(data: RunData, store_dir: Path, inp: dict, features: An
     from deepclust.data.features import read_labels_file
     from deepclust.data.rows import as_row_source
     from deepclust.pipeline import LABEL_FREE_ROWS, RowSample, read_sample
-    from deepclust.store import open_store
 
     try:
         store = open_store(store_dir)

@@ -8,6 +8,7 @@ Every function returns a Figure; :func:`save_png` writes it.
 from __future__ import annotations
 
 import colorsys
+import io
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -84,7 +85,11 @@ def save_png(fig: Figure, path: str | os.PathLike) -> Path:
             for text in fig.findobj(matplotlib.text.Text):
                 text.set_parse_math(False)
             fig.draw_without_rendering()
-        fig.savefig(path, dpi=DPI, format="png")
+        buffer = io.BytesIO()
+        fig.savefig(buffer, dpi=DPI, format="png")
+    from deepclust.runinfo import write_bytes
+
+    write_bytes(path, buffer.getvalue())  # atomic: no half-written PNG on a full disk
     return path
 
 

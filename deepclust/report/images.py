@@ -119,6 +119,38 @@ def resolve_image_paths(
     return out
 
 
+def confine_paths(paths: Sequence[str | None], roots: Sequence[str | os.PathLike]
+                  ) -> tuple[list[str | None], int]:
+    """Keep the paths whose real location (links followed) lies inside one of ``roots``.
+
+    A run or a store handed over by someone else may name any file (``/etc/...``, ``../..``,
+    a link leading out of its folder); the report reads only images inside the folders the
+    store recorded as its source.
+
+    Returns
+    -------
+    paths, skipped : list of (str or None), int
+        ``paths`` with None in place of each path outside every root, and how many those were.
+
+    Examples
+    --------
+    >>> confine_paths(["/data/a.png", "/etc/passwd", None], ["/data"])
+    (['/data/a.png', None, None], 1)
+    """
+    real_roots = [os.path.realpath(r) for r in roots if r]
+    out: list[str | None] = []
+    skipped = 0
+    for p in paths:
+        if p and not any(_inside(os.path.realpath(p), r) for r in real_roots):
+            p, skipped = None, skipped + 1
+        out.append(p)
+    return out, skipped
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
 def tile_size_for(shape: tuple[int, ...], target: int = 64, max_size: int = 96) -> int:
     """Side of the square tile for images of ``shape`` (H, W[, C]).
 

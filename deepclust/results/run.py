@@ -77,6 +77,10 @@ def failed_items(store) -> list[dict]:
 #: ``near_duplicate_group``) are left empty and the run says why: each row's neighbours would
 #: be mined by an approximate index holding every row (docs/results.md).
 NEIGHBOR_COLUMNS_MAX_ROWS = 250_000
+#: Up to this many bytes of float32 rows, the neighbour table is searched only where the
+#: run's clusters allow a nearer row (:func:`deepclust.neighbors.exact_by_groups`: the same
+#: exact table, the rows read into memory); above, block by block over every pair.
+GROUPED_SEARCH_MAX_BYTES = 1 << 30
 
 
 def compute_assignments(result, *, progress: bool = False,
@@ -108,10 +112,13 @@ def compute_assignments(result, *, progress: bool = False,
             "than the clustering; exact copies are still found")
     elif n >= 2:
         rows = data.rows if data.rows is not None else data.X
+        d = data.rows.d if data.rows is not None else np.shape(data.X)[1]
+        fits = n * d * 4 <= GROUPED_SEARCH_MAX_BYTES
         with spinner(f"{min(OUTLIER_NEIGHBORS, n - 1)} nearest neighbours of {n} rows",
                      enabled=progress):
             table = neighbors_for(rows, min(OUTLIER_NEIGHBORS, n - 1),
-                                  cache=data.rows is not None and data.rows.home is not None)
+                                  cache=data.rows is not None and data.rows.home is not None,
+                                  groups=labels if fits else None)
         outlier = outlier_scores(table)
         near = near_duplicate_groups(table, near_duplicate_cosine)
     exact = exact_duplicate_groups(paths, progress=progress) if paths is not None else None

@@ -8,8 +8,9 @@ selection, prediction -- lives here once.
 
 from __future__ import annotations
 
+import os
 import time
-from numbers import Integral
+from numbers import Integral, Real
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,11 @@ from deepclust.cluster.heads.training import (
 from deepclust.data.rows import as_row_source
 from deepclust.errors import InputError
 from deepclust.validation import (
+    POSITIVE_INT,
+    RANDOM_STATE,
+    Boolean,
+    Interval,
+    Options,
     check_positive_float,
     check_positive_int,
     seed_from,
@@ -54,6 +60,30 @@ class HeadClusterer(BaseClusterer):
 
     #: Fitted heads are evaluated with the teacher when the objective has one.
     _predict_temperature_param = "teacher_temp"
+    #: Parameters every head has (subclasses add theirs: ``{**HeadClusterer.
+    #: _parameter_constraints, ...}``); checked by ``make_clusterer`` and at the start of fit.
+    _parameter_constraints = {
+        "n_heads": [Options("auto"), POSITIVE_INT],
+        "n_neighbors": [POSITIVE_INT],
+        "hidden_dim": [POSITIVE_INT],
+        "bottleneck_dim": [POSITIVE_INT],
+        "batch_size": [Options("auto"), POSITIVE_INT],
+        "n_steps": [Options("auto"), POSITIVE_INT],
+        "base_lr": [Interval(Real, 0, None, closed="neither")],
+        "final_lr_ratio": [Interval(Real, 0, None)],
+        "weight_decay": [Interval(Real, 0, None)],
+        "warmup_steps": [Options("auto"), Interval(Integral, 0, None)],
+        "device": [str, torch.device],
+        "precision": [Options(*runtime.PRECISIONS)],
+        "neighbor_precision": [Options(*runtime.PRECISIONS)],
+        "cache_neighbors": [Boolean(), str, os.PathLike],
+        "checkpoint_dir": [None, str, os.PathLike],
+        "checkpoint_every": [Interval(Integral, 0, None)],
+        "resume": [Boolean()],
+        "random_state": RANDOM_STATE,
+        "verbose": [Boolean(), Interval(Integral, 0, None)],
+        "progress": [None, Boolean()],
+    }
 
     # -- hooks
 
@@ -128,6 +158,7 @@ class HeadClusterer(BaseClusterer):
 
     def _fit(self, X, neighbors):
         t_start = time.perf_counter()
+        self._validate_params()
         runtime.init_from_env()
         data = as_row_source(X)
         rows = data.to_array(dtype=None)

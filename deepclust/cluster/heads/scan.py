@@ -13,6 +13,7 @@ partner (:class:`.objectives.SCANv2Objective`).
 from __future__ import annotations
 
 import time
+from numbers import Real
 
 import torch
 
@@ -21,7 +22,7 @@ from deepclust.cluster.base import register
 from deepclust.cluster.heads.base import HeadClusterer
 from deepclust.cluster.heads.objectives import SCANObjective, SCANv2Objective, SelfLabelObjective
 from deepclust.cluster.heads.training import HeadTrainer, TrainConfig
-from deepclust.validation import check_positive_int
+from deepclust.validation import POSITIVE_INT, Boolean, Interval, Options, check_positive_int
 
 __all__ = ["SCAN", "SCANv2"]
 
@@ -69,6 +70,14 @@ class SCAN(HeadClusterer):
     """
 
     _predict_temperature_param = "temperature"
+    _parameter_constraints = {
+        **HeadClusterer._parameter_constraints,
+        "entropy_weight": [Interval(Real, 0, None)],
+        "temperature": [Interval(Real, 0, None, closed="neither")],
+        "self_label": [Boolean()],
+        "self_label_threshold": [Interval(Real, 0, 1, closed="right")],
+        "self_label_steps": [Options("auto"), POSITIVE_INT],
+    }
 
     def __init__(
         self,

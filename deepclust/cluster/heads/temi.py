@@ -7,11 +7,14 @@ recipe defaults are discussed in docs/heads.md.
 
 from __future__ import annotations
 
+from numbers import Real
+
 import torch
 
 from deepclust.cluster.base import register
 from deepclust.cluster.heads.base import HeadClusterer
 from deepclust.cluster.heads.objectives import TEMIObjective
+from deepclust.validation import Interval, Options
 
 __all__ = ["TEMI"]
 
@@ -113,6 +116,16 @@ class TEMI(HeadClusterer):
     >>> model = TEMI(n_clusters=10, random_state=0).fit(X_train)  # doctest: +SKIP
     >>> model.predict(X_test)  # doctest: +SKIP
     """
+
+    _parameter_constraints = {
+        **HeadClusterer._parameter_constraints,
+        "beta": [Interval(Real, 0, 1, closed="right")],
+        "student_temp": [Interval(Real, 0, None, closed="neither")],
+        "teacher_temp": [Interval(Real, 0, None, closed="neither")],
+        "teacher_momentum": [Options("auto"), Interval(Real, 0, 1, closed="left")],
+        "teacher_momentum_final": [None, Interval(Real, 0, 1)],
+        "prior_momentum": [Interval(Real, 0, 1)],
+    }
 
     def __init__(
         self,
