@@ -307,7 +307,7 @@ def _choose_pipeline(data: RunInput, k, reducer, k_values, criterion: str, rando
                  if rows is not None and data.X is None else None, enabled=progress):
         Xs = (data.X if rows is None else data.X[rows]) if data.X is not None else \
             data.rows.take(np.arange(data.n) if rows is None else rows)
-    Xs = np.ascontiguousarray(Xs, dtype=np.float32)
+    Xs = check_features(Xs, name="features", dtype=np.float32)  # names overflow, never inf
     ys = None if data.y is None else (data.y if rows is None else data.y[rows])
     if k is not None and k != "auto":
         k = check_n_clusters(k, data.n, name="k")

@@ -271,12 +271,16 @@ PARAM_CASES = {
     "agglomerative metric=bogus": (["--method", "agglomerative", "--k", K, "--param",
                                     "linkage=average", "--param", "metric=bogus"],
                                    "metric='bogus' is not allowed"),
-    "kmeans spherical=abc": (["--k", K, "--param", "spherical=abc"], "spherical='abc' is not allowed"),
+    "kmeans spherical=abc": (["--method", "kmeans", "--k", K, "--param", "spherical=abc"],
+                             "spherical='abc' is not allowed"),
     "gmm covariance_type=bogus": (["--method", "gmm", "--k", K, "--param", "covariance_type=x"],
                                   "covariance_type='x' is not allowed"),
     "umap n_neighbors=abc": (["--k", K, "--reduce", "umap:2:n_neighbors=abc"],
                              "n_neighbors='abc' is not allowed"),
-    "unknown parameter": (["--k", K, "--param", "bogus=1"], "does not take parameter(s) bogus"),
+    "unknown parameter": (["--method", "kmeans", "--k", K, "--param", "bogus=1"],
+                          "does not take parameter(s) bogus"),
+    "a parameter with --method auto": (["--k", K, "--param", "n_init=2"],
+                                       "give --param only with a named --method"),
 }
 # the heads and hierarchical k-means: one case per kind of constraint (type, range, choice,
 # boolean, "auto"-or-number, per-level list)
