@@ -176,7 +176,7 @@ def test_cli_clusters_a_store_without_loading_it(mixture, tmp_path, monkeypatch,
 
     monkeypatch.setattr(EmbeddingStore, "X", property(no_loading))
     code = main(["cluster", str(tmp_path / "s"), "--k", "9", "--out", str(tmp_path / "o"),
-                 "--precision", "fp32"])
+                 "--precision", "fp32", "--method", "kmeans"])
     assert code == 0
     printed = capsys.readouterr().out
     assert "not loaded" in printed and "nmi" in printed

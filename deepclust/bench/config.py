@@ -238,9 +238,9 @@ def parse_config(raw: dict) -> BenchConfig:
     k_values = raw.get("k_values", "2:20")
     parse_k_range(k_values)
     criterion = str(raw.get("criterion", "umap_silhouette"))
-    if criterion not in CRITERIA:
-        raise InputError(f"criterion must be one of {', '.join(CRITERIA)}")
-    if k == "auto" and CRITERIA[criterion][1]:
+    if criterion not in (*CRITERIA, "combined"):
+        raise InputError(f"criterion must be one of {', '.join([*CRITERIA, 'combined'])}")
+    if k == "auto" and criterion != "combined" and CRITERIA[criterion].needs_labels:
         raise InputError(f"criterion {criterion} reads the labels; k='auto' is meant to be "
                          "label-free")
     metrics = raw.get("metrics", ["acc", "nmi", "ami"])

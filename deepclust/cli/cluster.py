@@ -17,7 +17,7 @@ from deepclust import runtime
 from deepclust.cli.common import parse_k, parse_params, print_json, scores_rows
 from deepclust.cli.report import add_report_flag, print_written
 from deepclust.errors import InputError
-from deepclust.selection.criteria import CRITERIA, DEFAULT_CRITERION
+from deepclust.selection.criteria import CRITERIA, DEFAULT_CRITERION, check_criterion
 from deepclust.tables import format_table
 
 
@@ -63,6 +63,7 @@ def cmd_cluster(args) -> int:
     from deepclust.selection import parse_k_range
 
     out = Path(args.out)
+    check_criterion(args.criterion)  # before any image is embedded
     k = parse_k(args.k)
     params = _runtime_params(args, parse_params(args.param))
     show = not (args.json or args.quiet)
@@ -209,8 +210,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "assignments 'id')")
     p.add_argument("--k-range", default="2:20", help="candidates for --k auto (LO:HI[:STEP])")
     p.add_argument("--criterion", default=DEFAULT_CRITERION,
-                   choices=[*CRITERIA, "combined"],
-                   help=f"label-free criterion of --k auto and --method auto (default "
+                   help=f"label-free criterion of --k auto and --method auto: "
+                        f"{', '.join([*CRITERIA, 'combined'])} (default "
                         f"{DEFAULT_CRITERION}, measured best by benchmarks/selection.py; "
                         "oracle_ami reads the labels and is marked ORACLE)")
     p.add_argument("--noise", default="cluster", choices=["cluster", "singletons", "exclude"],
