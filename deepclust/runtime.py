@@ -44,6 +44,7 @@ whole process group: ``DistInfo()`` makes a process work alone even under ``torc
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from dataclasses import dataclass
@@ -204,6 +205,22 @@ def auto_threads() -> int:
         return n
     free = (os.cpu_count() or n) - load
     return max(1, min(n, int(free + 0.5)))
+
+
+@contextlib.contextmanager
+def single_threaded():
+    """Run the block with one thread in torch and in every BLAS/OpenMP pool: many small fits
+    (the candidates of ``--method auto`` on a few thousand rows) run about twice as fast one
+    thread each as with threads that wait on each other (measured in docs/selection.md)."""
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(1):
+            yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def default_device(di: DistInfo | None = None) -> torch.device:

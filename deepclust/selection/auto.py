@@ -13,6 +13,7 @@ confidence), and a warning when the pick's k is at the edge of the range.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import warnings as warnings_module
@@ -48,6 +49,9 @@ AUTO_METHODS = (("kmeans", {"n_init": 3}), ("agglomerative", {"linkage": "ward"}
 UMAP_MAX_ROWS = 100_000
 #: Rows of the sample ``--method auto`` fits its candidates on.
 AUTO_ROWS = 3_000
+#: Samples up to this many rows are fitted one thread per fit (``runtime.single_threaded``):
+#: many small fits run about twice as fast so (docs/selection.md, "Cost").
+SINGLE_THREAD_ROWS = 20_000
 #: Criteria cheap enough to compute beside the chosen one for every candidate.
 CHEAP_CRITERIA = ("modularity", "learnability")
 
@@ -210,6 +214,16 @@ def select(sample: ScoringSample, candidates: Sequence[Candidate], *,
     names = parts(criterion)
     names += [n for n in also if n not in names and n != "combined"]
     t0 = time.perf_counter()
+    from deepclust.runtime import single_threaded
+
+    with single_threaded() if len(sample) <= SINGLE_THREAD_ROWS else contextlib.nullcontext():
+        table = _fit_and_score(sample, candidates, names, reduced, random_state, progress,
+                               criterion)
+    return _pick(table, sample, criterion, crit, of_rows, skipped, keep_labels, t0)
+
+
+def _fit_and_score(sample, candidates, names, reduced, random_state, progress,
+                   criterion) -> list[dict]:
     reduced = dict(reduced or {})
     trees: dict[tuple, dict] = {}  # (reducer, method, params) -> {k: labels} of one tree
     table: list[dict] = []
@@ -246,6 +260,10 @@ def select(sample: ScoringSample, candidates: Sequence[Candidate], *,
                                   features=Z) for n in names}
         row["labels"] = labels
         table.append(row)
+    return table
+
+
+def _pick(table, sample, criterion, crit, of_rows, skipped, keep_labels, t0) -> Selection:
     for row, value in zip(table, values(table, criterion), strict=True):
         row["score"] = float(value)
         if criterion == "combined" and "scores" in row:
