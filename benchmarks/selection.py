@@ -217,6 +217,32 @@ def choose_weights(results: list[dict]) -> tuple[dict, dict]:
     return best
 
 
+#: Sets that hold the same rows in two feature spaces: choosing the space is choosing the
+#: encoder (pixels vs EfficientNet-Lite0), measured by pooling their candidates.
+SAME_ROWS = (("fmnist-lite0-test", "fmnist-pixels-test"),
+             ("fmnist-lite0-train", "fmnist-pixels-train"),
+             ("digits-lite0", "digits-pixels"))
+
+
+def pooled(results: list[dict], criterion: str, weights=None) -> list[dict]:
+    """For each pair of :data:`SAME_ROWS` present, the pick of ``criterion`` over both sets'
+    candidates pooled (each scored in its own space), and its regret against the best AMI of
+    either space."""
+    by_name = {r["name"]: r for r in results}
+    out = []
+    for a, b in SAME_ROWS:
+        if a not in by_name or b not in by_name:
+            continue
+        both = {**by_name[a], "name": f"{a} + {b}",
+                "candidates": [{**c, "name": f"{space}: {c['name']}"}
+                               for space, r in ((a, by_name[a]), (b, by_name[b]))
+                               for c in r["candidates"]]}
+        j = judge(both, criterion, weights)
+        j["set"] = both["name"]
+        out.append(j)
+    return out
+
+
 def fmt(v, digits=3):
     return "  nan" if v is None or not np.isfinite(v) else f"{v:.{digits}f}"
 
@@ -303,6 +329,13 @@ def main(argv=None) -> int:
         print(f"{r['name']:<24} {r['true_k']:>6} | {str(d['pick']):<44} {str(d['k']):>3} "
               f"{fmt(d['regret']):>6} {fmt(d['spearman']):>6} | {str(u['pick']):<40} "
               f"{str(u['k']):>3} {fmt(u['regret']):>6} {fmt(u['spearman']):>6}")
+    pairs = pooled(results, default, weights)
+    if pairs:
+        print(f"\n## Choosing the feature space (the encoder): {default} over the pooled "
+              "candidates of the same rows in two spaces")
+        for j in pairs:
+            print(f"{j['set']:<44} pick {j['pick']:<52} regret {fmt(j['regret'])} "
+                  f"rho {fmt(j['spearman'])}")
     if b:
         s = b[default]
         print(f"\nDEFAULT {default} on part B: Spearman median {fmt(s['spearman_median'])}, "
