@@ -120,7 +120,10 @@ def cluster_to_folder(inp, out, *, encoder: str = DEFAULT_ENCODER, store=None,
     out : path
         The run folder.
     encoder, store : str, path
-        For images: the encoder, and the store folder (default: cached by source and encoder).
+        For images: the encoder (``"auto"``: chosen without labels among the offline
+        encoders, :func:`deepclust.selection.encoders.choose_encoder`; the choice is in
+        run.json ``input.encoder_selection``), and the store folder (default: cached by
+        source and encoder).
     method, k, reducer : optional
         As in :func:`~deepclust.pipeline.run_clustering`; missing ones chosen by
         :func:`automatic_choice`.
@@ -149,6 +152,14 @@ def cluster_to_folder(inp, out, *, encoder: str = DEFAULT_ENCODER, store=None,
 
         source = open_source(info["path"] if info["path"] is not None else inp)  # absolute
         t = time.perf_counter()
+        if encoder == "auto":
+            from deepclust.selection.encoders import choose_encoder
+
+            encoder, info["encoder_selection"] = choose_encoder(
+                source, random_state=random_state, progress=progress,
+                embed_options=embed_options,
+                **{key: clustering[key] for key in ("k_values", "criterion")
+                   if key in clustering})
         st, embedded = cached_embeddings(source, encoder, store, progress=progress,
                                          **(embed_options or {}))
         embed_s = time.perf_counter() - t

@@ -315,7 +315,7 @@ def _choose_pipeline(data: RunInput, k, reducer, k_values, criterion: str, rando
     reducers = None if reducer is None else (describe_reducer(parse_reducer_spec(reducer)),)
     kw = {} if reducers is None else {"reducers": tuple("" if r == "raw" else r
                                                         for r in reducers)}
-    cands, skipped = default_candidates(ks, data.n, data.d, **kw)
+    cands, skipped = default_candidates(ks, data.n, data.d, fit_rows=len(Xs), **kw)
     sample = ScoringSample(Xs, random_state=random_state, y=ys)
     selection = select(sample, cands, criterion=criterion, of_rows=data.n,
                        random_state=random_state, progress=progress, skipped=skipped)

@@ -174,3 +174,35 @@ def test_cli_method_auto_prints_the_candidates(blobs, tmp_path, capsys):
                "--out", str(tmp_path / "run2")])
     assert rc == 2
     assert "unknown criterion 'gap'; choose from modularity" in capsys.readouterr().err
+
+
+def test_encoder_auto_embeds_a_sample_with_each_encoder_and_records_the_choice(tmp_path,
+                                                                               monkeypatch):
+    import sys
+    from pathlib import Path
+
+    import deepclust.selection.encoders as enc
+    from deepclust.cli import main
+    from deepclust.encoders import register_encoder
+    from deepclust.encoders.raw import RawPixelEncoder
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_results import build_photo_folder
+
+    monkeypatch.setenv("DEEPCLUST_CACHE", str(tmp_path / "cache"))
+    register_encoder("test-raw-grey", lambda **kw: RawPixelEncoder(grey=True, **kw))
+    monkeypatch.setattr(enc, "offline_encoders", lambda: ["raw", "test-raw-grey"])
+    made = build_photo_folder(tmp_path / "photos")
+    rc = main(["cluster", str(tmp_path / "photos"), "--encoder", "auto", "--k-range", "2:5",
+               "--out", str(tmp_path / "run"), "--no-label-free", "--quiet"])
+    assert rc == 0
+    rec = json.loads((tmp_path / "run" / "run.json").read_text())
+    sel = rec["input"]["encoder_selection"]
+    assert set(sel["encoders"]) == {"raw", "test-raw-grey"} and sel["pick"] in sel["encoders"]
+    assert sel["rows"] == len(made["good"]) + 1 and sel["criterion"] == DEFAULT_CRITERION
+    assert sel["encoders"]["raw"]["dim"] == 3 * sel["encoders"]["test-raw-grey"]["dim"]
+    assert all(np.isfinite(e["score"]) for e in sel["encoders"].values())
+    assert rec["input"]["encoder"] == sel["pick"]  # the run's store is the chosen encoder's
+    # the pick is the encoder of the best pooled score (ties go to the first listed)
+    best = max(sel["encoders"].values(), key=lambda e: e["score"])["score"]
+    assert sel["encoders"][sel["pick"]]["score"] == best

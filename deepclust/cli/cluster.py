@@ -92,6 +92,14 @@ def cmd_cluster(args) -> int:
     if args.quiet:
         return 0
     inp = record.input or {}
+    enc_sel = inp.get("encoder_selection")
+    if enc_sel:
+        print(f"encoder chosen by {enc_sel['criterion']} (label-free) on a sample of "
+              f"{enc_sel['rows']} of {enc_sel['of_rows']} images: {enc_sel['pick']}")
+        for name, e in enc_sel["encoders"].items():
+            print(f"  {name:<16} {e['dim']:>6} dims  best {e.get('best')}  "
+                  f"score {e.get('score', float('nan')):.4f}"
+                  + ("  <- pick" if name == enc_sel["pick"] else ""))
     if inp.get("store") and how["embedded"] is not None:
         n_failed = len(record.failed or [])
         print(f"{inp['path']}: {result.input.n} images embedded with {inp.get('encoder')} "
@@ -182,7 +190,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                  "optional y, .npy, .parquet, .csv), embedding store directory, "
                                  "or built-in dataset name")
     p.add_argument("--encoder", default="effnet-lite0",
-                   help="encoder for images (see `deepclust encoders`; default effnet-lite0)")
+                   help="encoder for images (see `deepclust encoders`; default effnet-lite0), "
+                        "or 'auto': chosen without labels among the encoders that work offline "
+                        "(a seeded sample embedded with each; see docs/selection.md)")
     p.add_argument("--store", default=None, metavar="DIR",
                    help="embedding store for images (default: cached per images and encoder "
                         "under the deepclust cache, reused by later runs)")

@@ -121,6 +121,36 @@ class ImageSource:
         return f"{type(self).__name__}({len(self)} items)"
 
 
+class SubsetSource(ImageSource):
+    """The items ``rows`` of another source, in that order (e.g. a seeded sample to embed
+    with several encoders before choosing one); its fingerprint is the parent's and the rows'.
+    """
+
+    kind = "subset"
+
+    def __init__(self, parent: ImageSource, rows) -> None:
+        self.parent = parent
+        self.rows = np.asarray(rows, dtype=np.int64)
+        if self.rows.ndim != 1 or (self.rows.size and (
+                self.rows.min() < 0 or self.rows.max() >= len(parent))):
+            raise InputError(f"subset rows must be item numbers of the source (0..{len(parent) - 1})")
+        self.class_names = parent.class_names
+        self.hierarchy = parent.hierarchy
+
+    def __len__(self) -> int:
+        return int(self.rows.size)
+
+    def _load(self, i: int) -> Item:
+        return self.parent.load(int(self.rows[i]))
+
+    def fingerprint(self) -> str:
+        return _digest([self.parent.fingerprint(), self.rows.tobytes()])
+
+    def describe(self) -> dict:
+        return {**self.parent.describe(), "kind": self.kind, "n_items": len(self),
+                "of": self.parent.describe().get("kind"), "rows_digest": self.fingerprint()}
+
+
 def _digest(parts) -> str:
     h = hashlib.blake2b(digest_size=16)
     for p in parts:

@@ -112,16 +112,17 @@ def pca_reducer(n_features: int, n_rows: int) -> str:
 
 
 def default_candidates(k_values: Sequence[int], n_rows: int, n_features: int, *,
-                       methods=AUTO_METHODS, reducers=AUTO_REDUCERS
-                       ) -> tuple[list[Candidate], list[dict]]:
+                       methods=AUTO_METHODS, reducers=AUTO_REDUCERS,
+                       fit_rows: int | None = None) -> tuple[list[Candidate], list[dict]]:
     """The ``--method auto`` grid for an input of ``n_rows`` x ``n_features``, and what was
-    left out of it (each with its reason)."""
+    left out of it (each with its reason). ``fit_rows``: rows of the sample the candidates
+    are fitted on, when fewer than ``min(n_rows, AUTO_ROWS)`` (sizes the PCA)."""
     from deepclust.cluster.cost import WARN_SECONDS, estimate
 
     cands, skipped = [], []
     for reducer in reducers:
         if reducer == "pca":
-            reducer = pca_reducer(n_features, n_rows)
+            reducer = pca_reducer(n_features, fit_rows or min(n_rows, AUTO_ROWS))
         if reducer.startswith("umap") and n_rows > UMAP_MAX_ROWS:
             skipped.append({"reducer": reducer, "reason": f"UMAP on {n_rows} rows (more than "
                                                           f"{UMAP_MAX_ROWS}) would take minutes"})
