@@ -33,6 +33,7 @@ from deepclust.metrics.proxy import PROXY_UMAP, proxy_space
 from deepclust.progress import spinner
 from deepclust.reduce import build_reducer, describe_reducer, parse_reducer_spec
 from deepclust.selection import (
+    AUTO_METHODS,
     AUTO_ROWS,
     DEFAULT_CRITERION,
     UMAP_REDUCER,
@@ -55,6 +56,10 @@ from deepclust.validation import (
 #: Most rows the label-free scores (and their UMAP space) are computed on; a larger input is
 #: scored on a seeded sample of this many rows (see docs/architecture.md).
 LABEL_FREE_ROWS = 20_000
+
+#: ``method="auto"`` on a store or memory map larger than this (as float32) tries only
+#: candidates that stream it (no reducer; k-means), so that the whole input is never loaded.
+AUTO_LOAD_BYTES = 2 * 2**30
 
 #: Most rows a ``k="auto"`` sweep (and its proxy UMAP) runs on; beyond this the sweep runs on
 #: a seeded sample of this many rows, only the chosen k is fitted on every row, and the
@@ -315,7 +320,15 @@ def _choose_pipeline(data: RunInput, k, reducer, k_values, criterion: str, rando
     reducers = None if reducer is None else (describe_reducer(parse_reducer_spec(reducer)),)
     kw = {} if reducers is None else {"reducers": tuple("" if r == "raw" else r
                                                         for r in reducers)}
+    big = data.X is None and data.n * data.d * 4 > AUTO_LOAD_BYTES
+    if big:  # keep the input streamed: no reducer, only methods that read rows block by block
+        kw = {"reducers": ("",), "methods": tuple(
+            m for m in AUTO_METHODS if get_clusterer_class(m[0]).streams_rows)}
     cands, skipped = default_candidates(ks, data.n, data.d, fit_rows=len(Xs), **kw)
+    if big:
+        skipped.append({"reason": f"the input ({data.n * data.d * 4 / 2**30:.1f} GiB as "
+                                  "float32) is streamed, not loaded: only methods that read "
+                                  "it block by block, without a reducer, are tried"})
     sample = ScoringSample(Xs, random_state=random_state, y=ys)
     selection = select(sample, cands, criterion=criterion, of_rows=data.n,
                        random_state=random_state, progress=progress, skipped=skipped)

@@ -206,3 +206,25 @@ def test_encoder_auto_embeds_a_sample_with_each_encoder_and_records_the_choice(t
     # the pick is the encoder of the best pooled score (ties go to the first listed)
     best = max(sel["encoders"].values(), key=lambda e: e["score"])["score"]
     assert sel["encoders"][sel["pick"]]["score"] == best
+
+
+def test_method_auto_on_a_large_store_keeps_it_streamed(tmp_path, monkeypatch):
+    import deepclust.pipeline as pipeline
+    from deepclust.data.rows import RowSource
+    from deepclust.store import write_array_store
+
+    X, y = make_blobs(n_samples=600, n_features=8, centers=3, random_state=1)
+    write_array_store(tmp_path / "s", np.asarray(X, np.float32), n=600, dim=8,
+                      dtype="float32", shard_size=200, labels=y)
+    monkeypatch.setattr(pipeline, "AUTO_LOAD_BYTES", 1000)  # this store counts as large
+
+    def no_loading(self, dtype=None):
+        raise AssertionError("the store was loaded whole")
+
+    monkeypatch.setattr(RowSource, "to_array", no_loading)
+    res = run_clustering(tmp_path / "s", method="auto", k="auto", k_values=range(2, 6),
+                         random_state=0, label_free=False)
+    assert res.streamed and res.method == "kmeans" and res.n_clusters == 3
+    sel = res.selection
+    assert {(c["reducer"], c["method"]) for c in sel.candidates} == {("", "kmeans")}
+    assert "streamed, not loaded" in sel.skipped[-1]["reason"]
