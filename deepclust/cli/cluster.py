@@ -163,12 +163,11 @@ def print_selection(sel: dict, top: int = 8) -> None:
     print(f"\nchosen by {crit} ({tag}) among {len(sel['candidates'])} candidates fitted on "
           f"{where}, in {sel['seconds']:.0f} s:")
     ranked = sorted((c for c in sel["candidates"] if c.get("score") == c.get("score")),
-                    key=lambda c: c["score"], reverse=crit not in ("davies_bouldin",
-                                                                   "head_loss"))
+                    key=lambda c: c["score"], reverse=check_criterion(crit).higher_is_better)
     names = [n for n in ranked[0]["scores"] if n != crit] if ranked else []
     table = [{"candidate": c["name"], crit: c["score"], "clusters": c.get("n_clusters"),
               **{n: c["scores"].get(n) for n in names},
-              "": "<- pick" if c is sel["best"] or c == sel["best"] else ""}
+              "": "<- pick" if c["name"] == sel["best"]["name"] else ""}
              for c in ranked[:top]]
     print(format_table(table))
     if sel["runner_up"] is not None:

@@ -87,11 +87,12 @@ def selection_section(ctx: ReportContext) -> Section | None:
     if not sel or not sel.get("candidates"):
         return None
     from deepclust.report.figures import selection_figure
+    from deepclust.selection.criteria import check_criterion
 
     crit = sel.get("criterion")
-    lower = crit in ("davies_bouldin", "head_loss")
     ranked = sorted((c for c in sel["candidates"] if isinstance(c.get("score"), (int, float))
-                     and np.isfinite(c["score"])), key=lambda c: c["score"], reverse=not lower)
+                     and np.isfinite(c["score"])), key=lambda c: c["score"],
+                    reverse=check_criterion(crit).higher_is_better)
     best = sel.get("best") or {}
     fig = ctx.figure(selection_figure(sel["candidates"], best, str(crit)), "selection")
     names = sorted({n for c in ranked for n in (c.get("scores") or {}) if n != crit})

@@ -192,9 +192,10 @@ def modularity(labels: np.ndarray, sample: ScoringSample) -> float:
     edge ends attached to it. One community scores 0; a noise point is a community of its
     own, so every edge it has is cut.
     """
-    g = sample.graph().tocoo()
+    graph = sample.graph()
+    g = graph.tocoo()
     lab = _singletons(labels)
-    deg = np.asarray(sample.graph().sum(axis=1)).ravel()
+    deg = np.asarray(graph.sum(axis=1)).ravel()
     m2 = deg.sum()
     if m2 == 0:
         return math.nan
