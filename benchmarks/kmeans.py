@@ -48,6 +48,23 @@ def make_data(n: int, d: int, k: int, seed: int) -> np.ndarray:
     return X
 
 
+#: Real embeddings offline: the cached Fashion-MNIST stores (``deepclust embed`` makes them).
+REAL_DATA = {
+    "fmnist-lite0-train": ("fashion-mnist", "train", "effnet-lite0"),
+    "fmnist-lite0-test": ("fashion-mnist", "test", "effnet-lite0"),
+}
+
+
+def load_data(name: str, n: int, d: int, k: int, seed: int) -> np.ndarray:
+    """``synthetic`` (:func:`make_data`) or one of :data:`REAL_DATA` (every row, float32)."""
+    if name == "synthetic":
+        return make_data(n, d, k, seed)
+    from deepclust.embed import builtin_embeddings
+
+    dataset, split, encoder = REAL_DATA[name]
+    return np.ascontiguousarray(builtin_embeddings(dataset, split, encoder).X, dtype=np.float32)
+
+
 def objective(X: np.ndarray, centroids: np.ndarray, block: int = 1 << 15) -> float:
     """Exact float64 sum of squared distances to the nearest centroid (found by faiss)."""
     C = np.ascontiguousarray(centroids, dtype=np.float32)
@@ -69,6 +86,8 @@ def timed(fn):
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="synthetic", choices=["synthetic", *REAL_DATA],
+                        help="synthetic mixture (--n, --d) or real embeddings (all rows)")
     parser.add_argument("--n", type=int, default=200_000, help="rows")
     parser.add_argument("--d", type=int, default=256, help="features")
     parser.add_argument("--k", type=int, default=1000, help="clusters")
@@ -80,14 +99,14 @@ def main(argv=None) -> None:
                         choices=["auto", "bf16", "fp32"],
                         help="deepclust assignment precisions to time")
     args = parser.parse_args(argv)
-    n, d, k, iters = args.n, args.d, args.k, args.iters
+    X = load_data(args.data, args.n, args.d, args.k, args.seed)
+    (n, d), k, iters = X.shape, args.k, args.iters
 
     print(
-        f"n={n} d={d} k={k} iters={iters} seed={args.seed}  "
+        f"data={args.data} n={n} d={d} k={k} iters={iters} seed={args.seed}  "
         f"faiss {faiss.__version__} threads={faiss.omp_get_max_threads()}  "
         f"cpus={os.cpu_count()}  load avg={os.getloadavg()[0]:.2f}"
     )
-    X = make_data(n, d, k, args.seed)
     t_init, C = timed(lambda: kmeans_plus_plus_init(X, k, random_state=args.seed))
     print(f"k-means++ init (deepclust, shared by all three): {t_init:.2f} s")
 

@@ -17,7 +17,7 @@ TABLE = {
     "deepcluster": ("bf16", "fp32", "bf16", "fp32"),
     "heads": ("bf16", "fp32", "bf16", "fp32"),
     "neighbors": ("bf16", "fp32", "bf16", "fp32"),
-    "kmeans": ("fp32", "fp32", "bf16", "fp32"),  # at k >= 64
+    "kmeans": ("bf16", "fp32", "bf16", "fp32"),  # on a GPU at k >= 64
 }
 
 
@@ -52,6 +52,7 @@ def test_kmeans_takes_bf16_on_a_gpu_only_from_64_clusters(hardware):
     assert resolve_precision("kmeans", "auto", "cuda", n_clusters=k) == "bf16"
     assert resolve_precision("kmeans", "auto", "cuda", n_clusters=k - 1) == "fp32"
     assert resolve_precision("embed", "auto", "cuda", n_clusters=2) == "bf16"  # k is kmeans's
+    assert resolve_precision("kmeans", "auto", "cpu", n_clusters=k - 1) == "bf16"  # GPU only
     with pytest.raises(ValueError, match="n_clusters"):
         resolve_precision("kmeans", "auto", "cuda")
 

@@ -71,9 +71,10 @@ class KMeans(TransformerMixin, BaseClusterer):
         All-zero rows are rejected.
     precision : {"auto", "fp32", "bf16"}, default="auto"
         Nearest-centroid search: faiss float32, or a bf16 product whose rankings are
-        certified against float32 (uncertain rows searched again in float32), so the labels
-        are the same. "auto": bf16 on GPUs with bfloat16 when k >= 64, else fp32 (CPUs
-        included; the ``kmeans`` row of :mod:`deepclust.runtime`'s table).
+        certified against float32 (uncertain rows re-checked in float32), so the labels
+        are the same, float32 ties aside. "auto": bf16 on CPUs with native bfloat16
+        (AVX-512 BF16 or AMX) and on GPUs with bfloat16 when k >= 64, else fp32 (the
+        ``kmeans`` row of :mod:`deepclust.runtime`'s table).
     device : "auto", "cpu", "cuda" or "cuda:N", default="auto"
         Where the products run ("auto": this process's GPU when there is one).
     distributed : "auto", bool, default="auto"

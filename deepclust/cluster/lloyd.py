@@ -39,8 +39,15 @@ __all__ = [
 
 #: Centroids that moved most, checked against every row directly in a pruned pass.
 FAST_CENTROIDS = 32
-#: Rows per sparse product in the update; small enough that a float64 copy stays in cache.
-_UPDATE_CHUNK = 4096
+#: Bytes of one chunk's float64 copy in the update: small enough to stay in cache (a
+#: chunk of 4 096 rows of 1 280 floats did not, and the update then cost twice as much).
+_UPDATE_CHUNK_BYTES = 1 << 21
+#: bf16 search on a CPU: gathering a row for a pruned pass costs about as much as scoring
+#: it against this many centroids, so a pass searches every row when more than
+#: ``k / (k + GATHER_CLUSTERS)`` of them would be searched anyway.
+GATHER_CLUSTERS = 128
+#: Most memory for rows kept prepared for the bf16 product between passes (bf16 on a CPU).
+PREPARED_CACHE_BYTES = 1 << 30
 #: Relative size of the perturbation that splits a centroid (the value faiss uses).
 RESEED_EPS = 1.0 / 1024
 
@@ -84,7 +91,8 @@ def block_objective(scores: np.ndarray, *, spherical: bool = False) -> float:
 
 
 def accumulate_cluster_sums(
-    X: np.ndarray, labels: np.ndarray, sums: np.ndarray, counts: np.ndarray
+    X: np.ndarray, labels: np.ndarray, sums: np.ndarray, counts: np.ndarray,
+    old: np.ndarray | None = None,
 ) -> None:
     """Add the rows of one block to per-cluster sums and counts, in place.
 
@@ -101,20 +109,33 @@ def accumulate_cluster_sums(
         Running per-cluster sums; updated in place.
     counts : ndarray of shape (k,), int64
         Running per-cluster counts; updated in place.
+    old : ndarray of shape (n,), int, optional
+        Rows that move: each is also taken out of cluster ``old`` (where ``old >= 0``), in
+        the same product.
     """
     k = sums.shape[0]
     counts += np.bincount(labels, minlength=k)
-    for start in range(0, X.shape[0], _UPDATE_CHUNK):
-        lab = labels[start : start + _UPDATE_CHUNK]
+    if old is not None:
+        counts -= np.bincount(old[old >= 0], minlength=k)
+    step = max(64, _UPDATE_CHUNK_BYTES // (8 * max(1, X.shape[1])))
+    for start in range(0, X.shape[0], step):
+        lab = labels[start : start + step]
         n = lab.shape[0]
-        rows = np.ones(n)
+        col = np.arange(n)
+        weight = np.ones(n)
+        if old is not None:  # a -1 entry in the old cluster's row of the one-hot
+            prev = old[start : start + n]
+            had = prev >= 0
+            lab = np.r_[lab, prev[had]]
+            col = np.r_[col, col[had]]
+            weight = np.r_[weight, -np.ones(int(had.sum()))]
         chunk = X[start : start + n].astype(np.float64)
         if k <= n:
-            one_hot = sp.csc_matrix((rows, lab, np.arange(n + 1)), shape=(k, n))
+            one_hot = sp.csc_matrix((weight, (lab, col)), shape=(k, n))
             sums += one_hot @ chunk
         else:  # many clusters: a product over the present ones only stays small
             present, local = np.unique(lab, return_inverse=True)
-            one_hot = sp.csc_matrix((rows, local, np.arange(n + 1)), shape=(present.shape[0], n))
+            one_hot = sp.csc_matrix((weight, (local, col)), shape=(present.shape[0], n))
             sums[present] += one_hot @ chunk
 
 
@@ -213,20 +234,6 @@ def reseed_empty_clusters(
 # ----------------------------------------------------------------------------- the loop
 
 
-def _add_rows(X: np.ndarray, labels: np.ndarray, old: np.ndarray, sums: np.ndarray,
-              counts: np.ndarray) -> None:
-    """Move rows between clusters in the running sums: add each row of ``X`` to its new
-    cluster ``labels`` and take it out of ``old`` (where ``old >= 0``)."""
-    accumulate_cluster_sums(X, labels, sums, counts)
-    had = old >= 0
-    if had.any():
-        neg_sums = np.zeros_like(sums)
-        neg_counts = np.zeros_like(counts)
-        accumulate_cluster_sums(X[had], old[had], neg_sums, neg_counts)
-        sums -= neg_sums
-        counts -= neg_counts
-
-
 def lloyd(
     source,
     centroids: np.ndarray,
@@ -247,7 +254,11 @@ def lloyd(
     SDM 2010): each row keeps an upper bound on the distance to its centroid and a lower
     bound on the distance to every other one; after an update the bounds move by how far
     the centroids moved, and only rows whose bounds cross are searched again. The labels
-    are those of plain Lloyd (the bounds are rigorous, float32 rounding included).
+    are those of plain Lloyd (the bounds are rigorous, float32 rounding included). On the
+    CPU's bf16 path (``CentroidSearch.candidates_path``) the bounds come from the product's
+    scores and their error bound, the rows are prepared once per fit when they fit
+    :data:`PREPARED_CACHE_BYTES`, and a pass searches every row when more than
+    ``k / (k + GATHER_CLUSTERS)`` of them would be searched anyway.
 
     The per-cluster float64 sums and counts are kept up to date as rows change cluster,
     and the objective of each assignment comes from them:
@@ -277,6 +288,7 @@ def lloyd(
     n_iter = n_reseeded = reseeded = 0
     converged = False
     moved = None  # how far each centroid moved in the last update
+    prepared: dict[int, object] = {}  # block offset -> its rows prepared for the bf16 product
     for it in range(max_iter + 1):
         t0 = time.perf_counter()
         update = it < max_iter
@@ -284,7 +296,16 @@ def lloyd(
                                 center=center)
         n_changed = n_searched = 0
         first = moved is None
-        if not first:
+        # the bf16 search on a CPU bounds the distances from its product: no exact
+        # tightening, and no fast-centroid product (it would cost a share of the search)
+        cheap = search.candidates_path
+        keep = cheap and n * (search.d_pad * 2 + 8) <= PREPARED_CACHE_BYTES
+        if not first and cheap:
+            order = np.argsort(moved)
+            fast = order[:0]
+            top = order[-1]
+            runner_up = order[-2] if k > 1 else order[-1]
+        elif not first:
             # the fastest-moving centroids are checked against every row directly, so
             # one far jump (a re-seeded cluster, a small cluster) does not loosen the
             # lower bound of every row; the others move the bound by their largest step
@@ -313,20 +334,35 @@ def lloyd(
                     low = np.minimum(low, _fast_lower_bound(block, row_n2[sl], fast_C, fast_n2,
                                                             fast_pos[lab], search.gamma))
                 rows = np.flatnonzero(up > low)
-                if rows.size:  # tighten the upper bound before searching
+                if rows.size and not cheap:  # tighten the upper bound before searching
                     up[rows] = search._up(search.exact_distances(block[rows], lab[rows]))
                     rows = rows[up[rows] > low[rows]]
                 upper[sl] = up
                 lower[sl] = low
+                if cheap and rows.size > block.shape[0] * k / (k + GATHER_CLUSTERS):
+                    rows = np.arange(block.shape[0])  # gathering would cost more than it saves
             if rows.size == 0:
                 continue
-            sub = block if rows.size == block.shape[0] else np.ascontiguousarray(block[rows])
-            new, near, second = search.search(sub)
+            prep = prepared.get(off) if cheap else None
+            if cheap and prep is None:
+                prep = search.prepare(block)
+                if keep:
+                    prepared[off] = prep
+            whole = rows.size == block.shape[0]
+            if cheap:  # the search gathers what it needs from the block
+                if not whole:
+                    prep = prep.take(rows)
+                new, near, second = search.search(block, prep, None if whole else rows)
+            else:
+                new, near, second = search.search(block if whole else
+                                                  np.ascontiguousarray(block[rows]))
             at = off + rows
             old = labels[at]
             changed = np.flatnonzero(new != old)
             if changed.size:
-                _add_rows(sub[changed], new[changed], old[changed], sums, counts)
+                moved_rows = (block if changed.size == block.shape[0]
+                              else np.take(block, rows[changed], axis=0))  # take: 5x faster
+                accumulate_cluster_sums(moved_rows, new[changed], sums, counts, old[changed])
             labels[at] = new
             upper[at] = near
             lower[at] = second
