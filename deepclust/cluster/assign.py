@@ -172,11 +172,18 @@ class CentroidSearch:
         d2 = self.exact_distances(X, labels).astype(np.float32) ** 2
         return labels, (1.0 - d2 / 2.0 if self.spherical else d2)
 
-    def exact_distances(self, X: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        """``|x - c_label|`` of each row, computed directly in float32 (float64 result)."""
-        diff = self.C[labels]
-        diff -= X
-        return np.sqrt(np.einsum("ij,ij->i", diff, diff, dtype=np.float64))
+    def exact_distances(self, X: np.ndarray, labels: np.ndarray,
+                        rows: np.ndarray | None = None) -> np.ndarray:
+        """``|x - c_label|`` of each row (of ``X[rows]`` when given), computed directly in
+        float32 (float64 result, the float32 sum of squares rounded up by its error bound),
+        in cache-sized chunks."""
+        out = np.empty(labels.shape[0], dtype=np.float64)
+        for a in range(0, labels.shape[0], _PAIR_CHUNK):
+            diff = np.take(self.C, labels[a: a + _PAIR_CHUNK], axis=0)
+            diff -= (X[a: a + _PAIR_CHUNK] if rows is None
+                     else np.take(X, rows[a: a + _PAIR_CHUNK], axis=0))
+            out[a: a + diff.shape[0]] = np.einsum("ij,ij->i", diff, diff)
+        return np.sqrt(out * (1.0 + self.gamma))
 
     def prepare(self, X: np.ndarray) -> PreparedRows | None:
         """``X`` prepared for :meth:`search` (None where this search does not use it)."""
@@ -230,7 +237,7 @@ class CentroidSearch:
         """faiss float32 search of the two nearest; second as a rigorous lower bound."""
         D, ids = faiss.knn(X, self.C, 2)
         # faiss computes |x|^2 + |c|^2 - 2 <x, c>: its error is relative to those norms
-        xn2 = np.einsum("ij,ij->i", X, X, dtype=np.float64)
+        xn2 = np.einsum("ij,ij->i", X, X) * (1.0 + self.gamma)  # float32 sum, rounded up
         slack = 3.0 * self.gamma * (xn2 + float(np.einsum("ij,ij->i", self.C, self.C).max()))
         second = np.sqrt(np.maximum(D[:, 1].astype(np.float64) - slack, 0.0))
         return ids[:, 0].astype(np.int64), second

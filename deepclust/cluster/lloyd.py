@@ -310,7 +310,8 @@ def lloyd(
             # one far jump (a re-seeded cluster, a small cluster) does not loosen the
             # lower bound of every row; the others move the bound by their largest step
             order = np.argsort(moved)
-            n_fast = min(k - 1, FAST_CENTROIDS)
+            # at small k the thin product would cost a sizable share of a full search
+            n_fast = min(k - 1, FAST_CENTROIDS) if k >= 8 * FAST_CENTROIDS else 0
             fast = np.sort(order[k - n_fast:]) if n_fast else order[:0]
             rest = order[: k - n_fast]
             top = rest[-1]
@@ -335,7 +336,7 @@ def lloyd(
                                                             fast_pos[lab], search.gamma))
                 rows = np.flatnonzero(up > low)
                 if rows.size and not cheap:  # tighten the upper bound before searching
-                    up[rows] = search._up(search.exact_distances(block[rows], lab[rows]))
+                    up[rows] = search._up(search.exact_distances(block, lab[rows], rows))
                     rows = rows[up[rows] > low[rows]]
                 upper[sl] = up
                 lower[sl] = low
@@ -355,7 +356,7 @@ def lloyd(
                 new, near, second = search.search(block, prep, None if whole else rows)
             else:
                 new, near, second = search.search(block if whole else
-                                                  np.ascontiguousarray(block[rows]))
+                                                  np.take(block, rows, axis=0))
             at = off + rows
             old = labels[at]
             changed = np.flatnonzero(new != old)
