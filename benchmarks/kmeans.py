@@ -15,7 +15,9 @@ What each timed call does:
 - scikit-learn ``KMeans(init=C, n_init=1, tol=0, max_iter=iters).fit``: as deepclust.
 
 Run: ``python benchmarks/kmeans.py [--n 200000 --d 256 --k 1000 --iters 20 --seed 0]``
-(``--repeat R`` times deepclust and faiss R times each, alternating, and keeps the best).
+(``--repeat R`` times deepclust and faiss R times each, alternating, and keeps the best;
+``--data fmnist-lite0-train`` uses real embeddings; ``--cases fmnist-lite0-train:100
+fmnist-lite0-train:1000 synthetic:1000`` runs several and ends with a summary).
 """
 
 from __future__ import annotations
@@ -98,12 +100,32 @@ def main(argv=None) -> None:
     parser.add_argument("--precision", nargs="+", default=["bf16", "fp32"],
                         choices=["auto", "bf16", "fp32"],
                         help="deepclust assignment precisions to time")
+    parser.add_argument("--cases", nargs="+", metavar="DATA:K",
+                        help="several problems in one run, e.g. fmnist-lite0-train:100 "
+                             "fmnist-lite0-train:1000 synthetic:1000 (--n/--d for synthetic); "
+                             "a summary of every case's ratios ends the output")
     args = parser.parse_args(argv)
-    X = load_data(args.data, args.n, args.d, args.k, args.seed)
-    (n, d), k, iters = X.shape, args.k, args.iters
+    cases = [(c.split(":")[0], int(c.split(":")[1])) for c in args.cases or []]
+    if not cases:
+        run_case(args, args.data, args.k)
+        return
+    summary = [run_case(args, data, k) for data, k in cases]
+    print("\n## Summary: speed-up over faiss Kmeans.train (wall, best of --repeat) and "
+          "objective / faiss's")
+    print(f"{'case':<26}" + "".join(f"{name:>22}" for name in summary[0]))
+    for (data, k), row in zip(cases, summary, strict=True):
+        print(f"{data + ' k=' + str(k):<26}"
+              + "".join(f"{f'{x:.2f}x  obj {o:.5f}':>22}" for x, o in row.values()))
+
+
+def run_case(args, data: str, k: int) -> dict[str, tuple[float, float]]:
+    """Time one problem; print its table; return, per deepclust precision, (faiss time /
+    its time, its objective / faiss's)."""
+    X = load_data(data, args.n, args.d, k, args.seed)
+    (n, d), iters = X.shape, args.iters
 
     print(
-        f"data={args.data} n={n} d={d} k={k} iters={iters} seed={args.seed}  "
+        f"\n# data={data} n={n} d={d} k={k} iters={iters} seed={args.seed}  "
         f"faiss {faiss.__version__} threads={faiss.omp_get_max_threads()}  "
         f"cpus={os.cpu_count()}  load avg={os.getloadavg()[0]:.2f}"
     )
@@ -166,6 +188,7 @@ def main(argv=None) -> None:
         print(f"{names[0]} vs {names[1]}: {100 * same:.4f} % of final labels equal, "
               f"max |centroid difference| {np.abs(a.cluster_centers_ - b.cluster_centers_).max():.2e}")
     print(f"load avg at the end: {os.getloadavg()[0]:.2f}")
+    return {name: (ref_t / times[name], objectives[name] / ref_o) for name in names}
 
 
 if __name__ == "__main__":
