@@ -92,7 +92,7 @@ def block_objective(scores: np.ndarray, *, spherical: bool = False) -> float:
 
 def accumulate_cluster_sums(
     X: np.ndarray, labels: np.ndarray, sums: np.ndarray, counts: np.ndarray,
-    old: np.ndarray | None = None,
+    old: np.ndarray | None = None, rows: np.ndarray | None = None,
 ) -> None:
     """Add the rows of one block to per-cluster sums and counts, in place.
 
@@ -112,13 +112,15 @@ def accumulate_cluster_sums(
     old : ndarray of shape (n,), int, optional
         Rows that move: each is also taken out of cluster ``old`` (where ``old >= 0``), in
         the same product.
+    rows : ndarray of shape (n,), int, optional
+        The rows are ``X[rows]`` (gathered a chunk at a time), not ``X``.
     """
     k = sums.shape[0]
     counts += np.bincount(labels, minlength=k)
     if old is not None:
         counts -= np.bincount(old[old >= 0], minlength=k)
     step = max(64, _UPDATE_CHUNK_BYTES // (8 * max(1, X.shape[1])))
-    for start in range(0, X.shape[0], step):
+    for start in range(0, labels.shape[0], step):
         lab = labels[start : start + step]
         n = lab.shape[0]
         col = np.arange(n)
@@ -129,7 +131,8 @@ def accumulate_cluster_sums(
             lab = np.r_[lab, prev[had]]
             col = np.r_[col, col[had]]
             weight = np.r_[weight, -np.ones(int(had.sum()))]
-        chunk = X[start : start + n].astype(np.float64)
+        chunk = (X[start : start + n] if rows is None
+                 else np.take(X, rows[start : start + n], axis=0)).astype(np.float64)
         if k <= n:
             one_hot = sp.csc_matrix((weight, (lab, col)), shape=(k, n))
             sums += one_hot @ chunk
@@ -299,7 +302,7 @@ def lloyd(
         # the bf16 search on a CPU bounds the distances from its product: no exact
         # tightening, and no fast-centroid product (it would cost a share of the search)
         cheap = search.candidates_path
-        keep = cheap and n * (search.d_pad * 2 + 8) <= PREPARED_CACHE_BYTES
+        keep = cheap and n * (search.d_pad * 2 + 24) <= PREPARED_CACHE_BYTES
         if not first and cheap:
             order = np.argsort(moved)
             fast = order[:0]
@@ -361,9 +364,8 @@ def lloyd(
             old = labels[at]
             changed = np.flatnonzero(new != old)
             if changed.size:
-                moved_rows = (block if changed.size == block.shape[0]
-                              else np.take(block, rows[changed], axis=0))  # take: 5x faster
-                accumulate_cluster_sums(moved_rows, new[changed], sums, counts, old[changed])
+                accumulate_cluster_sums(block, new[changed], sums, counts, old[changed],
+                                        rows[changed])
             labels[at] = new
             upper[at] = near
             lower[at] = second
