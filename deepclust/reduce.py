@@ -198,6 +198,7 @@ class UMAPReducer(TransformerMixin, BaseEstimator):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # numba/tqdm chatter on import
             import umap
+        cache_umap_kernels()
 
         check_params("umap", self.get_params(), self._parameter_constraints)
         if isinstance(self.n_components, bool) or not isinstance(self.n_components, Integral):
@@ -239,6 +240,7 @@ class UMAPReducer(TransformerMixin, BaseEstimator):
             warnings.filterwarnings("ignore", message=".*n_jobs.*")
             warnings.filterwarnings("ignore", message=".*random_state.*")
             warnings.filterwarnings("ignore", message=".*knn_search_index.*")
+            warnings.filterwarnings("ignore", message="Cannot cache compiled function")
             emb = self.umap_.fit_transform(X)
         self.embedding_ = np.asarray(emb, dtype=np.float32)
         return self.embedding_
@@ -252,6 +254,42 @@ class UMAPReducer(TransformerMixin, BaseEstimator):
                 "fit it with exact_knn=False (umap:N:exact_knn=false) to transform new data"
             )
         return np.asarray(self.umap_.transform(X), dtype=np.float32)
+
+
+_UMAP_KERNEL_MODULES = ("umap.umap_", "umap.layouts", "umap.utils", "umap.spectral",
+                        "umap.distances", "umap.sparse")
+_umap_kernels_cached = False
+
+
+def cache_umap_kernels() -> bool:
+    """Let numba keep umap-learn's compiled kernels on disk, as pynndescent's already are.
+
+    umap-learn compiles its numba functions (the fuzzy graph, the layout epochs) without
+    ``cache=True``, so every new process compiled them again before its first UMAP fit
+    (docs/architecture.md has the cost). Numba's ``Dispatcher.enable_caching`` gives them the
+    cache that ``cache=True`` would: written beside umap-learn's sources (or numba's user
+    cache folder where those are read-only) on the first compile, read by every later
+    process. Best effort: False, and nothing changed, where this numba or umap-learn does
+    not allow it. Called once per process by :class:`UMAPReducer` before its first fit.
+    """
+    global _umap_kernels_cached
+    if _umap_kernels_cached:
+        return True
+    import importlib
+
+    try:
+        from numba.core.registry import CPUDispatcher
+
+        for name in _UMAP_KERNEL_MODULES:
+            module = importlib.import_module(name)
+            for obj in vars(module).values():
+                if (isinstance(obj, CPUDispatcher)
+                        and getattr(obj.py_func, "__module__", None) == name):
+                    obj.enable_caching()
+    except Exception:  # a numba or umap-learn without these internals: compile as before
+        return False
+    _umap_kernels_cached = True
+    return True
 
 
 def exact_neighbours(X: np.ndarray, n_neighbors: int, metric: str = "euclidean"
