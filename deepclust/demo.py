@@ -119,7 +119,7 @@ def _warm_umap() -> None:
     """Import umap-learn and compile its numba kernels on a tiny input, so that both overlap
     the embedding instead of following it. In a fresh environment the import compiles
     pynndescent's kernels (kept on disk by numba) and the first fit umap-learn's (kept on
-    disk too since :func:`deepclust.reduce.cache_umap_kernels`); later runs read them."""
+    disk too since :func:`deepclust.reduce.prepare_numba`); later runs read them."""
     import warnings
 
     from deepclust.reduce import reduce

@@ -198,7 +198,7 @@ class UMAPReducer(TransformerMixin, BaseEstimator):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # numba/tqdm chatter on import
             import umap
-        cache_umap_kernels()
+        prepare_numba()
 
         check_params("umap", self.get_params(), self._parameter_constraints)
         if isinstance(self.n_components, bool) or not isinstance(self.n_components, Integral):
@@ -258,25 +258,35 @@ class UMAPReducer(TransformerMixin, BaseEstimator):
 
 _UMAP_KERNEL_MODULES = ("umap.umap_", "umap.layouts", "umap.utils", "umap.spectral",
                         "umap.distances", "umap.sparse")
-_umap_kernels_cached = False
+_numba_prepared = False
 
 
-def cache_umap_kernels() -> bool:
-    """Let numba keep umap-learn's compiled kernels on disk, as pynndescent's already are.
+def prepare_numba() -> None:
+    """Set numba up for umap-learn, once per process, before its first kernel runs.
 
-    umap-learn compiles its numba functions (the fuzzy graph, the layout epochs) without
-    ``cache=True``, so every new process compiled them again before its first UMAP fit
-    (docs/architecture.md has the cost). Numba's ``Dispatcher.enable_caching`` gives them the
-    cache that ``cache=True`` would: written beside umap-learn's sources (or numba's user
-    cache folder where those are read-only) on the first compile, read by every later
-    process. Best effort: False, and nothing changed, where this numba or umap-learn does
-    not allow it. Called once per process by :class:`UMAPReducer` before its first fit.
+    - Threading layer: OpenMP (then workqueue) before TBB. OpenVINO (the embedding engine)
+      loads its own TBB, which numba then picks; when numba's first parallel kernel ran in
+      a thread other than the main one (the demo's warm-up), the interpreter hung at exit in
+      numba's TBB unload. Left alone when ``NUMBA_THREADING_LAYER`` or
+      ``NUMBA_THREADING_LAYER_PRIORITY`` is set.
+    - umap-learn compiles its numba functions without ``cache=True``, so every new process
+      compiled them again before its first fit (docs/architecture.md has the cost). Numba's
+      ``Dispatcher.enable_caching`` gives them the cache that ``cache=True`` would: written
+      beside umap-learn's sources (or in numba's user cache folder where those are
+      read-only) on the first compile, read by every later process. Best effort: where this
+      numba or umap-learn does not allow it, they compile as before.
     """
-    global _umap_kernels_cached
-    if _umap_kernels_cached:
-        return True
+    global _numba_prepared
+    if _numba_prepared:
+        return
     import importlib
+    import os
 
+    import numba
+
+    if not (os.environ.get("NUMBA_THREADING_LAYER")
+            or os.environ.get("NUMBA_THREADING_LAYER_PRIORITY")):
+        numba.config.THREADING_LAYER_PRIORITY = ["omp", "workqueue", "tbb"]
     try:
         from numba.core.registry import CPUDispatcher
 
@@ -286,10 +296,9 @@ def cache_umap_kernels() -> bool:
                 if (isinstance(obj, CPUDispatcher)
                         and getattr(obj.py_func, "__module__", None) == name):
                     obj.enable_caching()
-    except Exception:  # a numba or umap-learn without these internals: compile as before
-        return False
-    _umap_kernels_cached = True
-    return True
+    except Exception:  # a numba or umap-learn without these internals: no disk cache
+        pass
+    _numba_prepared = True
 
 
 def exact_neighbours(X: np.ndarray, n_neighbors: int, metric: str = "euclidean"

@@ -179,6 +179,34 @@ def test_umap_transform_after_an_exact_knn_fit_is_refused_clearly(blobs):
     assert kept.transform(X[200:]).shape == (40, 2)
 
 
+def test_umap_in_a_thread_after_openvino_lets_the_interpreter_exit():
+    # OpenVINO's TBB made numba pick its TBB layer, and a first parallel kernel in a thread
+    # then hung the interpreter at exit (the demo's warm-up thread did this).
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("openvino")
+    script = (
+        "import threading, numpy as np, numba, openvino\n"
+        "openvino.Core()\n"
+        "from deepclust.reduce import reduce\n"
+        "X = np.random.default_rng(0).normal(size=(60, 8)).astype(np.float32)\n"
+        "t = threading.Thread(target=reduce, args=(X, 'umap:2:n_epochs=5'), "
+        "kwargs={'random_state': 0})\n"
+        "t.start(); t.join()\n"
+        "print(numba.threading_layer())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_THREADING_LAYER")}
+    try:
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                              timeout=240, env=env)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the interpreter did not exit after a UMAP fit in a thread beside OpenVINO")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-1] in ("omp", "workqueue")
+
+
 # ----------------------------------------------------------------------------- chains
 
 
