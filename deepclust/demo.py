@@ -1,7 +1,7 @@
 """``deepclust demo``: the zero-shot recipe on a built-in dataset, several ways, ranked.
 
 By default a seeded, class-balanced subset of Fashion-MNIST test (:data:`DEMO_ROWS` images)
-so that a first run, embeddings included, takes about half a minute on two quiet CPU cores; ``rows=None``
+so that a first run, embeddings included, stays short (docs/demo.md has the figures); ``rows=None``
 (``--full``) uses the whole split. Every pipeline is scored with the labels (ACC/NMI/AMI/ARI)
 and with the label-free proxy (silhouette in one UMAP space per feature set, shared by that
 set's pipelines); :func:`pick_without_labels` names the pipeline the proxy would choose, and
