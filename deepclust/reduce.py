@@ -35,6 +35,7 @@ from deepclust.validation import (
     METRICS,
     NON_NEGATIVE,
     POSITIVE_INT,
+    Boolean,
     Interval,
     Options,
     check_features,
@@ -44,6 +45,10 @@ from deepclust.validation import (
 
 #: UMAP settings of the zero-shot study; also UMAP's own advice for clustering.
 UMAP_DEFAULTS = {"n_neighbors": 30, "min_dist": 0.0, "metric": "euclidean"}
+#: Below this many rows umap-learn computes every pairwise distance itself, calling a numba
+#: metric from Python once per pair (12.5 of 15.7 s of a 2 000-row fit); :class:`UMAPReducer`
+#: gives it the exact neighbours from one BLAS distance computation instead (``exact_knn``).
+UMAP_SMALL_DATA_ROWS = 4096
 #: Above this many output dimensions ``init="auto"`` starts UMAP from PCA, not from the
 #: spectral layout: the eigensolver for many eigenvectors dominates UMAP's cost, and the
 #: clusters found afterwards are as good (measurement: docs/architecture.md).
@@ -131,6 +136,12 @@ class UMAPReducer(TransformerMixin, BaseEstimator):
         small for either.
     random_state : int, optional
         Fixing it makes UMAP reproducible (and single-threaded).
+    exact_knn : bool
+        Below :data:`UMAP_SMALL_DATA_ROWS` rows (where umap-learn computes exact neighbours
+        anyway, slowly) find the exact neighbours with scikit-learn's brute-force search and
+        hand them to umap-learn: the same graph, many times faster. Such a fit keeps no search
+        index, so :meth:`transform` refuses new rows; ``exact_knn=False`` keeps umap-learn's
+        own path and ``transform``. Ignored for ``metric="correlation"`` and larger inputs.
     """
 
     _parameter_constraints = {
@@ -139,6 +150,7 @@ class UMAPReducer(TransformerMixin, BaseEstimator):
         "metric": [Options(*METRICS, "correlation")],
         "n_epochs": [POSITIVE_INT, None],
         "init": [Options("auto", "spectral", "pca", "random")],
+        "exact_knn": [Boolean()],
     }
 
     def __init__(
@@ -150,6 +162,7 @@ class UMAPReducer(TransformerMixin, BaseEstimator):
         n_epochs: int | None = None,
         init: str = "auto",
         random_state=None,
+        exact_knn: bool = True,
     ):
         self.n_components = n_components
         self.n_neighbors = n_neighbors
@@ -158,6 +171,7 @@ class UMAPReducer(TransformerMixin, BaseEstimator):
         self.n_epochs = n_epochs
         self.init = init
         self.random_state = random_state
+        self.exact_knn = exact_knn
 
     def _init_for(self, n_samples: int, n_features: int) -> str:
         nc = int(self.n_components)
@@ -174,12 +188,17 @@ class UMAPReducer(TransformerMixin, BaseEstimator):
             return "spectral"
         return "pca" if fits["pca"] else "random"
 
-    def _make(self, n_samples: int, n_features: int):
+    def _uses_exact_knn(self, n_samples: int) -> bool:
+        return (bool(self.exact_knn) and self.metric in METRICS
+                and n_samples < UMAP_SMALL_DATA_ROWS)
+
+    def _make(self, n_samples: int, n_features: int, knn: tuple | None = None):
         import warnings
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # numba/tqdm chatter on import
             import umap
+        prepare_numba()
 
         check_params("umap", self.get_params(), self._parameter_constraints)
         if isinstance(self.n_components, bool) or not isinstance(self.n_components, Integral):
@@ -193,6 +212,7 @@ class UMAPReducer(TransformerMixin, BaseEstimator):
             )
         n_neighbors = max(2, min(int(self.n_neighbors), n_samples - 1))
         return umap.UMAP(
+            precomputed_knn=knn if knn is not None else (None, None, None),
             n_components=nc,
             n_neighbors=n_neighbors,
             min_dist=self.min_dist,
@@ -211,17 +231,96 @@ class UMAPReducer(TransformerMixin, BaseEstimator):
         import warnings
 
         X = check_features(X)
-        self.umap_ = self._make(*X.shape)
+        self.umap_ = self._make(*X.shape)  # checks the parameters first
+        self.exact_knn_ = self._uses_exact_knn(len(X))
+        if self.exact_knn_:
+            knn = exact_neighbours(X, self.umap_.n_neighbors, self.metric)
+            self.umap_ = self._make(*X.shape, knn=knn)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*n_jobs.*")
             warnings.filterwarnings("ignore", message=".*random_state.*")
+            warnings.filterwarnings("ignore", message=".*knn_search_index.*")
+            warnings.filterwarnings("ignore", message="Cannot cache compiled function")
             emb = self.umap_.fit_transform(X)
         self.embedding_ = np.asarray(emb, dtype=np.float32)
         return self.embedding_
 
     def transform(self, X):
         X = check_features(X)
+        if getattr(self, "exact_knn_", False):
+            raise InputError(
+                "umap: this UMAP was fitted with exact neighbours (fewer than "
+                f"{UMAP_SMALL_DATA_ROWS} rows) and keeps no search index to place new rows; "
+                "fit it with exact_knn=False (umap:N:exact_knn=false) to transform new data"
+            )
         return np.asarray(self.umap_.transform(X), dtype=np.float32)
+
+
+_UMAP_KERNEL_MODULES = ("umap.umap_", "umap.layouts", "umap.utils", "umap.spectral",
+                        "umap.distances", "umap.sparse")
+_numba_prepared = False
+
+
+def prepare_numba() -> None:
+    """Set numba up for umap-learn, once per process, before its first kernel runs.
+
+    - Threading layer: OpenMP (then workqueue) before TBB. OpenVINO (the embedding engine)
+      loads its own TBB, which numba then picks; when numba's first parallel kernel ran in
+      a thread other than the main one (the demo's warm-up), the interpreter hung at exit in
+      numba's TBB unload. Left alone when ``NUMBA_THREADING_LAYER`` or
+      ``NUMBA_THREADING_LAYER_PRIORITY`` is set.
+    - umap-learn compiles its numba functions without ``cache=True``, so every new process
+      compiled them again before its first fit (docs/architecture.md has the cost). Numba's
+      ``Dispatcher.enable_caching`` gives them the cache that ``cache=True`` would: written
+      beside umap-learn's sources (or in numba's user cache folder where those are
+      read-only) on the first compile, read by every later process. Best effort: where this
+      numba or umap-learn does not allow it, they compile as before.
+    """
+    global _numba_prepared
+    if _numba_prepared:
+        return
+    import importlib
+    import os
+
+    import numba
+
+    if not (os.environ.get("NUMBA_THREADING_LAYER")
+            or os.environ.get("NUMBA_THREADING_LAYER_PRIORITY")):
+        numba.config.THREADING_LAYER_PRIORITY = ["omp", "workqueue", "tbb"]
+    try:
+        from numba.core.registry import CPUDispatcher
+
+        for name in _UMAP_KERNEL_MODULES:
+            module = importlib.import_module(name)
+            for obj in vars(module).values():
+                if (isinstance(obj, CPUDispatcher)
+                        and getattr(obj.py_func, "__module__", None) == name):
+                    obj.enable_caching()
+    except Exception:  # a numba or umap-learn without these internals: no disk cache
+        pass
+    _numba_prepared = True
+
+
+def exact_neighbours(X: np.ndarray, n_neighbors: int, metric: str = "euclidean"
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """The exact ``n_neighbors`` nearest rows of each row of ``X``, itself first at distance 0,
+    as umap-learn's ``precomputed_knn`` takes them: ``(indices int32, distances float32)``.
+
+    Brute force with scikit-learn (BLAS for the Euclidean distance, in blocks), which is
+    what umap-learn computes itself below :data:`UMAP_SMALL_DATA_ROWS` rows, one Python call
+    per pair.
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    n = len(X)
+    nn = NearestNeighbors(n_neighbors=n_neighbors - 1, algorithm="brute", metric=metric)
+    dists, idx = nn.fit(X).kneighbors()  # without X: each row's neighbours exclude itself
+    indices = np.empty((n, n_neighbors), dtype=np.int32)
+    distances = np.zeros((n, n_neighbors), dtype=np.float32)
+    indices[:, 0] = np.arange(n)
+    indices[:, 1:] = idx
+    distances[:, 1:] = dists
+    return indices, distances
 
 
 def umap_embedding(

@@ -380,7 +380,7 @@ def test_demo_on_digits_ranks_every_pipeline(tmp_path, capsys, monkeypatch):
         raise DataNotFoundError("encoder weights not on this machine")
 
     monkeypatch.setattr(deepclust.embed, "builtin_embeddings", no_weights)
-    assert run_demo(dataset="digits", out=str(tmp_path)) == 0  # 1797 < the default subset
+    assert run_demo(dataset="digits", out=str(tmp_path), rows=None) == 0  # all 1 797 images
     out = capsys.readouterr().out
     assert "digits (all), 1797 images, 10 classes" in out
     assert "pixels only" in out

@@ -13,6 +13,7 @@ from deepclust.reduce import (
     UMAPReducer,
     build_reducer,
     describe_reducer,
+    exact_neighbours,
     parse_reducer_spec,
     reduce,
 )
@@ -141,6 +142,69 @@ def test_umap_works_on_tiny_inputs():
     assert Z.shape == (8, 6) and np.isfinite(Z).all()
     with pytest.raises(InputError, match="at least 4 samples"):
         reduce(X[:3], "umap:2", random_state=0)
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine", "manhattan"])
+def test_exact_neighbours_match_a_full_sort(blobs, metric):
+    from sklearn.metrics import pairwise_distances
+
+    X, _ = blobs
+    idx, dist = exact_neighbours(X, 10, metric)
+    assert idx.shape == dist.shape == (240, 10) and idx.dtype == np.int32
+    np.testing.assert_array_equal(idx[:, 0], np.arange(240))  # itself first, as umap expects
+    assert (dist[:, 0] == 0).all() and (np.diff(dist, axis=1) >= 0).all()
+    D = pairwise_distances(X.astype(np.float64), metric=metric)
+    np.fill_diagonal(D, -1.0)
+    np.testing.assert_allclose(dist[:, 1:], np.sort(D, axis=1)[:, 1:10], rtol=1e-4, atol=1e-5)
+
+
+def test_umap_exact_knn_builds_umaps_own_graph(blobs):
+    # below 4 096 rows umap-learn computes exact neighbours itself: the graph must not change
+    X, _ = blobs
+    fast = UMAPReducer(5, n_neighbors=15, n_epochs=10, random_state=0).fit(X)
+    own = UMAPReducer(5, n_neighbors=15, n_epochs=10, random_state=0, exact_knn=False).fit(X)
+    assert fast.exact_knn_ and not own.exact_knn_
+    g, h = fast.umap_.graph_, own.umap_.graph_
+    assert g.shape == h.shape == (240, 240) and g.nnz == h.nnz > 240 * 15
+    np.testing.assert_array_equal(g.indices, h.indices)
+    np.testing.assert_allclose(g.toarray(), h.toarray(), atol=1e-5)
+
+
+def test_umap_transform_after_an_exact_knn_fit_is_refused_clearly(blobs):
+    X, _ = blobs
+    fitted = UMAPReducer(2, n_epochs=10, random_state=0).fit(X[:200])
+    with pytest.raises(InputError, match="exact_knn=False"):
+        fitted.transform(X[200:])
+    kept = build_reducer("umap:2:n_epochs=10:exact_knn=false", random_state=0).fit(X[:200])
+    assert kept.transform(X[200:]).shape == (40, 2)
+
+
+def test_umap_in_a_thread_after_openvino_lets_the_interpreter_exit():
+    # OpenVINO's TBB made numba pick its TBB layer, and a first parallel kernel in a thread
+    # then hung the interpreter at exit (the demo's warm-up thread did this).
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("openvino")
+    script = (
+        "import threading, numpy as np, numba, openvino\n"
+        "openvino.Core()\n"
+        "from deepclust.reduce import reduce\n"
+        "X = np.random.default_rng(0).normal(size=(60, 8)).astype(np.float32)\n"
+        "t = threading.Thread(target=reduce, args=(X, 'umap:2:n_epochs=5'), "
+        "kwargs={'random_state': 0})\n"
+        "t.start(); t.join()\n"
+        "print(numba.threading_layer())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_THREADING_LAYER")}
+    try:
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                              timeout=240, env=env)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the interpreter did not exit after a UMAP fit in a thread beside OpenVINO")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-1] in ("omp", "workqueue")
 
 
 # ----------------------------------------------------------------------------- chains

@@ -190,7 +190,12 @@ def test_encoder_auto_embeds_a_sample_with_each_encoder_and_records_the_choice(t
     from test_results import build_photo_folder
 
     monkeypatch.setenv("DEEPCLUST_CACHE", str(tmp_path / "cache"))
-    register_encoder("test-raw-grey", lambda **kw: RawPixelEncoder(grey=True, **kw))
+    def grey(**kw):  # named as registered: the run records the store's encoder name
+        encoder = RawPixelEncoder(grey=True, **kw)
+        encoder.name = "test-raw-grey"
+        return encoder
+
+    register_encoder("test-raw-grey", grey)
     monkeypatch.setattr(enc, "offline_encoders", lambda: ["raw", "test-raw-grey"])
     made = build_photo_folder(tmp_path / "photos")
     rc = main(["cluster", str(tmp_path / "photos"), "--encoder", "auto", "--k-range", "2:5",

@@ -28,8 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", default="fashion-mnist",
                    help="fashion-mnist (default; falls back to digits when absent) or digits")
     p.add_argument("--rows", type=int, default=None, metavar="N",
-                   help=f"a seeded class-balanced subset of N images (default {DEMO_ROWS}: "
-                        "about a minute on two cores, embeddings included)")
+                   help=f"a seeded class-balanced subset of N images (default {DEMO_ROWS}; "
+                        "docs/demo.md has the time of each part)")
     p.add_argument("--full", action="store_true",
                    help="every image of the split (10 000 for Fashion-MNIST test)")
     p.add_argument("--out", default=None, help="write run.json and per-pipeline labels here")
