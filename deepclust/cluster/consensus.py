@@ -23,7 +23,7 @@ from deepclust.data.rows import as_row_source
 from deepclust.errors import InputError
 from deepclust.validation import RANDOM_STATE, Interval, seed_from
 
-__all__ = ["Consensus", "align_partitions", "vote"]
+__all__ = ["Consensus", "align_partitions", "member_seed", "member_specs", "vote"]
 
 
 def align_partitions(partitions: np.ndarray, reference: int, n_clusters: int) -> np.ndarray:
@@ -69,7 +69,7 @@ def vote(aligned: np.ndarray, n_clusters: int) -> tuple[np.ndarray, np.ndarray]:
     return labels.astype(np.int64), counts[np.arange(n), labels] / m
 
 
-def _member_specs(members) -> list[tuple[str, dict]]:
+def member_specs(members) -> list[tuple[str, dict]]:
     if isinstance(members, str):
         members = [s for s in members.split(",") if s.strip()]
     specs = []
@@ -90,6 +90,12 @@ def _member_specs(members) -> list[tuple[str, dict]]:
             raise InputError(f"member {name!r} finds k itself; consensus members must be told "
                              "n_clusters (kmeans, turtle, temi, scan, ...)")
     return specs
+
+
+def member_seed(specs, i: int, seed: int) -> int:
+    """Seed of member ``i``: ``seed`` plus the number of earlier members of the same method,
+    so different methods share the consensus's seed and repeats of one method differ."""
+    return seed + sum(1 for name, _ in specs[:i] if name == specs[i][0])
 
 
 @register("consensus", "consensus of several methods' partitions (Hungarian-aligned vote), "
@@ -173,7 +179,7 @@ class Consensus(BaseClusterer):
         """
         t0 = time.perf_counter()
         self._validate_params()
-        specs = _member_specs(self.members)
+        specs = member_specs(self.members)
         rows = as_row_source(X).to_array(dtype=np.float32)
         n, d = rows.shape
         k = self._validate_k(n)
@@ -182,7 +188,9 @@ class Consensus(BaseClusterer):
         if partitions is None:
             parts = []
             for i, (name, params) in enumerate(specs):
-                est = make_clusterer(name, **{"n_clusters": k, "random_state": seed + i, **params})
+                est = make_clusterer(name, **{"n_clusters": k,
+                                              "random_state": member_seed(specs, i, seed),
+                                              **params})
                 t = time.perf_counter()
                 parts.append(np.asarray(est.fit_predict(rows), dtype=np.int64))
                 timings[f"{i}:{name}_s"] = time.perf_counter() - t
