@@ -82,7 +82,7 @@ def member_specs(members) -> list[tuple[str, dict]]:
             raise InputError(f"members must be method names or (name, params) pairs, got {spec!r}")
     if len(specs) < 2:
         raise InputError(f"a consensus needs at least 2 members, got {len(specs)}; give e.g. "
-                         "members=kmeans,turtle,temi")
+                         "members=temi,scanv2,temi")
     for name, _ in specs:
         if name == "consensus":
             raise InputError("a consensus cannot be its own member")
@@ -108,9 +108,12 @@ class Consensus(BaseClusterer):
     n_clusters : int
     members : sequence or str
         The member methods: registered names (each with its defaults, ``n_clusters`` and a
-        seed derived from ``random_state``), ``(name, params)`` pairs, or a string
-        "kmeans,turtle,temi" (``--param members=kmeans,turtle,temi``). Members must be told
-        k (not HDBSCAN or affinity propagation).
+        seed: ``random_state`` plus the number of earlier members of the same method,
+        :func:`member_seed`), ``(name, params)`` pairs, or a string "temi,scanv2,temi"
+        (``--param members=temi,scanv2,temi``). Members must be told k (not HDBSCAN or
+        affinity propagation). Default: two TEMI fits (seeds ``random_state`` and
+        ``random_state + 1``) and one SCANv2 -- strong, diverse members; a weak member
+        (k-means) drags the consensus below its best member (docs/heads.md, "Consensus").
     min_agreement : float
         Share of the members that must vote for a row's consensus cluster for the row to
         train the classifier (1.0: all of them).
@@ -152,7 +155,7 @@ class Consensus(BaseClusterer):
         "random_state": RANDOM_STATE,
     }
 
-    def __init__(self, n_clusters: int = 10, *, members=("kmeans", "turtle", "temi"),
+    def __init__(self, n_clusters: int = 10, *, members=("temi", "scanv2", "temi"),
                  min_agreement: float = 1.0, C: float = 1.0, max_iter: int = 300,
                  random_state=None):
         self.n_clusters = n_clusters
