@@ -6,9 +6,10 @@ Protocol (issue 4): every method is fitted on the 60 000 training embeddings and
 ARI as mean ± std over the seeds. k-means is deepclust's faiss k-means with ``n_init=10``.
 ``turtle`` is TURTLE on the embeddings; ``turtle2`` TURTLE on two spaces, the embeddings and
 the raw pixels side by side (``spaces=[1280, 784]``). ``consensus`` votes the train
-partitions of ``kmeans``, ``turtle`` and ``temi`` of the same seed (reused when those
-methods come before it in ``--methods``, else fitted by the consensus itself) and trains its classifier; its
-fit time is its own plus its members'.
+partitions of its default members (``temi`` of seed s, ``scanv2`` of seed s, ``temi`` of seed
+s + 1: ``Consensus``'s ``member_seed``), reused when those runs came before it in
+``--methods`` or were saved by ``--save DIR`` and named by ``--reuse DIR``, else fitted by
+the consensus itself, and trains its classifier; its fit time is its own plus its members'.
 
 For the heads it also prints:
 
