@@ -70,6 +70,8 @@ def vote(aligned: np.ndarray, n_clusters: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def member_specs(members) -> list[tuple[str, dict]]:
+    """``members`` (names, ``(name, params)`` pairs or "a,b,c") as ``(name, params)`` pairs,
+    checked: at least 2, none a consensus, each told ``n_clusters``."""
     if isinstance(members, str):
         members = [s for s in members.split(",") if s.strip()]
     specs = []
