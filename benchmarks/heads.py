@@ -6,9 +6,10 @@ Protocol (issue 4): every method is fitted on the 60 000 training embeddings and
 ARI as mean ± std over the seeds. k-means is deepclust's faiss k-means with ``n_init=10``.
 ``turtle`` is TURTLE on the embeddings; ``turtle2`` TURTLE on two spaces, the embeddings and
 the raw pixels side by side (``spaces=[1280, 784]``). ``consensus`` votes the train
-partitions of ``kmeans``, ``turtle`` and ``temi`` of the same seed (reused when those
-methods come before it in ``--methods``, else fitted by the consensus itself) and trains its classifier; its
-fit time is its own plus its members'.
+partitions of its default members (``temi`` of seed s, ``scanv2`` of seed s, ``temi`` of seed
+s + 1: ``Consensus``'s ``member_seed``), reused when those runs came before it in
+``--methods`` or were saved by ``--save DIR`` and named by ``--reuse DIR``, else fitted by
+the consensus itself, and trains its classifier; its fit time is its own plus its members'.
 
 For the heads it also prints:
 
@@ -34,6 +35,7 @@ import time
 import numpy as np
 
 from deepclust.cluster import TURTLE, Consensus, KMeans
+from deepclust.cluster.consensus import member_seed, member_specs
 from deepclust.cluster.heads import SCAN, TEMI, SCANv2
 from deepclust.metrics import evaluate
 
@@ -60,8 +62,9 @@ def load(encoder: str):
 
 HEADS = {"temi": TEMI, "scan": SCAN, "scanv2": SCANv2}
 METHODS = ["temi", "scan", "scanv2", "turtle", "turtle2", "consensus", "kmeans"]
-#: Consensus members, in order; their train partitions are reused when they were run.
-CONSENSUS_MEMBERS = ("kmeans", "turtle", "temi")
+#: Consensus members (its defaults), in order; their train partitions are reused when they
+#: were run (in this invocation, or saved by ``--save`` and named by ``--reuse``).
+CONSENSUS_MEMBERS = tuple(name for name, _ in member_specs(Consensus().members))
 
 
 def pixels(split: str) -> np.ndarray:
@@ -74,8 +77,11 @@ def run_turtle(params: dict, X_train, X_test, y_test, seed: int, **fixed) -> dic
     t0 = time.perf_counter()
     model = TURTLE(n_clusters=10, random_state=seed, **fixed, **params).fit(X_train)
     fit_s = time.perf_counter() - t0
-    scores = evaluate(y_test, model.predict(X_test))
-    return {**{m: scores[m] for m in METRICS}, "fit_s": fit_s,
+    pred = model.predict(X_test)
+    scores = evaluate(y_test, pred)
+    return {**{m: scores[m] for m in METRICS}, "fit_s": fit_s, "_test_pred": pred,
+            "_test_proba": model.predict_proba(X_test),
+            "_train_proba": model.predict_proba(X_train),
             "train_s": model.stats_["train_s"], "steps": model.n_steps_,
             "objective": model.objective_, "restart": model.restart_,
             "s_per_step": model.stats_["seconds_per_step"], "precision": model.precision_,
@@ -84,11 +90,11 @@ def run_turtle(params: dict, X_train, X_test, y_test, seed: int, **fixed) -> dic
 
 def run_consensus(params: dict, train, test, seed: int, partitions, member_s: float) -> dict:
     t0 = time.perf_counter()
-    model = Consensus(n_clusters=10, members=list(CONSENSUS_MEMBERS), random_state=seed,
-                      **params).fit(train.X, partitions=partitions)
+    model = Consensus(n_clusters=10, random_state=seed, **params).fit(train.X, partitions=partitions)
     fit_s = time.perf_counter() - t0 + member_s
-    scores = evaluate(test.y, model.predict(test.X))
-    return {**{m: scores[m] for m in METRICS}, "fit_s": fit_s,
+    pred = model.predict(test.X)
+    scores = evaluate(test.y, pred)
+    return {**{m: scores[m] for m in METRICS}, "fit_s": fit_s, "_test_pred": pred,
             "confident": model.confident_fraction_, "reference": model.reference_,
             "consensus_train_acc": evaluate(train.y, model.consensus_)["acc"]}
 
@@ -116,6 +122,9 @@ def run_heads(cls, params: dict, train, test, seed: int) -> dict:
         "device": str(model.device_),
         "precision": model.precision_,
         "_train_labels": model.labels_,
+        "_test_pred": pred,
+        "_test_proba": model.predict_proba(test.X),
+        "_train_proba": model.predict_proba(train.X),
     }
 
 
@@ -123,8 +132,10 @@ def run_kmeans(train, test, seed: int) -> dict:
     t0 = time.perf_counter()
     model = KMeans(n_clusters=10, n_init=10, random_state=seed).fit(train.X)
     fit_s = time.perf_counter() - t0
-    scores = evaluate(test.y, model.predict(test.X))
-    return {**{m: scores[m] for m in METRICS}, "fit_s": fit_s, "_train_labels": model.labels_}
+    pred = model.predict(test.X)
+    scores = evaluate(test.y, pred)
+    return {**{m: scores[m] for m in METRICS}, "fit_s": fit_s, "_train_labels": model.labels_,
+            "_test_pred": pred}
 
 
 def speed(train, steps: int) -> None:
@@ -156,6 +167,12 @@ def main(argv=None) -> None:
         parser.add_argument(f"--{name}", nargs="*", metavar="KEY=VALUE",
                             help=f"{name} parameters")
     parser.add_argument("--json", help="also write every run's numbers to this file")
+    parser.add_argument("--save", metavar="DIR",
+                        help="also save each run's train labels and test predictions to "
+                             "DIR/METHOD-seedS.npz (to study ensembles without refitting)")
+    parser.add_argument("--reuse", metavar="DIR",
+                        help="consensus members not run here are read from DIR (written by "
+                             "--save) when there")
     parser.add_argument("--speed", type=int, metavar="STEPS", default=0,
                         help="also time STEPS steps of 16 heads (batch 1024 and 256, bf16 "
                              "and fp32) and report s/epoch")
@@ -168,7 +185,7 @@ def main(argv=None) -> None:
     params = {name: _parse(getattr(args, name)) for name in METHODS[:-1]}
     runs: dict[str, list[dict]] = {}
     two = None
-    # in the order given: list the consensus after kmeans, turtle and temi to reuse their fits
+    # in the order given: list the consensus after its members to reuse their fits
     for method in args.methods:
         for seed in args.seeds:
             if method == "kmeans":
@@ -184,15 +201,20 @@ def main(argv=None) -> None:
                 r = run_turtle(params[method], two[0], two[1], test.y, seed,
                                spaces=[train.X.shape[1], 784])
             else:
-                done = {m: next((x for x in runs.get(m, []) if x["seed"] == seed), None)
-                        for m in CONSENSUS_MEMBERS}
-                if all(done.values()):
-                    parts = np.stack([done[m]["_train_labels"] for m in CONSENSUS_MEMBERS])
-                    member_s = sum(done[m]["fit_s"] for m in CONSENSUS_MEMBERS)
+                specs = member_specs(params[method].get("members", CONSENSUS_MEMBERS))
+                done = [_member_run(runs, args.reuse, m, member_seed(specs, i, seed))
+                        if not extra else None for i, (m, extra) in enumerate(specs)]
+                if all(d is not None for d in done):
+                    parts = np.stack([d["_train_labels"] for d in done])
+                    member_s = sum(d["fit_s"] for d in done)
                 else:
                     parts, member_s = None, 0.0
                 r = run_consensus(params[method], train, test, seed, parts, member_s)
             runs.setdefault(method, []).append({"seed": seed, **r})
+            if args.save:
+                os.makedirs(args.save, exist_ok=True)
+                np.savez(os.path.join(args.save, f"{method}-seed{seed}.npz"), fit_s=r["fit_s"],
+                         **{k[1:]: v for k, v in r.items() if k.startswith("_")})
             extra = (f" epoch {r['epoch_s']:.1f} s, {r['steps']} steps, head {r['chosen_head']}"
                      if "epoch_s" in r else "")
             if "objective" in r:
@@ -236,6 +258,16 @@ def main(argv=None) -> None:
             clean = {m: [{k: v for k, v in r.items() if not k.startswith("_")} for r in rs]
                      for m, rs in runs.items()}
             json.dump({"argv": sys.argv[1:], "runs": clean}, f, indent=2, default=float)
+
+
+def _member_run(runs: dict, reuse: str | None, method: str, seed: int) -> dict | None:
+    """A consensus member's run of ``seed``: from this invocation, else saved in ``reuse``."""
+    r = next((x for x in runs.get(method, []) if x["seed"] == seed), None)
+    path = os.path.join(reuse, f"{method}-seed{seed}.npz") if reuse else None
+    if r is None and path and os.path.exists(path):
+        z = np.load(path)
+        r = {"_train_labels": z["train_labels"], "fit_s": float(z["fit_s"])}
+    return r
 
 
 def _threads() -> int:

@@ -8,7 +8,7 @@ from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 
 from deepclust.cluster import Consensus, make_clusterer
-from deepclust.cluster.consensus import align_partitions, vote
+from deepclust.cluster.consensus import align_partitions, member_seed, member_specs, vote
 from deepclust.errors import InputError
 
 
@@ -69,3 +69,20 @@ def test_partitions_of_the_wrong_shape_are_named():
     X, _ = make_blobs(n_samples=50, centers=2, n_features=3, random_state=0)
     with pytest.raises(InputError, match="partitions must have shape"):
         Consensus(n_clusters=2, members="kmeans,kmeans").fit(X, partitions=np.zeros((3, 50), int))
+
+
+def test_member_seeds_repeat_per_method_and_differ_within_one():
+    specs = member_specs("temi,scanv2,temi,turtle,temi")
+    assert [member_seed(specs, i, 7) for i in range(5)] == [7, 7, 8, 7, 9]
+
+
+def test_repeated_members_are_fitted_with_different_seeds():
+    # structureless rows: k-means with one init lands elsewhere for each seed
+    X = np.random.default_rng(0).random((200, 4), dtype=np.float32)
+    model = Consensus(n_clusters=3, members=[("kmeans", {"n_init": 1})] * 2, random_state=0)
+    model.fit(X)
+    seeds = [make_clusterer("kmeans", n_clusters=3, n_init=1, random_state=s).fit(X).labels_
+             for s in (0, 1)]
+    aligned = align_partitions(np.stack(seeds), model.reference_, 3)
+    np.testing.assert_array_equal(model.member_partitions_, aligned)
+    assert not np.array_equal(aligned[0], aligned[1])

@@ -23,7 +23,7 @@ from deepclust.data.rows import as_row_source
 from deepclust.errors import InputError
 from deepclust.validation import RANDOM_STATE, Interval, seed_from
 
-__all__ = ["Consensus", "align_partitions", "vote"]
+__all__ = ["Consensus", "align_partitions", "member_seed", "member_specs", "vote"]
 
 
 def align_partitions(partitions: np.ndarray, reference: int, n_clusters: int) -> np.ndarray:
@@ -69,7 +69,9 @@ def vote(aligned: np.ndarray, n_clusters: int) -> tuple[np.ndarray, np.ndarray]:
     return labels.astype(np.int64), counts[np.arange(n), labels] / m
 
 
-def _member_specs(members) -> list[tuple[str, dict]]:
+def member_specs(members) -> list[tuple[str, dict]]:
+    """``members`` (names, ``(name, params)`` pairs or "a,b,c") as ``(name, params)`` pairs,
+    checked: at least 2, none a consensus, each told ``n_clusters``."""
     if isinstance(members, str):
         members = [s for s in members.split(",") if s.strip()]
     specs = []
@@ -82,7 +84,7 @@ def _member_specs(members) -> list[tuple[str, dict]]:
             raise InputError(f"members must be method names or (name, params) pairs, got {spec!r}")
     if len(specs) < 2:
         raise InputError(f"a consensus needs at least 2 members, got {len(specs)}; give e.g. "
-                         "members=kmeans,turtle,temi")
+                         "members=temi,scanv2,temi")
     for name, _ in specs:
         if name == "consensus":
             raise InputError("a consensus cannot be its own member")
@@ -90,6 +92,12 @@ def _member_specs(members) -> list[tuple[str, dict]]:
             raise InputError(f"member {name!r} finds k itself; consensus members must be told "
                              "n_clusters (kmeans, turtle, temi, scan, ...)")
     return specs
+
+
+def member_seed(specs, i: int, seed: int) -> int:
+    """Seed of member ``i``: ``seed`` plus the number of earlier members of the same method,
+    so different methods share the consensus's seed and repeats of one method differ."""
+    return seed + sum(1 for name, _ in specs[:i] if name == specs[i][0])
 
 
 @register("consensus", "consensus of several methods' partitions (Hungarian-aligned vote), "
@@ -102,9 +110,12 @@ class Consensus(BaseClusterer):
     n_clusters : int
     members : sequence or str
         The member methods: registered names (each with its defaults, ``n_clusters`` and a
-        seed derived from ``random_state``), ``(name, params)`` pairs, or a string
-        "kmeans,turtle,temi" (``--param members=kmeans,turtle,temi``). Members must be told
-        k (not HDBSCAN or affinity propagation).
+        seed: ``random_state`` plus the number of earlier members of the same method,
+        :func:`member_seed`), ``(name, params)`` pairs, or a string "temi,scanv2,temi"
+        (``--param members=temi,scanv2,temi``). Members must be told k (not HDBSCAN or
+        affinity propagation). Default: two TEMI fits (seeds ``random_state`` and
+        ``random_state + 1``) and one SCANv2 -- strong, diverse members; a weak member
+        (k-means) drags the consensus below its best member (docs/heads.md, "Consensus").
     min_agreement : float
         Share of the members that must vote for a row's consensus cluster for the row to
         train the classifier (1.0: all of them).
@@ -146,7 +157,7 @@ class Consensus(BaseClusterer):
         "random_state": RANDOM_STATE,
     }
 
-    def __init__(self, n_clusters: int = 10, *, members=("kmeans", "turtle", "temi"),
+    def __init__(self, n_clusters: int = 10, *, members=("temi", "scanv2", "temi"),
                  min_agreement: float = 1.0, C: float = 1.0, max_iter: int = 300,
                  random_state=None):
         self.n_clusters = n_clusters
@@ -173,7 +184,7 @@ class Consensus(BaseClusterer):
         """
         t0 = time.perf_counter()
         self._validate_params()
-        specs = _member_specs(self.members)
+        specs = member_specs(self.members)
         rows = as_row_source(X).to_array(dtype=np.float32)
         n, d = rows.shape
         k = self._validate_k(n)
@@ -182,7 +193,9 @@ class Consensus(BaseClusterer):
         if partitions is None:
             parts = []
             for i, (name, params) in enumerate(specs):
-                est = make_clusterer(name, **{"n_clusters": k, "random_state": seed + i, **params})
+                est = make_clusterer(name, **{"n_clusters": k,
+                                              "random_state": member_seed(specs, i, seed),
+                                              **params})
                 t = time.perf_counter()
                 parts.append(np.asarray(est.fit_predict(rows), dtype=np.int64))
                 timings[f"{i}:{name}_s"] = time.perf_counter() - t
