@@ -121,7 +121,7 @@ class CentroidSearch:
         self.precision = "fp32" if self.k <= 2 else precision
         self.torch_path = self.precision == "bf16" or device.type != "cpu"
         # on a CPU the bf16 path re-checks unsure rows against their few candidates only
-        self.candidates_path = self.precision == "bf16" and device.type == "cpu" and self.k > 1
+        self.candidates_path = self.precision == "bf16" and device.type == "cpu"
         # relative rounding of a float32 sum of d + 2 products (a bound, not an estimate)
         self.gamma = (self.d + 2) * 2.0 ** -24
         if not self.torch_path:
@@ -307,8 +307,9 @@ class CentroidSearch:
         with a rigorous error bound ``E(S) = 1.01 (base + u |S|)``: ``base`` bounds
         ``<x~ + dx, w + dw> - <x~, w>`` by the actual rounding of the row (``|dx|``, from
         :class:`PreparedRows`) and of the weights (``max |dw_j|``), plus the float32 sum
-        and the centring, and ``u |S|`` is the rounding of the bf16 result. ``S - E(S)`` grows with ``S``, so the row's best ``v1`` is certain when
-        its second ``v2`` has ``v2 - E(v2) > v1 + E(v1)``. For the other rows every
+        and the centring, and ``u |S|`` is the rounding of the bf16 result. ``S - E(S)``
+        grows with ``S``, so the row's best ``v1`` is certain when its second ``v2`` has
+        ``v2 - E(v2) > v1 + E(v1)``. For the other rows every
         centroid with ``S_j <= T = v1 + 2.5 E(v1)`` is a candidate (beyond ``T``,
         ``S_j - E(S_j) > v1 + 1.4 E(v1) > v1 + E(v1)``: it cannot be nearest, and its squared
         distance is at least ``|x - mu|^2 + v1 + 1.4 E(v1)``), and the candidates' distances
@@ -318,8 +319,8 @@ class CentroidSearch:
         n = prep.xn2.shape[0]
         u = _U_BF16
         labels = np.empty(n, dtype=np.int64)
-        v = np.empty((n, 2), dtype=np.float64)
-        sure = np.empty(n, dtype=bool)
+        v = np.empty((n, 2), dtype=np.float64)  # each row's best and second score
+        err = np.empty((n, 2), dtype=np.float64)  # and their error bounds E
         pairs_r: list[np.ndarray] = []
         pairs_c: list[np.ndarray] = []
         # the product's error before its own rounding: the rows' and weights' actual
@@ -338,24 +339,20 @@ class CentroidSearch:
             labels[sl] = i1.numpy()
             v[sl, 0] = m1.double().numpy()
             v[sl, 1] = m2.double().numpy()
-            e1 = 1.01 * (base[sl] + u * np.abs(v[sl, 0]))
-            e2 = 1.01 * (base[sl] + u * np.abs(v[sl, 1]))
-            sure[sl] = v[sl, 1] - e2 > v[sl, 0] + e1
-            unsure = np.flatnonzero(~sure[sl])
+            err[sl] = 1.01 * (base[sl, None] + u * np.abs(v[sl]))
+            unsure = np.flatnonzero(v[sl, 1] - err[sl, 1] <= v[sl, 0] + err[sl, 0])
             if unsure.size:
-                T = torch.from_numpy((v[sl, 0] + 2.5 * e1)[unsure]).to(torch.float32)
+                T = torch.from_numpy((v[sl, 0] + 2.5 * err[sl, 0])[unsure]).to(torch.float32)
                 rr, cc = torch.nonzero(S[torch.from_numpy(unsure)].float() <= T[:, None],
                                        as_tuple=True)
                 rows = a + unsure
                 pairs_r += [rows, rows[rr.numpy()]]
                 pairs_c += [labels[rows], cc.numpy()]
-        e1 = 1.01 * (base + u * np.abs(v[:, 0]))
-        nearest = np.sqrt(np.maximum(prep.xn2 + v[:, 0] + e1, 0.0))
-        e2 = 1.01 * (base + u * np.abs(v[:, 1]))
-        second = np.sqrt(np.maximum(prep.xn2 + v[:, 1] - e2, 0.0))
+        nearest = np.sqrt(np.maximum(prep.xn2 + v[:, 0] + err[:, 0], 0.0))
+        second = np.sqrt(np.maximum(prep.xn2 + v[:, 1] - err[:, 1], 0.0))
         if pairs_r:
             self._recheck(X, np.concatenate(pairs_r), np.concatenate(pairs_c),
-                          prep.xn2 + v[:, 0] + 1.4 * e1, labels, nearest, second, at)
+                          prep.xn2 + v[:, 0] + 1.4 * err[:, 0], labels, nearest, second, at)
         return labels, nearest, second
 
     def _recheck(self, X, rows, cands, beyond, labels, nearest, second, at) -> None:

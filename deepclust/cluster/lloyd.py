@@ -347,15 +347,14 @@ def lloyd(
                     rows = np.arange(block.shape[0])  # gathering would cost more than it saves
             if rows.size == 0:
                 continue
-            prep = prepared.get(off) if cheap else None
-            if cheap and prep is None:
-                prep = search.prepare(block)
-                if keep:
-                    prepared[off] = prep
             whole = rows.size == block.shape[0]
             if cheap:  # the search gathers what it needs from the block
-                if not whole:
+                prep = prepared.get(off)
+                if prep is None and keep:
+                    prep = prepared[off] = search.prepare(block)
+                if prep is not None and not whole:
                     prep = prep.take(rows)
+                # without kept rows, search prepares only the rows it searches
                 new, near, second = search.search(block, prep, None if whole else rows)
             else:
                 new, near, second = search.search(block if whole else
