@@ -84,12 +84,14 @@ __all__ = [
     "launched_by_torchrun",
     "local_slice",
     "mean_over_ranks",
+    "numpy_blas_single_thread",
     "rank",
     "resolve_device",
     "resolve_precision",
     "shutdown",
     "split_work",
     "sum_over_ranks",
+    "thread_pools",
     "world_size",
 ]
 
@@ -206,6 +208,29 @@ def auto_threads() -> int:
         return n
     free = (os.cpu_count() or n) - load
     return max(1, min(n, int(free + 0.5)))
+
+
+@functools.cache
+def thread_pools():
+    """threadpoolctl's controller of every thread pool loaded now (built once: building it
+    scans every loaded library)."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
+def numpy_blas_single_thread():
+    """A context in which numpy's own BLAS (not faiss's) runs on one thread.
+
+    OpenBLAS's idle threads keep spinning for a while after every call; on a machine with
+    few cores they take the cores from the next library's threads. k-means on the CPU
+    calls numpy's BLAS on small products between faiss calls, and ran 1.6x slower for it
+    (Fashion-MNIST test embeddings, k = 100, 2 cores: docs/scale.md).
+    """
+    pools = thread_pools()
+    mine = [lib.filepath for lib in pools.lib_controllers
+            if lib.user_api == "blas" and "faiss" not in lib.filepath]
+    return pools.select(filepath=mine).limit(limits=1)
 
 
 @contextlib.contextmanager

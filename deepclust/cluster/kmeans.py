@@ -217,7 +217,11 @@ class KMeans(TransformerMixin, BaseClusterer):
         -------
         self
         """
+        # numpy's BLAS on one thread: its idle threads would spin against faiss's
+        with runtime.numpy_blas_single_thread():
+            return self._fit(X)
 
+    def _fit(self, X) -> KMeans:
         t_start = time.perf_counter()
         self._validate_params()
         source = as_row_source(X)
@@ -298,6 +302,7 @@ class KMeans(TransformerMixin, BaseClusterer):
             "inertia_per_init": inertias,
             "objective_history": best["objective_history"],
             "rows_searched": best["rows_searched"],
+            "pairs_computed": best["pairs_computed"],
             "converged": best["converged"],
             "init_seconds": init_seconds,
             "fit_seconds": time.perf_counter() - t_start,

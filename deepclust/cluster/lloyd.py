@@ -272,11 +272,19 @@ def lloyd(
     processes whose findings are summed under ``torchrun``; ``source`` is then this
     process's share of the rows.
     """
+    from deepclust.cluster import projected
     from deepclust.cluster.assign import CentroidSearch
 
     device = device if device is not None else torch.device("cpu")
     n, d = source.n, source.d
     k = centroids.shape[0]
+    # the exact float32 search on the CPU prunes by a projection's bounds where they fit
+    proj = None
+    if device.type == "cpu" and precision == "fp32" and projected.fits(n, d, k):
+        s = min(n, projected.SAMPLE_ROWS)
+        proj = projected.ProjectedSearch(
+            source.take(source.start + np.unique(np.linspace(0, n - 1, s).astype(np.int64))),
+            n)
     C = np.ascontiguousarray(centroids, dtype=np.float32)
     labels = np.full(n, -1, dtype=np.int64)
     upper = np.empty(n, dtype=np.float64)
@@ -288,6 +296,7 @@ def lloyd(
     prev_obj = None
     history: list[float] = []
     searched: list[int] = []
+    pairs_done: list[int] = []
     n_iter = n_reseeded = reseeded = 0
     converged = False
     moved = None  # how far each centroid moved in the last update
@@ -297,7 +306,7 @@ def lloyd(
         update = it < max_iter
         search = CentroidSearch(C, spherical=spherical, precision=precision, device=device,
                                 center=center)
-        n_changed = n_searched = 0
+        n_changed = n_searched = n_pairs = 0
         first = moved is None
         # the bf16 search on a CPU bounds the distances from its product: no exact
         # tightening, and no fast-centroid product (it would cost a share of the search)
@@ -308,7 +317,7 @@ def lloyd(
             fast = order[:0]
             top = order[-1]
             runner_up = order[-2] if k > 1 else order[-1]
-        elif not first:
+        elif not first and proj is None:
             # the fastest-moving centroids are checked against every row directly, so
             # one far jump (a re-seeded cluster, a small cluster) does not loosen the
             # lower bound of every row; the others move the bound by their largest step
@@ -323,42 +332,54 @@ def lloyd(
             fast_n2 = np.einsum("ij,ij->i", fast_C, fast_C).astype(np.float32)
             fast_pos = np.full(k, -1, dtype=np.int64)
             fast_pos[fast] = np.arange(fast.size)
+        if proj is not None:
+            proj.centroids(C)
         for off, block in source.blocks():
             sl = slice(off, off + block.shape[0])
             if first:
                 n2 = np.einsum("ij,ij->i", block, block, dtype=np.float64)
                 row_n2[sl] = n2
                 sq_norms += float(n2.sum())
+            if proj is not None:  # every row, pruned pair by pair
+                if first:
+                    proj.project(block, off)
+                new, near, found, pairs = proj.search(
+                    block, off, *((None, None) if first else (labels[sl], upper[sl] + moved[labels[sl]])))
+                upper[sl] = near
                 rows = np.arange(block.shape[0])
+                near = second = None
             else:
-                lab = labels[sl]
-                up = upper[sl] + moved[lab]
-                low = lower[sl] - np.where(lab == top, moved[runner_up], moved[top])
-                if fast.size:
-                    low = np.minimum(low, _fast_lower_bound(block, row_n2[sl], fast_C, fast_n2,
-                                                            fast_pos[lab], search.gamma))
-                rows = np.flatnonzero(up > low)
-                if rows.size and not cheap:  # tighten the upper bound before searching
-                    up[rows] = search._up(search.exact_distances(block, lab[rows], rows))
-                    rows = rows[up[rows] > low[rows]]
-                upper[sl] = up
-                lower[sl] = low
-                if cheap and rows.size > block.shape[0] * k / (k + GATHER_CLUSTERS):
-                    rows = np.arange(block.shape[0])  # gathering would cost more than it saves
-            if rows.size == 0:
-                continue
-            whole = rows.size == block.shape[0]
-            if cheap:  # the search gathers what it needs from the block
-                prep = prepared.get(off)
-                if prep is None and keep:
-                    prep = prepared[off] = search.prepare(block)
-                if prep is not None and not whole:
-                    prep = prep.take(rows)
-                # without kept rows, search prepares only the rows it searches
-                new, near, second = search.search(block, prep, None if whole else rows)
-            else:
-                new, near, second = search.search(block if whole else
-                                                  np.take(block, rows, axis=0))
+                if first:
+                    rows = np.arange(block.shape[0])
+                else:
+                    lab = labels[sl]
+                    up = upper[sl] + moved[lab]
+                    low = lower[sl] - np.where(lab == top, moved[runner_up], moved[top])
+                    if fast.size:
+                        low = np.minimum(low, _fast_lower_bound(
+                            block, row_n2[sl], fast_C, fast_n2, fast_pos[lab], search.gamma))
+                    rows = np.flatnonzero(up > low)
+                    if rows.size and not cheap:  # tighten the upper bound before searching
+                        up[rows] = search._up(search.exact_distances(block, lab[rows], rows))
+                        rows = rows[up[rows] > low[rows]]
+                    upper[sl] = up
+                    lower[sl] = low
+                    if cheap and rows.size > block.shape[0] * k / (k + GATHER_CLUSTERS):
+                        rows = np.arange(block.shape[0])  # gathering would cost more
+                if rows.size == 0:
+                    continue
+                whole = rows.size == block.shape[0]
+                if cheap:  # the search gathers what it needs from the block
+                    prep = prepared.get(off)
+                    if prep is None and keep:
+                        prep = prepared[off] = search.prepare(block)
+                    if prep is not None and not whole:
+                        prep = prep.take(rows)
+                    # without kept rows, search prepares only the rows it searches
+                    new, near, second = search.search(block, prep, None if whole else rows)
+                else:
+                    new, near, second = search.search(block if whole else
+                                                      np.take(block, rows, axis=0))
             at = off + rows
             old = labels[at]
             changed = np.flatnonzero(new != old)
@@ -366,16 +387,19 @@ def lloyd(
                 accumulate_cluster_sums(block, new[changed], sums, counts, old[changed],
                                         rows[changed])
             labels[at] = new
-            upper[at] = near
-            lower[at] = second
+            if near is not None:
+                upper[at] = near
+                lower[at] = second
             n_changed += int(changed.size)
-            n_searched += int(rows.size)
+            n_searched += found if proj is not None else int(rows.size)
+            n_pairs += pairs if proj is not None else int(rows.size) * k
         if first:
             sq_norms = runtime.sum_over_ranks(sq_norms, ranks)
         g_sums = runtime.sum_over_ranks(sums, ranks)
         g_counts = runtime.sum_over_ranks(counts, ranks)
         n_changed = runtime.sum_over_ranks(n_changed, ranks)
         searched.append(runtime.sum_over_ranks(n_searched, ranks))
+        pairs_done.append(runtime.sum_over_ranks(n_pairs, ranks))
         C64 = C.astype(np.float64)
         obj = (sq_norms - 2.0 * float(np.einsum("ij,ij->", C64, g_sums))
                + float(g_counts @ np.einsum("ij,ij->i", C64, C64)))
@@ -383,7 +407,8 @@ def lloyd(
         history.append(obj)
         if verbose:
             print(f"  iteration {it:3d}  objective {obj:.6g}  changed {n_changed}  searched "
-                  f"{searched[-1]}  ({time.perf_counter() - t0:.2f} s)")
+                  f"{searched[-1]} rows, {pairs_done[-1]} pairs  "
+                  f"({time.perf_counter() - t0:.2f} s)")
         if prev_obj is not None:
             # unchanged labels: the update would return the same centroids. A re-seed can
             # raise the objective a little, so the tol test skips the pass after one.
@@ -414,6 +439,7 @@ def lloyd(
         "converged": converged,
         "objective_history": history,
         "rows_searched": searched,
+        "pairs_computed": pairs_done,
     }
 
 
