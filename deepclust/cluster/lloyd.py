@@ -19,7 +19,6 @@ import time
 
 import faiss
 import numpy as np
-import scipy.sparse as sp
 import torch
 
 from deepclust import runtime
@@ -41,7 +40,7 @@ __all__ = [
 FAST_CENTROIDS = 32
 #: Bytes of one chunk's float64 copy in the update: small enough to stay in cache (a
 #: chunk of 4 096 rows of 1 280 floats did not, and the update then cost twice as much).
-_UPDATE_CHUNK_BYTES = 1 << 21
+_UPDATE_CHUNK_BYTES = 1 << 23
 #: bf16 search on a CPU: gathering a row for a pruned pass costs about as much as scoring
 #: it against this many centroids, so a pass searches every row when more than
 #: ``k / (k + GATHER_CLUSTERS)`` of them would be searched anyway.
@@ -96,8 +95,9 @@ def accumulate_cluster_sums(
 ) -> None:
     """Add the rows of one block to per-cluster sums and counts, in place.
 
-    Sums are accumulated in float64: each chunk of rows is copied to float64 and summed
-    per cluster with a sparse one-hot product (much faster than ``np.add.at``).
+    Sums are accumulated in float64: each chunk of rows is copied to float64 and added to
+    its clusters' rows by torch's ``index_add_`` (much faster than ``np.add.at``, and
+    than a sparse one-hot product, whose construction cost more than the sums).
 
     Parameters
     ----------
@@ -110,8 +110,7 @@ def accumulate_cluster_sums(
     counts : ndarray of shape (k,), int64
         Running per-cluster counts; updated in place.
     old : ndarray of shape (n,), int, optional
-        Rows that move: each is also taken out of cluster ``old`` (where ``old >= 0``), in
-        the same product.
+        Rows that move: each is also taken out of cluster ``old`` (where ``old >= 0``).
     rows : ndarray of shape (n,), int, optional
         The rows are ``X[rows]`` (gathered a chunk at a time), not ``X``.
     """
@@ -119,27 +118,21 @@ def accumulate_cluster_sums(
     counts += np.bincount(labels, minlength=k)
     if old is not None:
         counts -= np.bincount(old[old >= 0], minlength=k)
+    target = torch.from_numpy(sums)
     step = max(64, _UPDATE_CHUNK_BYTES // (8 * max(1, X.shape[1])))
     for start in range(0, labels.shape[0], step):
         lab = labels[start : start + step]
         n = lab.shape[0]
-        col = np.arange(n)
-        weight = np.ones(n)
-        if old is not None:  # a -1 entry in the old cluster's row of the one-hot
+        chunk = torch.from_numpy(
+            (X[start : start + n] if rows is None
+             else np.take(X, rows[start : start + n], axis=0)).astype(np.float64))
+        target.index_add_(0, torch.from_numpy(np.asarray(lab, dtype=np.int64)), chunk)
+        if old is not None:
             prev = old[start : start + n]
-            had = prev >= 0
-            lab = np.r_[lab, prev[had]]
-            col = np.r_[col, col[had]]
-            weight = np.r_[weight, -np.ones(int(had.sum()))]
-        chunk = (X[start : start + n] if rows is None
-                 else np.take(X, rows[start : start + n], axis=0)).astype(np.float64)
-        if k <= n:
-            one_hot = sp.csc_matrix((weight, (lab, col)), shape=(k, n))
-            sums += one_hot @ chunk
-        else:  # many clusters: a product over the present ones only stays small
-            present, local = np.unique(lab, return_inverse=True)
-            one_hot = sp.csc_matrix((weight, (local, col)), shape=(present.shape[0], n))
-            sums[present] += one_hot @ chunk
+            had = np.flatnonzero(prev >= 0)
+            if had.size:
+                target.index_add_(0, torch.from_numpy(prev[had].astype(np.int64)),
+                                  chunk[torch.from_numpy(had)], alpha=-1.0)
 
 
 def centroids_from_sums(
@@ -333,7 +326,7 @@ def lloyd(
             fast_pos = np.full(k, -1, dtype=np.int64)
             fast_pos[fast] = np.arange(fast.size)
         if proj is not None:
-            proj.centroids(C)
+            proj.centroids(C, moved)
         for off, block in source.blocks():
             sl = slice(off, off + block.shape[0])
             if first:

@@ -36,8 +36,10 @@ __all__ = ["PROJECTION_BYTES", "PROJECTION_DIMS", "ProjectedSearch", "fits", "pr
 PROJECTION_DIMS = 64
 #: Most memory for the rows' projections (``m + 2`` float32 numbers per row).
 PROJECTION_BYTES = 1 << 30
+#: Exact distances kept per row as bounds for later passes.
+KEPT_PAIRS = 4
 #: Rows sampled to find the principal directions.
-SAMPLE_ROWS = 4096
+SAMPLE_ROWS = 2048
 #: A chunk computes every distance by one product (as faiss does) when its bounds leave
 #: more than this share of its pairs: a pair computed on its own costs about twice its
 #: share of the product.
@@ -48,7 +50,8 @@ _BOUND_ENTRIES = 1 << 21
 #: Rows projected at once.
 _PROJECT_ROWS = 8192
 #: Relative rounding allowed for a float32 bound (its few float32 operations).
-_DOWN = 1.0 - 2.0 ** -18
+_DOWN = np.float32(1.0 - 2.0 ** -18)
+_UP = np.float32(1.0 + 2.0 ** -18)
 
 
 def projection_dims(d: int) -> int:
@@ -115,6 +118,11 @@ class ProjectedSearch:
         self.m = m
         self.rows = np.empty((n, m + 1), dtype=np.float32)  # x~
         self.slack = np.empty(n, dtype=np.float32)        # s_x
+        # per row, the last exact distances to a few centroids other than its own, kept as
+        # lower bounds that drop by how far those centroids move (Elkan's, for the pairs
+        # the projection cannot settle; -1: an empty slot)
+        self.kept = np.full((n, KEPT_PAIRS), -1, dtype=np.int32)
+        self.kept_low = np.zeros((n, KEPT_PAIRS), dtype=np.float32)
         self.gamma = (d + 2) * 2.0 ** -24  # a pair's float32 sum of squares
         # faiss's |x~|^2 + |c~|^2 - 2 <x~, c~> errs by at most 3 gamma (|x~|^2 + |c~|^2);
         # float32 storage and the residual's cancellation cost 2^-20 of the same (_augment)
@@ -129,7 +137,8 @@ class ProjectedSearch:
         square within ``2^-20 (|x~|^2 + |c~|^2)``. With faiss's rounding, the squared
         bound loses at most ``s_x + s_c``, ``s = rel |x~|^2`` (rounded up)."""
         X64 = X.astype(np.float64)
-        G = X64 @ self.Pm
+        # torch's threads (numpy's BLAS runs on one thread during a fit)
+        G = (torch.from_numpy(X64) @ self.Pm_t).numpy()
         p = G[:, : self.m] - self.Pmu
         n2 = np.einsum("ij,ij->i", X64, X64) - 2.0 * G[:, self.m] + self.mu2
         t = np.empty((X.shape[0], self.m + 1), dtype=np.float32)
@@ -145,10 +154,16 @@ class ProjectedSearch:
             self.rows[off + a: off + a + t.shape[0]] = t
             self.slack[off + a: off + a + t.shape[0]] = s
 
-    def centroids(self, C: np.ndarray) -> None:
-        """The centroids of the next pass (float32)."""
+    def centroids(self, C: np.ndarray, moved: np.ndarray | None = None) -> None:
+        """The centroids of the next pass (float32); ``moved``: how far each moved since
+        the last pass (an upper bound; None in the first)."""
+        if moved is not None:  # the kept bounds drop by their centroid's move
+            has = self.kept >= 0
+            low = self.kept_low.astype(np.float64) - moved[np.maximum(self.kept, 0)]
+            self.kept_low[...] = np.where(has, np.maximum(low, 0.0) * _DOWN, 0.0)
         self.C = np.ascontiguousarray(C, dtype=np.float32)
-        self.Ct, self.Cs = self._augment(self.C)
+        self.Ct, Cs = self._augment(self.C)
+        self.cs = np.float32(Cs.max() * _UP)
         k = self.C.shape[0]
         # rows bounded at once: their (rows, k) bounds stay a few MB
         self.chunk = min(4096, max(256, _BOUND_ENTRIES // k))
@@ -180,16 +195,22 @@ class ProjectedSearch:
 
     def _chunk(self, X, off, a, guess, upper):
         k = self.C.shape[0]
-        # lower bounds on the squared distances of these rows to every centroid, but for
-        # the rows' slack: |x - c|^2 >= B - s_x (faiss's product, its threads only: a
-        # second pool of threads in the loop would wait on this one's)
+        # faiss's distances of the projections (its threads only: a second pool of
+        # threads in the loop would wait on this one's): |x - c|^2 >= B - s_x - s_c, and
+        # every s_c <= cs (one number, not a pass over B)
         sl = slice(off + a, off + a + self.chunk)
         B = faiss.pairwise_distances(self.rows[sl], self.Ct)
-        B -= self.Cs[None, :]
-        sx = self.slack[sl]
+        sx = self.slack[sl] + self.cs
         r = B.shape[0]
         if guess is None:  # the first pass: the nearest by the bound
             guess = B.argmin(1)
+        # the kept exact bounds, where tighter
+        kept = self.kept[sl]
+        has = np.nonzero(kept >= 0)
+        if has[0].size:
+            ids = kept[has]
+            kl = self.kept_low[sl][has]
+            B[has[0], ids] = np.maximum(B[has[0], ids], kl * kl * _DOWN + sx[has[0]])
         B[np.arange(r), guess] = np.inf
         labels = guess.copy()
         up = np.empty(r, dtype=np.float64)
@@ -201,9 +222,10 @@ class ProjectedSearch:
             rows = np.flatnonzero(~sure)
         d2 = pair_distances2(X, a + rows, self.C, guess[rows])
         # candidates: the centroids whose bound is below the guess's distance (rounded up)
-        u2 = np.full(r, -np.inf, dtype=np.float32)
-        u2[rows] = d2 * (1.0 + self.gamma + 2.0 ** -20) + sx[rows] * (1.0 + 2.0 ** -20)
-        rr, cc = np.nonzero(B < u2[:, None])
+        u2 = d2 * np.float32(1.0 + self.gamma + 2.0 ** -20) + sx[rows] * _UP
+        flat = np.flatnonzero(B[rows] < u2[:, None])
+        rr = rows[flat // k]
+        cc = flat % k
         if rr.size > DENSE_FRACTION * rows.size * k:  # as faiss: one product
             _, ids = faiss.knn(np.ascontiguousarray(X[a + rows]), self.C, 1)
             labels[rows] = ids[:, 0]
@@ -220,11 +242,25 @@ class ProjectedSearch:
             first = np.flatnonzero(np.r_[True, rr[1:] != rr[:-1]])
             who = rr[first]
             better = cd2[first] < full[who]
-            labels[who[better]] = cc[first[better]]
-            full[who[better]] = cd2[first[better]]
+            moves = who[better]
+            old_d2 = full[moves]
+            labels[moves] = cc[first[better]]
+            full[moves] = cd2[first[better]]
             searched = first.size
+            # keep the exact distances just computed (and the movers' old centroids) as
+            # bounds for the next passes
+            self._keep(off + a + np.r_[rr, moves], np.r_[cc, guess[moves]],
+                       np.r_[cd2, old_d2])
         up[rows] = self._up(full[rows])
         return labels, up, searched, rows.size + int(rr.size)
+
+    def _keep(self, rows: np.ndarray, cents: np.ndarray, d2: np.ndarray) -> None:
+        """Keep exact squared distances ``d2`` of pairs (``rows``: positions in the
+        passes) as bounds, each in its centroid's slot (``cents % KEPT_PAIRS``): a newer
+        pair takes the slot of an older one (a bound lost costs only pruning)."""
+        slot = cents % KEPT_PAIRS
+        self.kept[rows, slot] = cents
+        self.kept_low[rows, slot] = np.sqrt(d2 * (1.0 - self.gamma)) * _DOWN
 
     def _up(self, d2: np.ndarray) -> np.ndarray:
         return np.sqrt(d2.astype(np.float64) * (1.0 + self.gamma))
