@@ -335,7 +335,7 @@ def lloyd(
                 sq_norms += float(n2.sum())
             if proj is not None:  # every row, pruned pair by pair
                 if first:
-                    proj.project(block, off)
+                    proj.project(block, off, n2)
                 new, near, found, pairs = proj.search(
                     block, off, *((None, None) if first else (labels[sl], upper[sl] + moved[labels[sl]])))
                 upper[sl] = near

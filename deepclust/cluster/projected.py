@@ -128,29 +128,33 @@ class ProjectedSearch:
         # float32 storage and the residual's cancellation cost 2^-20 of the same (_augment)
         self.rel = 3.0 * (m + 3) * 2.0 ** -24 + 2.0 ** -20
 
-    def _augment(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``x~`` (float32) of the float32 rows ``X``, and its slack ``s_x``.
+    def _augment(self, X: np.ndarray, n2: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        """``x~`` (float32) of the float32 rows ``X`` (``n2``: their ``|x|^2`` in float64,
+        when known), and its slack ``s_x``.
 
         Computed in float64, ``x~`` stored in float32 and the residual norm computed from a
         difference of squares are each within ``2^-22 |x - mu|`` of the exact value, so the
         stored vectors' distance is within ``2^-22 (|x~| + |c~|)`` of the exact one, and its
         square within ``2^-20 (|x~|^2 + |c~|^2)``. With faiss's rounding, the squared
         bound loses at most ``s_x + s_c``, ``s = rel |x~|^2`` (rounded up)."""
-        X64 = X.astype(np.float64)
-        # torch's threads (numpy's BLAS runs on one thread during a fit)
-        G = (torch.from_numpy(X64) @ self.Pm_t).numpy()
+        X64 = torch.from_numpy(X).double()  # torch's threads: numpy's BLAS has one here
+        G = (X64 @ self.Pm_t).numpy()
         p = G[:, : self.m] - self.Pmu
-        n2 = np.einsum("ij,ij->i", X64, X64) - 2.0 * G[:, self.m] + self.mu2
+        if n2 is None:
+            n2 = (X64 * X64).sum(1).numpy()
+        n2 = n2 - 2.0 * G[:, self.m] + self.mu2
         t = np.empty((X.shape[0], self.m + 1), dtype=np.float32)
         t[:, : self.m] = p
         t[:, self.m] = np.sqrt(np.maximum(n2 - np.einsum("ij,ij->i", p, p), 0.0))
         s = np.einsum("ij,ij->i", t, t, dtype=np.float64) * self.rel * (1.0 + 2.0 ** -20)
         return t, s.astype(np.float32)
 
-    def project(self, X: np.ndarray, off: int) -> None:
-        """Keep the projections of block ``X`` (rows ``off...``); once per fit."""
+    def project(self, X: np.ndarray, off: int, n2: np.ndarray) -> None:
+        """Keep the projections of block ``X`` (rows ``off...``, ``n2``: their ``|x|^2``
+        in float64); once per fit."""
         for a in range(0, X.shape[0], _PROJECT_ROWS):
-            t, s = self._augment(X[a: a + _PROJECT_ROWS])
+            t, s = self._augment(X[a: a + _PROJECT_ROWS], n2[a: a + _PROJECT_ROWS])
             self.rows[off + a: off + a + t.shape[0]] = t
             self.slack[off + a: off + a + t.shape[0]] = s
 
@@ -222,10 +226,11 @@ class ProjectedSearch:
             rows = np.flatnonzero(~sure)
         d2 = pair_distances2(X, a + rows, self.C, guess[rows])
         # candidates: the centroids whose bound is below the guess's distance (rounded up)
-        u2 = d2 * np.float32(1.0 + self.gamma + 2.0 ** -20) + sx[rows] * _UP
-        flat = np.flatnonzero(B[rows] < u2[:, None])
-        rr = rows[flat // k]
-        cc = flat % k
+        u2 = np.full(r, -np.inf, dtype=np.float32)
+        u2[rows] = d2 * np.float32(1.0 + self.gamma + 2.0 ** -20) + sx[rows] * _UP
+        flat = np.flatnonzero(B < u2[:, None])  # row by row: rr ascends
+        rr = flat // k
+        cc = flat - rr * k
         if rr.size > DENSE_FRACTION * rows.size * k:  # as faiss: one product
             _, ids = faiss.knn(np.ascontiguousarray(X[a + rows]), self.C, 1)
             labels[rows] = ids[:, 0]
@@ -237,9 +242,11 @@ class ProjectedSearch:
         if rr.size:
             cd2 = pair_distances2(X, a + rr, self.C, cc)
             # each row's nearest candidate (the first of equals), against its guess
-            order = np.lexsort((cd2, rr))
-            rr, cc, cd2 = rr[order], cc[order], cd2[order]
-            first = np.flatnonzero(np.r_[True, rr[1:] != rr[:-1]])
+            starts = np.flatnonzero(np.r_[True, rr[1:] != rr[:-1]])
+            best = np.minimum.reduceat(cd2, starts)
+            seg = np.cumsum(np.r_[False, rr[1:] != rr[:-1]])  # each pair's row segment
+            at_best = np.flatnonzero(cd2 == best[seg])
+            first = at_best[np.r_[True, seg[at_best[1:]] != seg[at_best[:-1]]]]
             who = rr[first]
             better = cd2[first] < full[who]
             moves = who[better]
