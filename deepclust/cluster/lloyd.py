@@ -123,9 +123,8 @@ def accumulate_cluster_sums(
     for start in range(0, labels.shape[0], step):
         lab = labels[start : start + step]
         n = lab.shape[0]
-        chunk = torch.from_numpy(
-            (X[start : start + n] if rows is None
-             else np.take(X, rows[start : start + n], axis=0)).astype(np.float64))
+        chunk = torch.from_numpy(X[start : start + n] if rows is None
+                                 else np.take(X, rows[start : start + n], axis=0)).double()
         target.index_add_(0, torch.from_numpy(np.asarray(lab, dtype=np.int64)), chunk)
         if old is not None:
             prev = old[start : start + n]
@@ -378,7 +377,8 @@ def lloyd(
             changed = np.flatnonzero(new != old)
             if changed.size:
                 accumulate_cluster_sums(block, new[changed], sums, counts, old[changed],
-                                        rows[changed])
+                                        None if changed.size == block.shape[0]
+                                        else rows[changed])
             labels[at] = new
             if near is not None:
                 upper[at] = near
