@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 
+import faiss
 import numpy as np
 import pytest
 from sklearn.cluster import KMeans as SklearnKMeans
@@ -219,3 +220,58 @@ def test_cli_clusters_a_store_without_loading_it(mixture, tmp_path, monkeypatch,
     expected = KMeans(9, random_state=0, precision="fp32").fit(mixture).labels_
     assert np.array_equal(labels, expected)
     assert 0 <= run["metrics"]["nmi"] <= 1
+
+
+@pytest.fixture(scope="module")
+def wide_mixture():
+    """128 dimensions on a decaying spectrum, far from the origin: the projected search's
+    case (32 dimensions in the projection), with its rounding stressed."""
+    rng = np.random.default_rng(3)
+    spectrum = 1.0 / np.sqrt(1.0 + np.arange(128))
+    centres = rng.normal(0, 4, (50, 128)) * spectrum
+    comp = rng.integers(0, 50, 6000)
+    X = centres[comp] + rng.normal(0, 1, (6000, 128)) * spectrum + 40.0
+    return X.astype(np.float32)
+
+
+@pytest.mark.parametrize("rank", [20, 128])
+def test_projected_bounds_are_lower_bounds(rank):
+    """|x~ - c~| never exceeds |x - c|, rounding included (float64 reference). Data of
+    rank 20 lie in the projection's span: there the bound is the distance itself, up to
+    rounding, so a bound too large by any rounding slack would show."""
+    from deepclust.cluster.projected import ProjectedSearch, fits
+
+    rng = np.random.default_rng(rank)
+    basis = np.linalg.qr(rng.normal(size=(128, 128)))[0][:, :rank]
+    X = (rng.normal(0, 3, (3000, rank)) @ basis.T + 40.0).astype(np.float32)
+    C = X[::70][:40] + rng.normal(0, 0.01, (40, 128)).astype(np.float32)
+    assert fits(len(X), X.shape[1], len(C))
+    ps = ProjectedSearch(X[::3], len(X))
+    ps.project(X, 0, np.einsum("ij,ij->i", X, X, dtype=np.float64))
+    ps.centroids(C)
+    bound2 = faiss.pairwise_distances(ps.rows, ps.Ct) - (ps.slack + ps.cs)[:, None]
+    exact2 = ((X.astype(np.float64)[:, None, :] - C.astype(np.float64)[None]) ** 2).sum(-1)
+    assert np.all(bound2 <= exact2)
+    ratio = np.median(bound2 / exact2)
+    assert ratio > 0.999 if rank == 20 else ratio > 0.1
+
+
+@pytest.mark.parametrize("block_rows", [None, 1000])
+def test_projected_lloyd_equals_plain_lloyd(wide_mixture, block_rows, monkeypatch):
+    """The projected search (fp32 on the CPU, d >= 32) gives plain Lloyd's labels and
+    centroids, in one block or several, and computes a small share of the (row,
+    centroid) distances."""
+    if block_rows:
+        monkeypatch.setattr(rows_module, "BLOCK_ROWS", block_rows)
+    X = wide_mixture
+    C = kmeans_plus_plus_init(X, 40, random_state=2)
+    ours = KMeans(40, init=C, max_iter=25, tol=0, precision="fp32").fit(X)
+    ref = SklearnKMeans(40, init=C, n_init=1, max_iter=25, tol=0, algorithm="lloyd").fit(X)
+    assert np.array_equal(ours.labels_, ref.labels_)
+    np.testing.assert_allclose(ours.cluster_centers_, ref.cluster_centers_, rtol=1e-5, atol=1e-4)
+    # the labels are the exact nearest centroids of the final centroids (float64)
+    C64 = ours.cluster_centers_.astype(np.float64)
+    d2 = ((X.astype(np.float64)[:, None, :] - C64[None]) ** 2).sum(-1)
+    assert np.array_equal(ours.labels_, d2.argmin(1))
+    pairs = ours.stats_["pairs_computed"]
+    assert len(pairs) == ours.n_iter_ + 1 and max(pairs[1:]) < 0.2 * len(X) * 40

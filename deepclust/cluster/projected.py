@@ -189,7 +189,7 @@ class ProjectedSearch:
         for a in range(0, n, self.chunk):
             sl = slice(a, min(a + self.chunk, n))
             out[sl], up[sl], s, p = self._chunk(
-                X, off, a, None if labels is None else labels[sl],
+                X, off, a, sl.stop, None if labels is None else labels[sl],
                 None if upper is None else upper[sl])
             searched += s
             pairs += p
@@ -197,12 +197,13 @@ class ProjectedSearch:
 
     # -- helpers
 
-    def _chunk(self, X, off, a, guess, upper):
+    def _chunk(self, X, off, a, b, guess, upper):
+        """Rows ``a:b`` of block ``X`` (rows ``off...``); see :meth:`search`."""
         k = self.C.shape[0]
         # faiss's distances of the projections (its threads only: a second pool of
         # threads in the loop would wait on this one's): |x - c|^2 >= B - s_x - s_c, and
         # every s_c <= cs (one number, not a pass over B)
-        sl = slice(off + a, off + a + self.chunk)
+        sl = slice(off + a, off + b)
         B = faiss.pairwise_distances(self.rows[sl], self.Ct)
         sx = self.slack[sl] + self.cs
         r = B.shape[0]
