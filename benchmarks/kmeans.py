@@ -97,9 +97,11 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeat", type=int, default=1, help="runs of deepclust and faiss")
     parser.add_argument("--skip-sklearn", action="store_true", help="leave scikit-learn out")
-    parser.add_argument("--precision", nargs="+", default=["bf16", "fp32"],
+    parser.add_argument("--precision", nargs="+", default=["auto"],
                         choices=["auto", "bf16", "fp32"],
-                        help="deepclust assignment precisions to time")
+                        help="deepclust assignment precisions to time (auto: what this "
+                             "machine gets by default; bf16 on a CPU without native "
+                             "bfloat16 is emulated and very slow)")
     parser.add_argument("--cases", nargs="+", metavar="DATA:K",
                         help="several problems in one run, e.g. fmnist-lite0-train:100 "
                              "fmnist-lite0-train:1000 synthetic:1000 (--n/--d for synthetic); "
@@ -180,8 +182,12 @@ def run_case(args, data: str, k: int) -> dict[str, tuple[float, float]]:
         )
     for name, km in fits.items():
         searched = km.stats_["rows_searched"]
-        print(f"{name}: rows searched per pass (pruned by bounds): "
+        pairs = km.stats_["pairs_computed"]
+        print(f"{name} ({km.precision_}): rows searched per pass (pruned by bounds): "
               + " ".join(f"{s / n:.2f}" for s in searched))
+        print(f"{name}: (row, centroid) distances computed per pass, share of n k: "
+              + " ".join(f"{p / (n * k):.3f}" for p in pairs)
+              + f"  (all passes: {sum(pairs) / (n * k):.2f} n k; faiss: {iters + 1} n k)")
     if len(fits) > 1:
         a, b = (fits[name] for name in names[:2])
         same = np.mean(a.labels_ == b.labels_)

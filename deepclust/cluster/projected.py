@@ -1,23 +1,22 @@
 """The exact float32 k-means search on the CPU, pruned by bounds from a low-rank projection.
 
-For an orthonormal basis ``P`` (``d x m``, the data's top principal directions) and any
-centre ``mu``, every distance splits into its part inside the span of ``P`` and its part
-outside, and the outside part is at least the difference of the two vectors' outside norms:
+For an orthonormal basis ``P`` (``d x m``, the data's top principal directions), its
+complement ``Q`` and any centre ``mu``, every distance splits into its part inside the span
+of ``P`` and its part outside, and the outside part is at least the difference of the two
+vectors' outside norms:
 
     |x - c|^2  =  |P'(x - c)|^2 + |Q(x - c)|^2  >=  |x_p - c_p|^2 + (q_x - q_c)^2
 
-with ``x_p = P'(x - mu)`` (``m`` numbers per row, computed once per fit) and
-``q_x = |Q(x - mu)| = sqrt(|x - mu|^2 - |x_p|^2)``. So one ``(n, m) x (m, k)`` product per
-pass bounds every (row, centroid) distance from below; a row's distance to its own centroid
-is computed exactly, and only the centroids whose bound is below it are candidates, each
-pair's distance computed directly. On real embeddings the bound is tight: Fashion-MNIST
-with EfficientNet-Lite0 (1 280 dimensions, 64 of them in ``P``, 74 % of the variance)
-leaves 1.1-1.5 % of the (row, centroid) pairs at k = 100 in every pass, the first
-included, where Hamerly's bounds leave 40-100 % of the rows to search against every
-centroid and Elkan's per-centroid bounds 2-25 % of the pairs, with a float32 number per
-row and centroid (docs/scale.md). It needs ``m + 2`` numbers per row
-(:func:`fits`); k-means keeps Hamerly's bounds where they do not fit
-:data:`PROJECTION_BYTES` or the data has too few dimensions to project.
+with ``x_p = P'(x - mu)`` and ``q_x = |Q(x - mu)|``: the distance between
+``x~ = (x_p, q_x)`` and ``c~``, ``m + 1`` numbers each, computed once per fit for the rows.
+So one faiss product per chunk of rows bounds every (row, centroid) distance from below; a
+row's distance to its last centroid is computed exactly (unless the bounds settle it), and
+only the centroids whose bound is below it are candidates, each computed exactly. The
+last exact distances to a few other centroids are kept per row as Elkan bounds. On
+Fashion-MNIST train with EfficientNet-Lite0 (1 280 dimensions, 64 in ``P``) a fit of 21
+passes at k = 100 computes 0.44 n k distances, against faiss's 21 n k (docs/scale.md).
+It needs ``4 (m + 2) + 32`` bytes per row (:func:`fits`); k-means keeps Hamerly's bounds
+where they do not fit :data:`PROJECTION_BYTES` or the data has too few dimensions.
 
 The labels are float32 Lloyd's: a pair's distance is ``sum (x - c)^2`` in float32 (faiss
 ``pairwise_indexed_L2sqr``, relative error below ``gamma``), and the bounds are rounded the
@@ -30,11 +29,13 @@ import faiss
 import numpy as np
 import torch
 
-__all__ = ["PROJECTION_BYTES", "PROJECTION_DIMS", "ProjectedSearch", "fits", "projection_dims"]
+__all__ = ["KEPT_PAIRS", "PROJECTION_BYTES", "PROJECTION_DIMS", "ProjectedSearch", "fits",
+           "projection_dims"]
 
 #: Dimensions of the projection (at most a quarter of the data's).
 PROJECTION_DIMS = 64
-#: Most memory for the rows' projections (``m + 2`` float32 numbers per row).
+#: Most memory for the rows' projections and kept pairs (``4 (m + 2) + 8 KEPT_PAIRS`` bytes
+#: per row).
 PROJECTION_BYTES = 1 << 30
 #: Exact distances kept per row as bounds for later passes.
 KEPT_PAIRS = 4
@@ -63,7 +64,7 @@ def projection_dims(d: int) -> int:
 def fits(n: int, d: int, k: int) -> bool:
     """Whether ``n`` rows of ``d`` dimensions take the projected search for ``k`` clusters."""
     m = projection_dims(d)
-    return k > 2 and m > 0 and n * (m + 2) * 4 <= PROJECTION_BYTES
+    return k > 2 and m > 0 and n * ((m + 2) * 4 + 8 * KEPT_PAIRS) <= PROJECTION_BYTES
 
 
 def pair_distances2(X: np.ndarray, rows: np.ndarray, C: np.ndarray,
