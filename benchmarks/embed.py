@@ -8,8 +8,9 @@ Three measurements (each optional):
                 DataLoader, forward, store writing) at the default precision, batch and layout,
                 with 0 / 1 decoding workers, as a ratio of the bare forward with the same
                 settings (target: >= 0.8);
-``--engine``    torch eager as `embed` ran it before the engine (bf16 autocast, channels-last,
-                batch 32) against the OpenVINO engine (fp32, what ``auto`` picks, and bf16)
+``--engine``    torch eager as `embed` ran it before the engine (channels-last, batch 32, bf16
+                autocast where the CPU has native bf16, else fp32) against the OpenVINO engine
+                (fp32, what ``auto`` picks, and bf16 where native)
                 on the same pre-processed tensors, alternating A/B rounds in one process, best
                 of each; then, on ``--engine-n`` test images embedded every way, the per-row
                 cosine to the torch fp32 forward and the k-means (k=10) NMI;
@@ -41,7 +42,7 @@ from deepclust.data import load_dataset
 from deepclust.data.sources import ArraySource
 from deepclust.embed import CPU_BATCH_SIZE, auto_threads, default_workers, embed
 from deepclust.encoders import get_encoder
-from deepclust.runtime import resolve_precision
+from deepclust.runtime import cpu_has_native_bf16, resolve_precision
 from deepclust.store import open_store
 
 
@@ -66,12 +67,16 @@ def engine_table(args, ds, enc, X: torch.Tensor) -> None:
     from deepclust.encoders.engine import OpenVINOEncoder, default_engine_threads
 
     batch = CPU_BATCH_SIZE
+    # "before": torch eager as embed() ran it before the engine on this CPU (bf16 autocast
+    # where bf16 is native, fp32 elsewhere; channels-last)
+    before_precision = resolve_precision("embed", "auto", torch.device("cpu"))
+    before = f"torch eager {before_precision}, channels-last (before)"
     ways = {
-        "torch eager bf16 autocast, channels-last (before)":
-            lambda x: _torch_forward(enc, x, "bf16", True),
+        before: lambda x: _torch_forward(enc, x, before_precision, True),
         "torch eager fp32 (reference)": lambda x: _torch_forward(enc, x, "fp32", False),
     }
-    for precision in ("fp32", "bf16"):
+    # OpenVINO bf16 only where the CPU has it natively (elsewhere it is emulated)
+    for precision in ("fp32", "bf16") if cpu_has_native_bf16() else ("fp32",):
         ov = OpenVINOEncoder(enc, precision=precision)
         ways[f"OpenVINO {precision}" + (" (engine auto)" if precision == "fp32" else "")] = ov
     torch.set_num_threads(auto_threads())  # what embed() uses by default on the CPU
@@ -98,7 +103,7 @@ def engine_table(args, ds, enc, X: torch.Tensor) -> None:
         feats[name] = np.concatenate(out).astype(np.float64)
     ref = feats["torch eager fp32 (reference)"]
     y = ds.labels[rows]
-    base = best["torch eager bf16 autocast, channels-last (before)"]
+    base = best[before]
     print(f"## torch eager vs the OpenVINO engine, {enc.name} at {tuple(X.shape[2:])} px, batch "
           f"{batch}, {torch.get_num_threads()} torch threads, {default_engine_threads()} engine "
           f"threads\n\nimages/s: best of {args.repeats} alternating rounds on {len(X)} images; load "

@@ -7,7 +7,8 @@ store larger than memory, or one process's share of either under ``torchrun``:
 - :func:`accumulate_cluster_sums` -- per-cluster float64 sums and counts of a block,
 - :func:`centroids_from_sums` -- the update step,
 - :func:`reseed_empty_clusters` -- the faiss / DeepCluster rule for empty clusters,
-- :func:`lloyd` -- the iterations: exact Lloyd pruned with Hamerly's bounds.
+- :func:`lloyd` -- the iterations: exact Lloyd pruned by bounds (a low-rank projection's,
+  :mod:`deepclust.cluster.projected`, for float32 on the CPU; Hamerly's elsewhere).
 
 :class:`deepclust.cluster.kmeans.KMeans` puts them together behind the scikit-learn API;
 seeding lives in :mod:`deepclust.cluster.seeding`.
@@ -245,8 +246,11 @@ def lloyd(
 ) -> dict:
     """Lloyd iterations from ``centroids``; one pass over ``source`` per iteration.
 
-    Exact Lloyd, pruned with Hamerly's bounds (G. Hamerly, "Making k-means even faster",
-    SDM 2010): each row keeps an upper bound on the distance to its centroid and a lower
+    Exact Lloyd, pruned by bounds. On the CPU in float32 (with enough dimensions, and rows
+    that fit :data:`deepclust.cluster.projected.PROJECTION_BYTES`) a low-rank projection
+    bounds every (row, centroid) distance and only the pairs it cannot settle are computed
+    (:class:`deepclust.cluster.projected.ProjectedSearch`). Elsewhere, Hamerly's bounds
+    (G. Hamerly, "Making k-means even faster", SDM 2010): each row keeps an upper bound on the distance to its centroid and a lower
     bound on the distance to every other one; after an update the bounds move by how far
     the centroids moved, and only rows whose bounds cross are searched again. The labels
     are those of plain Lloyd (the bounds are rigorous, float32 rounding included). On the
@@ -335,9 +339,11 @@ def lloyd(
             if proj is not None:  # every row, pruned pair by pair
                 if first:
                     proj.project(block, off, n2)
-                new, near, found, pairs = proj.search(
-                    block, off, *((None, None) if first else (labels[sl], upper[sl] + moved[labels[sl]])))
-                upper[sl] = near
+                    new, upper[sl], found, pairs = proj.search(block, off)
+                else:  # the last labels are the guesses; their distances grew by the moves
+                    lab = labels[sl]
+                    new, upper[sl], found, pairs = proj.search(block, off, lab,
+                                                               upper[sl] + moved[lab])
                 rows = np.arange(block.shape[0])
                 near = second = None
             else:

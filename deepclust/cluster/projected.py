@@ -25,6 +25,8 @@ safe way (the product's rounding, float32 storage, the residual norms' cancellat
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import faiss
 import numpy as np
 import torch
@@ -117,6 +119,7 @@ class ProjectedSearch:
         self.Pmu = self.mu @ P
         self.mu2 = float(self.mu @ self.mu)
         self.m = m
+        self.threads = faiss.omp_get_max_threads()
         self.rows = np.empty((n, m + 1), dtype=np.float32)  # x~
         self.slack = np.empty(n, dtype=np.float32)        # s_x
         # per row, the last exact distances to a few centroids other than its own, kept as
@@ -186,15 +189,30 @@ class ProjectedSearch:
         n = X.shape[0]
         out = np.empty(n, dtype=np.int64)
         up = np.empty(n, dtype=np.float64)
-        searched = pairs = 0
-        for a in range(0, n, self.chunk):
+
+        def run(a: int) -> tuple[int, int]:
             sl = slice(a, min(a + self.chunk, n))
             out[sl], up[sl], s, p = self._chunk(
                 X, off, a, sl.stop, None if labels is None else labels[sl],
                 None if upper is None else upper[sl])
-            searched += s
-            pairs += p
-        return out, up, searched, pairs
+            return s, p
+
+        # chunks side by side, one thread each (numpy and faiss release the GIL): the
+        # chunk's numpy steps are single-threaded, so threads inside faiss alone leave
+        # cores idle between its calls
+        starts = range(0, n, self.chunk)
+        workers = min(len(starts), self.threads)
+        if workers <= 1:
+            done = [run(a) for a in starts]
+        else:
+            before = faiss.omp_get_max_threads()
+            faiss.omp_set_num_threads(1)
+            try:
+                with ThreadPoolExecutor(workers) as pool:
+                    done = list(pool.map(run, starts))
+            finally:
+                faiss.omp_set_num_threads(before)
+        return out, up, sum(s for s, _ in done), sum(p for _, p in done)
 
     # -- helpers
 
