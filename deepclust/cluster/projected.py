@@ -127,6 +127,9 @@ class ProjectedSearch:
         # the projection cannot settle; -1: an empty slot)
         self.kept = np.full((n, KEPT_PAIRS), -1, dtype=np.int32)
         self.kept_low = np.zeros((n, KEPT_PAIRS), dtype=np.float32)
+        # per row, a lower bound on the distance to every centroid but its own (Hamerly's):
+        # a row it settles is not looked at, not even by the projection
+        self.second = np.zeros(n, dtype=np.float64)
         self.gamma = (d + 2) * 2.0 ** -24  # a pair's float32 sum of squares
         # faiss's |x~|^2 + |c~|^2 - 2 <x~, c~> errs by at most 3 gamma (|x~|^2 + |c~|^2);
         # float32 storage and the residual's cancellation cost 2^-20 of the same (_augment)
@@ -169,6 +172,11 @@ class ProjectedSearch:
             has = self.kept >= 0
             low = self.kept_low.astype(np.float64) - moved[np.maximum(self.kept, 0)]
             self.kept_low[...] = np.where(has, np.maximum(low, 0.0) * _DOWN, 0.0)
+            # a row's other centroids moved at most this far: the largest move, or the
+            # second largest for the rows of the centroid that made the largest
+            order = np.argsort(moved)
+            self.top = order[-1]
+            self.top_moves = (moved[order[-1]], moved[order[-2]] if moved.size > 1 else 0.0)
         self.C = np.ascontiguousarray(C, dtype=np.float32)
         self.Ct, Cs = self._augment(self.C)
         self.cs = np.float32(Cs.max() * _UP)
@@ -189,18 +197,26 @@ class ProjectedSearch:
         n = X.shape[0]
         out = np.empty(n, dtype=np.int64)
         up = np.empty(n, dtype=np.float64)
+        second = self.second[off: off + n]
+        if labels is None:
+            todo = np.arange(n)
+        else:  # Hamerly's test first: rows it settles keep their label, unread
+            second -= np.where(labels == self.top, self.top_moves[1], self.top_moves[0])
+            settled = upper <= second
+            out[settled], up[settled] = labels[settled], upper[settled]
+            todo = np.flatnonzero(~settled)
 
         def run(a: int) -> tuple[int, int]:
-            sl = slice(a, min(a + self.chunk, n))
-            out[sl], up[sl], s, p = self._chunk(
-                X, off, a, sl.stop, None if labels is None else labels[sl],
-                None if upper is None else upper[sl])
+            at = todo[a: a + self.chunk]
+            out[at], up[at], second[at], s, p = self._chunk(
+                X, off, at, None if labels is None else labels[at],
+                None if upper is None else upper[at])
             return s, p
 
         # chunks side by side, one thread each (numpy and faiss release the GIL): the
         # chunk's numpy steps are single-threaded, so threads inside faiss alone leave
         # cores idle between its calls
-        starts = range(0, n, self.chunk)
+        starts = range(0, todo.size, self.chunk)
         workers = min(len(starts), self.threads)
         if workers <= 1:
             done = [run(a) for a in starts]
@@ -216,35 +232,37 @@ class ProjectedSearch:
 
     # -- helpers
 
-    def _chunk(self, X, off, a, b, guess, upper):
-        """Rows ``a:b`` of block ``X`` (rows ``off...``); see :meth:`search`."""
+    def _chunk(self, X, off, at, guess, upper):
+        """Rows ``at`` (ascending positions) of block ``X`` (rows ``off...``): their labels,
+        upper bounds, lower bounds to their other centroids, rows searched and pairs."""
         k = self.C.shape[0]
         # faiss's distances of the projections (its threads only: a second pool of
         # threads in the loop would wait on this one's): |x - c|^2 >= B - s_x - s_c, and
         # every s_c <= cs (one number, not a pass over B)
-        sl = slice(off + a, off + b)
-        B = faiss.pairwise_distances(self.rows[sl], self.Ct)
-        sx = self.slack[sl] + self.cs
+        g = off + at
+        B = faiss.pairwise_distances(np.take(self.rows, g, axis=0), self.Ct)
+        sx = self.slack[g] + self.cs
         r = B.shape[0]
         if guess is None:  # the first pass: the nearest by the bound
             guess = B.argmin(1)
         # the kept exact bounds, where tighter
-        kept = self.kept[sl]
+        kept = self.kept[g]
         has = np.nonzero(kept >= 0)
         if has[0].size:
             ids = kept[has]
-            kl = self.kept_low[sl][has]
+            kl = self.kept_low[g][has]
             B[has[0], ids] = np.maximum(B[has[0], ids], kl * kl * _DOWN + sx[has[0]])
         B[np.arange(r), guess] = np.inf
         labels = guess.copy()
         up = np.empty(r, dtype=np.float64)
+        others = B.min(1)  # bound^2 + s_x to every centroid but the guess
         if upper is None:
             rows = np.arange(r)
         else:  # rows whose guess is certain from the bounds alone are not read
-            sure = B.min(1) - sx > upper * upper * (1.0 + 2.0 ** -20)
+            sure = others - sx > upper * upper * (1.0 + 2.0 ** -20)
             up[sure] = upper[sure]
             rows = np.flatnonzero(~sure)
-        d2 = pair_distances2(X, a + rows, self.C, guess[rows])
+        d2 = pair_distances2(X, at[rows], self.C, guess[rows])
         # candidates: the centroids whose bound is below the guess's distance (rounded up)
         u2 = np.full(r, -np.inf, dtype=np.float32)
         u2[rows] = d2 * np.float32(1.0 + self.gamma + 2.0 ** -20) + sx[rows] * _UP
@@ -252,15 +270,16 @@ class ProjectedSearch:
         rr = flat // k
         cc = flat - rr * k
         if rr.size > DENSE_FRACTION * rows.size * k:  # as faiss: one product
-            _, ids = faiss.knn(np.ascontiguousarray(X[a + rows]), self.C, 1)
+            _, ids = faiss.knn(np.ascontiguousarray(X[at[rows]]), self.C, 1)
             labels[rows] = ids[:, 0]
-            up[rows] = self._up(pair_distances2(X, a + rows, self.C, labels[rows]))
-            return labels, up, rows.size, rows.size * (k + 1)
+            up[rows] = self._up(pair_distances2(X, at[rows], self.C, labels[rows]))
+            second = np.zeros(r)  # no bound kept: the next pass looks at these rows again
+            return labels, up, second, rows.size, rows.size * (k + 1)
         full = np.zeros(r, dtype=np.float32)
         full[rows] = d2
         searched = 0
         if rr.size:
-            cd2 = pair_distances2(X, a + rr, self.C, cc)
+            cd2 = pair_distances2(X, at[rr], self.C, cc)
             # each row's nearest candidate (the first of equals), against its guess
             starts = np.flatnonzero(np.r_[True, rr[1:] != rr[:-1]])
             best = np.minimum.reduceat(cd2, starts)
@@ -276,10 +295,15 @@ class ProjectedSearch:
             searched = first.size
             # keep the exact distances just computed (and the movers' old centroids) as
             # bounds for the next passes
-            self._keep(off + a + np.r_[rr, moves], np.r_[cc, guess[moves]],
+            self._keep(off + at[np.r_[rr, moves]], np.r_[cc, guess[moves]],
                        np.r_[cd2, old_d2])
+            if moves.size:  # the movers' other centroids now include the old one
+                B[moves, labels[moves]] = np.inf
+                B[moves, guess[moves]] = old_d2 * np.float32(1.0 - self.gamma) * _DOWN + sx[moves]
+                others[moves] = B[moves].min(1)
         up[rows] = self._up(full[rows])
-        return labels, up, searched, rows.size + int(rr.size)
+        second = np.sqrt(np.maximum(others.astype(np.float64) - sx, 0.0)) * (1.0 - 2.0 ** -20)
+        return labels, up, second, searched, rows.size + int(rr.size)
 
     def _keep(self, rows: np.ndarray, cents: np.ndarray, d2: np.ndarray) -> None:
         """Keep exact squared distances ``d2`` of pairs (``rows``: positions in the
