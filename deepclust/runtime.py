@@ -48,6 +48,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import time
 from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Any
@@ -73,6 +74,7 @@ __all__ = [
     "broadcast_",
     "broadcast_array",
     "broadcast_object",
+    "busy_cores",
     "chunk",
     "cpu_has_native_bf16",
     "cuda_lacks_bf16",
@@ -190,23 +192,55 @@ def resolve_precision(use: str, precision: str, device: str | torch.device, *,
 
 # ----------------------------------------------------------------------------- device
 
+def busy_cores(window: float = 0.2) -> float:
+    """Cores that other processes keep busy now.
+
+    On Linux: the busy share of every core over ``window`` seconds (``/proc/stat``), less
+    what this process itself used meanwhile (its own idle-spinning thread pools are not
+    other work). Elsewhere: the 1-minute load average. The load average alone misleads
+    on a small machine: right after one of our own runs it still counts that run, and the
+    next command then took one thread instead of two (TEMI on digits: 42-44 s instead of
+    26 s, 2 cores).
+    """
+    try:
+        with open("/proc/stat") as f:
+            lines = f.read().splitlines()
+        cores = sum(1 for line in lines if line.startswith("cpu") and line[3:4].isdigit())
+
+        def sample():
+            with open("/proc/stat") as f:
+                fields = [int(v) for v in f.readline().split()[1:]]
+            return sum(fields), fields[3] + (fields[4] if len(fields) > 4 else 0)
+
+        total0, idle0 = sample()
+        self0, wall0 = time.process_time(), time.perf_counter()
+        time.sleep(window)
+        total1, idle1 = sample()
+        own = (time.process_time() - self0) / max(time.perf_counter() - wall0, 1e-9)
+        if total1 <= total0 or cores == 0:
+            raise OSError("no /proc/stat ticks")
+        busy = (1.0 - (idle1 - idle0) / (total1 - total0)) * cores
+        return max(0.0, busy - own)
+    except (OSError, ValueError, IndexError):
+        try:
+            return os.getloadavg()[0]
+        except (AttributeError, OSError):  # not available on this platform
+            return 0.0
+
+
 def auto_threads() -> int:
     """torch CPU threads that do not oversubscribe a busy machine.
 
-    torch's default (one thread per core) unless the 1-minute load average shows other work:
-    then only the cores that look free, at least one. ``OMP_NUM_THREADS`` (as set by
-    ``torchrun``) is always respected. Oversubscribed intra-op threads wait on each other,
-    so fewer threads run faster on a busy machine (measured in docs/embedding.md and,
-    for the heads, docs/heads.md).
+    torch's default (one thread per core) unless other processes keep cores busy
+    (:func:`busy_cores`): then only the cores that look free, at least one.
+    ``OMP_NUM_THREADS`` (as set by ``torchrun``) is always respected. Oversubscribed
+    intra-op threads wait on each other, so fewer threads run faster on a busy machine
+    (measured in docs/embedding.md and, for the heads, docs/heads.md).
     """
     n = torch.get_num_threads()
     if os.environ.get("OMP_NUM_THREADS"):
         return n
-    try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):  # not available on this platform
-        return n
-    free = (os.cpu_count() or n) - load
+    free = (os.cpu_count() or n) - busy_cores()
     return max(1, min(n, int(free + 0.5)))
 
 

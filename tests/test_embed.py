@@ -17,6 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
+from deepclust import runtime
 from deepclust.cli import main
 from deepclust.data.imageio import open_image
 from deepclust.embed import (
@@ -143,9 +144,9 @@ def test_worker_processes_and_bf16_give_the_same_embeddings(tmp_path, ckpt):
 def test_precision_threads_and_workers_defaults(monkeypatch):
     cpu = torch.device("cpu")
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    monkeypatch.setattr(runtime, "busy_cores", lambda: 0.0)
     assert auto_threads() == torch.get_num_threads()
-    monkeypatch.setattr(os, "getloadavg", lambda: (50.0, 0.0, 0.0))
+    monkeypatch.setattr(runtime, "busy_cores", lambda: 50.0)
     assert auto_threads() == 1  # a busy machine: do not oversubscribe
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert auto_threads() == torch.get_num_threads()  # torchrun's choice is respected
@@ -321,3 +322,37 @@ def test_non_finite_embeddings_fail_their_item_not_the_run(tmp_path):
     reasons = {row["id"]: row["reason"] for row in store.failed}
     assert reasons["b.png"].startswith("the embedding exceeds the float16 range")
     assert reasons["c.png"].startswith("the encoder gave NaN")
+
+
+def test_busy_cores_sees_other_work_not_its_own():
+    """A busy loop in another process counts; this process's own spinning does not."""
+    import subprocess
+    import sys
+    import threading
+
+    from deepclust.runtime import busy_cores
+
+    stop = threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            pass
+
+    mine = threading.Thread(target=spin)
+    mine.start()
+    try:
+        own = busy_cores(0.5)
+    finally:
+        stop.set()
+        mine.join()
+    other = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        import time
+
+        time.sleep(0.3)
+        seen = busy_cores(0.5)
+    finally:
+        other.kill()
+        other.wait()
+    assert seen >= 0.6  # the other process's loop holds about one core
+    assert own <= seen - 0.4  # our own spinning thread is left out

@@ -14,6 +14,7 @@ import torch
 from sklearn.base import clone
 from sklearn.datasets import make_blobs
 
+from deepclust import runtime
 from deepclust.cluster import make_clusterer
 from deepclust.cluster.heads import SCAN, TEMI, HeadBank
 from deepclust.cluster.heads import training as training_mod
@@ -174,7 +175,7 @@ def test_fit_uses_fewer_threads_on_a_busy_machine_and_restores_them(blobs, monke
 
     monkeypatch.setattr(training_mod.HeadTrainer, "run", spy)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr(os, "getloadavg", lambda: (50.0, 50.0, 50.0))
+    monkeypatch.setattr(runtime, "busy_cores", lambda: 50.0)
     before = torch.get_num_threads()
     TEMI(n_clusters=4, random_state=0, **{**SMALL, "n_steps": 5}).fit(blobs[0])
     assert seen == [1]
