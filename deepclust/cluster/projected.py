@@ -15,7 +15,7 @@ only the centroids whose bound is below it are candidates, each computed exactly
 last exact distances to a few other centroids are kept per row as Elkan bounds. On
 Fashion-MNIST train with EfficientNet-Lite0 (1 280 dimensions, 64 in ``P``) a fit of 21
 passes at k = 100 computes 0.44 n k distances, against faiss's 21 n k (docs/scale.md).
-It needs ``4 (m + 2) + 32`` bytes per row (:func:`fits`); k-means keeps Hamerly's bounds
+It needs ``4 (m + 2) + 40`` bytes per row (:func:`fits`); k-means keeps Hamerly's bounds
 where they do not fit :data:`PROJECTION_BYTES` or the data has too few dimensions.
 
 The labels are float32 Lloyd's: a pair's distance is ``sum (x - c)^2`` in float32 (faiss
@@ -36,8 +36,8 @@ __all__ = ["KEPT_PAIRS", "PROJECTION_BYTES", "PROJECTION_DIMS", "ProjectedSearch
 
 #: Dimensions of the projection (at most a quarter of the data's).
 PROJECTION_DIMS = 64
-#: Most memory for the rows' projections and kept pairs (``4 (m + 2) + 8 KEPT_PAIRS`` bytes
-#: per row).
+#: Most memory for the rows' projections, kept pairs and bounds (``4 (m + 2) + 8 KEPT_PAIRS
+#: + 8`` bytes per row).
 PROJECTION_BYTES = 1 << 30
 #: Exact distances kept per row as bounds for later passes.
 KEPT_PAIRS = 4
@@ -66,7 +66,7 @@ def projection_dims(d: int) -> int:
 def fits(n: int, d: int, k: int) -> bool:
     """Whether ``n`` rows of ``d`` dimensions take the projected search for ``k`` clusters."""
     m = projection_dims(d)
-    return k > 2 and m > 0 and n * ((m + 2) * 4 + 8 * KEPT_PAIRS) <= PROJECTION_BYTES
+    return k > 2 and m > 0 and n * ((m + 2) * 4 + 8 * KEPT_PAIRS + 8) <= PROJECTION_BYTES
 
 
 def pair_distances2(X: np.ndarray, rows: np.ndarray, C: np.ndarray,
