@@ -33,7 +33,7 @@ import faiss
 import numpy as np
 import torch
 
-__all__ = ["CentroidSearch"]
+__all__ = ["CentroidSearch", "pair_distances2"]
 
 #: Rows per product on the bf16 path: the (rows, k) score block stays in cache.
 SUB_ROWS = 8192
@@ -46,6 +46,21 @@ _PAIR_CHUNK = 512
 _PREPARE_ROWS = 1024
 #: Unit roundoff of bfloat16.
 _U_BF16 = 2.0 ** -8
+
+
+def pair_distances2(X: np.ndarray, rows: np.ndarray, C: np.ndarray,
+                    cents: np.ndarray) -> np.ndarray:
+    """``|X[rows[i]] - C[cents[i]]|^2`` for every pair, in float32 (faiss's
+    ``pairwise_indexed_L2sqr``, straight from ``X`` and ``C``: no gather)."""
+    out = np.empty(rows.size, dtype=np.float32)
+    if rows.size:
+        X = np.ascontiguousarray(X, dtype=np.float32)
+        rows = np.ascontiguousarray(rows, dtype=np.int64)
+        cents = np.ascontiguousarray(cents, dtype=np.int64)
+        faiss.pairwise_indexed_L2sqr(X.shape[1], rows.size, faiss.swig_ptr(X),
+                                     faiss.swig_ptr(rows), faiss.swig_ptr(C),
+                                     faiss.swig_ptr(cents), faiss.swig_ptr(out))
+    return out
 
 
 class PreparedRows:
@@ -370,13 +385,7 @@ class CentroidSearch:
             keep = counts[rows] <= MAX_CANDIDATES
             rows, cands = rows[keep], cands[keep]
         if rows.size:
-            X = np.ascontiguousarray(X, dtype=np.float32)
-            ix = np.ascontiguousarray(rows if at is None else at[rows], dtype=np.int64)
-            cands = np.ascontiguousarray(cands, dtype=np.int64)
-            d2 = np.empty(rows.size, dtype=np.float32)
-            faiss.pairwise_indexed_L2sqr(self.d, rows.size, faiss.swig_ptr(X),
-                                         faiss.swig_ptr(ix), faiss.swig_ptr(self.C),
-                                         faiss.swig_ptr(cands), faiss.swig_ptr(d2))
+            d2 = pair_distances2(X, rows if at is None else at[rows], self.C, cands)
             # float32 sums of d squares: relative error below gamma
             order = np.lexsort((d2, rows))
             rows, cands, d2 = rows[order], cands[order], d2[order].astype(np.float64)

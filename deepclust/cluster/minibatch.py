@@ -18,7 +18,6 @@ per step, below which centres freeze early. Measurements behind both: docs/scale
 
 from __future__ import annotations
 
-import functools
 import sys
 import time
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ from numbers import Integral, Real
 
 import numpy as np
 
+from deepclust import runtime
 from deepclust.cluster.base import BaseClusterer, register
 from deepclust.cluster.lloyd import accumulate_cluster_sums, block_objective, nearest_centroids
 from deepclust.cluster.seeding import default_plus_plus_samples, kmeans_plus_plus_init, random_init
@@ -50,17 +50,10 @@ _REASSIGN_EVERY_PER_CENTRE = 10
 SMALL_STEP_MACS = 1 << 26
 
 
-@functools.cache
-def _threadpools():
-    from threadpoolctl import ThreadpoolController
-
-    return ThreadpoolController()  # built once: it scans every loaded library
-
-
 def _step_threads(rows: int, k: int, d: int):
     """One BLAS thread for steps too small to gain from more (see ``SMALL_STEP_MACS``)."""
     if rows * k * d < SMALL_STEP_MACS:
-        return _threadpools().limit(limits=1, user_api="blas")
+        return runtime.thread_pools().limit(limits=1, user_api="blas")
     return nullcontext()
 
 

@@ -31,6 +31,8 @@ import faiss
 import numpy as np
 import torch
 
+from deepclust.cluster.assign import pair_distances2
+
 __all__ = ["KEPT_PAIRS", "PROJECTION_BYTES", "PROJECTION_DIMS", "ProjectedSearch", "fits",
            "projection_dims"]
 
@@ -69,20 +71,6 @@ def fits(n: int, d: int, k: int) -> bool:
     return k > 2 and m > 0 and n * ((m + 2) * 4 + 8 * KEPT_PAIRS + 8) <= PROJECTION_BYTES
 
 
-def pair_distances2(X: np.ndarray, rows: np.ndarray, C: np.ndarray,
-                    cents: np.ndarray) -> np.ndarray:
-    """``|X[rows[i]] - C[cents[i]]|^2`` for every pair, in float32 (faiss, every thread)."""
-    out = np.empty(rows.size, dtype=np.float32)
-    if rows.size:
-        X = np.ascontiguousarray(X, dtype=np.float32)
-        rows = np.ascontiguousarray(rows, dtype=np.int64)
-        cents = np.ascontiguousarray(cents, dtype=np.int64)
-        faiss.pairwise_indexed_L2sqr(X.shape[1], rows.size, faiss.swig_ptr(X),
-                                     faiss.swig_ptr(rows), faiss.swig_ptr(C),
-                                     faiss.swig_ptr(cents), faiss.swig_ptr(out))
-    return out
-
-
 class ProjectedSearch:
     """The rows' projections (made once per fit) and the pass that uses them.
 
@@ -114,8 +102,7 @@ class ProjectedSearch:
         P = np.linalg.qr(V[:, :m].double().numpy())[0]
         # one float64 product gives P'x and <x, mu>: P'(x - mu) = P'x - P'mu and
         # |x - mu|^2 = |x|^2 - 2 <x, mu> + |mu|^2
-        self.Pm = np.ascontiguousarray(np.c_[P, self.mu])
-        self.Pm_t = torch.from_numpy(self.Pm)
+        self.Pm = torch.from_numpy(np.ascontiguousarray(np.c_[P, self.mu]))
         self.Pmu = self.mu @ P
         self.mu2 = float(self.mu @ self.mu)
         self.m = m
@@ -146,7 +133,7 @@ class ProjectedSearch:
         square within ``2^-20 (|x~|^2 + |c~|^2)``. With faiss's rounding, the squared
         bound loses at most ``s_x + s_c``, ``s = rel |x~|^2`` (rounded up)."""
         X64 = torch.from_numpy(X).double()  # torch's threads: numpy's BLAS has one here
-        G = (X64 @ self.Pm_t).numpy()
+        G = (X64 @ self.Pm).numpy()
         p = G[:, : self.m] - self.Pmu
         if n2 is None:
             n2 = (X64 * X64).sum(1).numpy()
