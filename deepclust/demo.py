@@ -115,30 +115,17 @@ def _embeddings(ds, rows, say) -> tuple[str, np.ndarray] | None:
     return DEMO_ENCODER, fs.X
 
 
-def _warm_umap() -> None:
-    """Import umap-learn and compile its numba kernels on a tiny input, so that both overlap
-    the embedding instead of following it. In a fresh environment the import compiles
-    pynndescent's kernels (kept on disk by numba) and the first fit umap-learn's (kept on
-    disk too since :func:`deepclust.reduce.prepare_numba`); later runs read them."""
-    import warnings
-
-    from deepclust.reduce import reduce
-
-    X = np.random.default_rng(0).normal(size=(120, 60)).astype(np.float32)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        reduce(X, "umap:50:n_neighbors=30:min_dist=0:n_epochs=5", random_state=0)
-
-
 def _start_warm_up() -> threading.Thread:
-    """:func:`_warm_umap` in a background thread. The modules that both threads need (numpy,
+    """:func:`deepclust.reduce.warm_umap` in a background thread. The modules that both threads need (numpy,
     scipy, scikit-learn: through :mod:`deepclust.reduce`) are imported here first; numba,
     pynndescent and umap-learn, which only the warm-up imports, are imported by the thread."""
     import deepclust.reduce  # noqa: F401
 
+    from deepclust.reduce import warm_umap
+
     def target() -> None:
         with contextlib.suppress(Exception):  # the real UMAP call reports any problem itself
-            _warm_umap()
+            warm_umap()
 
     thread = threading.Thread(target=target, name="umap-warm-up", daemon=True)
     thread.start()

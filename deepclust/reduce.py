@@ -256,6 +256,20 @@ class UMAPReducer(TransformerMixin, BaseEstimator):
         return np.asarray(self.umap_.transform(X), dtype=np.float32)
 
 
+def warm_umap() -> None:
+    """Import umap-learn and compile its numba kernels on a tiny input (a second or two
+    once compiled). In a fresh environment the import compiles pynndescent's kernels (kept
+    on disk by numba) and the first fit umap-learn's (kept on disk too since
+    :func:`prepare_numba`); later processes read them. Used by the demo, to overlap this
+    with the embedding, and by :mod:`deepclust.prepare` at install time."""
+    import warnings
+
+    X = np.random.default_rng(0).normal(size=(120, 60)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reduce(X, "umap:50:n_neighbors=30:min_dist=0:n_epochs=5", random_state=0)
+
+
 _UMAP_KERNEL_MODULES = ("umap.umap_", "umap.layouts", "umap.utils", "umap.spectral",
                         "umap.distances", "umap.sparse")
 _numba_prepared = False
