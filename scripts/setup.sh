@@ -11,7 +11,8 @@ extras=""
 python=${PYTHON:-python3}
 
 if [ ! -x .venv/bin/python ]; then
-    "$python" -m venv .venv
+    # pip is added later, beside the preparation: ensurepip costs 7 s of a new environment here
+    "$python" -m venv --without-pip .venv
 fi
 . .venv/bin/activate
 
@@ -34,9 +35,16 @@ while IFS= read -r line; do
         constraint) for v in $value; do uv_args+=(--constraint "$v"); done ;;
         cert) export SSL_CERT_FILE="$value" ;;
     esac
-done < <(python -m pip config list 2>/dev/null || true)
+done < <("$python" -m pip config list 2>/dev/null || true)
+has_pip() { python -m pip --version >/dev/null 2>&1; }
+get_uv() {
+    command -v uv >/dev/null && return 0
+    if has_pip; then python -m pip install -q --disable-pip-version-check uv
+    else "$python" -m pip --python "$VIRTUAL_ENV/bin/python" install -q --disable-pip-version-check uv
+    fi >/dev/null 2>&1
+}
 installed=""
-if [ -z "${DEEPCLUST_SETUP_PIP:-}" ] && { command -v uv >/dev/null || python -m pip install -q --disable-pip-version-check uv >/dev/null 2>&1; }; then
+if [ -z "${DEEPCLUST_SETUP_PIP:-}" ] && get_uv; then
     if uv pip install -q --index-strategy unsafe-best-match "${uv_args[@]}" "${torch_req[@]}" -e ".${extras}"; then
         installed=uv
     else
@@ -44,10 +52,15 @@ if [ -z "${DEEPCLUST_SETUP_PIP:-}" ] && { command -v uv >/dev/null || python -m 
     fi
 fi
 if [ -z "$installed" ]; then
+    has_pip || python -m ensurepip -q >/dev/null
     python -m pip install -q --no-compile "${torch_req[@]}" -e ".${extras}"
 fi
-# Bytecode of the modules deepclust imports and UMAP's numba kernels, two processes side by side.
+# Bytecode of the modules deepclust imports and UMAP's numba kernels, two processes side by
+# side; pip, where the environment has none yet, on the core they leave idle.
+pip_job=""
+if ! has_pip; then python -m ensurepip -q >/dev/null 2>&1 & pip_job=$!; fi
 python -m deepclust.prepare || true
+[ -z "$pip_job" ] || wait "$pip_job" || echo "setup: could not add pip to .venv (uv pip works)" >&2
 
 # Fashion-MNIST: Debian ships it; elsewhere deepclust downloads it on first use.
 if [ ! -d /usr/share/datasets/fashion-mnist ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -59,4 +72,4 @@ if [ -n "$extras" ] && ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] &&
     (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1 \
         || echo "setup: could not install chromium; the report's browser test will be skipped" >&2
 fi
-echo "setup: done ($(python -c 'import deepclust, torch; print("deepclust", deepclust.__version__, "torch", torch.__version__)'))"
+echo "setup: done ($(python -c 'from importlib.metadata import version as v; print("deepclust", v("deepclust"), "torch", v("torch"))'))"
