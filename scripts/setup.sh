@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 extras=""
 [ "${1:-}" = "--dev" ] && extras="[test]"
-python=${PYTHON:-python3}
+python=$(command -v "${PYTHON:-python3}")  # the base interpreter (its pip too), by path
 
 if [ ! -x .venv/bin/python ]; then
     # pip is added later, beside the preparation: ensurepip costs 7 s of a new environment here
@@ -52,13 +52,13 @@ if [ -z "${DEEPCLUST_SETUP_PIP:-}" ] && get_uv; then
     fi
 fi
 if [ -z "$installed" ]; then
-    has_pip || python -m ensurepip -q >/dev/null
+    has_pip || python -m ensurepip >/dev/null
     python -m pip install -q --no-compile "${torch_req[@]}" -e ".${extras}"
 fi
 # Bytecode of the modules deepclust imports and UMAP's numba kernels, two processes side by
 # side; pip, where the environment has none yet, on the core they leave idle.
 pip_job=""
-if ! has_pip; then python -m ensurepip -q >/dev/null 2>&1 & pip_job=$!; fi
+if ! has_pip; then python -m ensurepip >/dev/null 2>&1 & pip_job=$!; fi
 python -m deepclust.prepare || true
 [ -z "$pip_job" ] || wait "$pip_job" || echo "setup: could not add pip to .venv (uv pip works)" >&2
 
