@@ -5,10 +5,12 @@ file of torch, scipy and the rest: about 30 s on two cores, most of it for modul
 imported) and then runs ``python -m deepclust.prepare``, which does two jobs side by side,
 each in its own process:
 
-- **bytecode**: imports every module of deepclust, so Python writes the ``.pyc`` of exactly
-  the modules deepclust and its dependencies import (about 2 000 files). Without them each
-  new process compiles those sources again: ``deepclust --help`` took 12 s, and 5-6 s once
-  they were written (docs/demo.md).
+- **bytecode**: imports every module of deepclust and the modules its functions import when
+  first called (:data:`LAZY_IMPORTS`; torch builds its optimisers and the ONNX exporter on
+  first use, so a two-step AdamW and a tiny export run too), so Python writes the ``.pyc``
+  of exactly the modules deepclust uses (about 2 500 files). Without them each new process
+  compiles those sources again: ``deepclust --help`` took 12 s, and 5-6 s once they were
+  written (docs/demo.md).
 - **numba**: :func:`deepclust.reduce.warm_umap`, which compiles pynndescent's and
   umap-learn's kernels into numba's disk cache (about 25 s of one core on a fresh
   environment).
@@ -27,7 +29,18 @@ import subprocess
 import sys
 import time
 
-__all__ = ["JOBS", "deepclust_modules", "import_modules", "main"]
+__all__ = ["JOBS", "LAZY_IMPORTS", "deepclust_modules", "import_modules", "main"]
+
+#: Modules that deepclust imports inside functions (not umap-learn and pynndescent: the
+#: numba job imports those, and importing them compiles their kernels).
+LAZY_IMPORTS = (
+    "PIL.Image", "efficientnet_lite_pytorch", "faiss", "hdbscan.validity", "jinja2",
+    "matplotlib.pyplot", "openvino", "pyarrow.compute", "pyarrow.csv", "pyarrow.parquet",
+    "safetensors.torch", "scipy.cluster.hierarchy", "scipy.sparse.csgraph", "scipy.stats",
+    "sklearn.cluster", "sklearn.decomposition", "sklearn.linear_model", "sklearn.metrics",
+    "sklearn.mixture", "sklearn.neighbors", "sklearn.preprocessing", "torch.onnx",
+    "tqdm.auto", "yaml",
+)
 
 #: The jobs, each run as ``python -c CODE`` in its own process.
 JOBS = {
@@ -45,15 +58,33 @@ def deepclust_modules() -> list[str]:
 
 
 def import_modules() -> list[str]:
-    """Import :func:`deepclust_modules`; returns the names that could not be imported (a
-    module of an optional dependency that is not installed)."""
+    """Import :func:`deepclust_modules` and :data:`LAZY_IMPORTS`, build an optimiser and
+    export a tiny model as deepclust's code does; returns the names that could not be
+    imported (a module of an optional dependency that is not installed)."""
     failed = []
-    for name in deepclust_modules():
+    for name in deepclust_modules() + list(LAZY_IMPORTS):
         try:
             importlib.import_module(name)
         except Exception:  # an optional dependency (transformers, open_clip, timm) missing
             failed.append(name)
+    _first_use()
     return failed
+
+
+def _first_use() -> None:
+    """What torch imports on first use: the optimiser (torch._dynamo) and the ONNX exporter."""
+    import io
+    import warnings
+
+    import torch
+
+    model = torch.nn.Linear(4, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    model(torch.ones(3, 4)).sum().backward()
+    optimizer.step()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.ones(2, 4),), io.BytesIO(), dynamo=False)
 
 
 def main(argv: list[str] | None = None) -> int:

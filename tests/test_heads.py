@@ -146,6 +146,7 @@ def test_teacher_momentum_follows_the_budget():
 def test_budget_heads_and_batch_scale_with_the_data():
     from deepclust.cluster.heads.training import (
         default_batch_size,
+        default_hidden_dim,
         default_n_heads,
         default_n_steps,
     )
@@ -157,11 +158,13 @@ def test_budget_heads_and_batch_scale_with_the_data():
     assert default_n_steps(60_000, 256, min_epochs=10) == 2350
     assert default_n_heads(1797) == 4 and default_n_heads(10_000) == 16
     assert default_batch_size(60_000) == 256 and default_batch_size(10**6) == 1024
+    assert default_hidden_dim(1797) == 256 and default_hidden_dim(10_000) == 512
     small = TEMI(n_clusters=3, **{**SMALL, "n_heads": "auto", "n_steps": "auto",
-                                  "batch_size": "auto", "hidden_dim": 8, "bottleneck_dim": 4})
+                                  "batch_size": "auto", "hidden_dim": "auto", "bottleneck_dim": 4})
     X = np.random.default_rng(0).standard_normal((300, 6)).astype(np.float32)
     small.fit(X)
     assert small.heads_.n_heads == 4 and small.n_steps_ == 200
+    assert small.heads_.hidden_dim == 256
     assert small.stats_["batch_size"] == 256
 
 

@@ -25,6 +25,7 @@ from deepclust.cluster.heads.training import (
     TrainConfig,
     auto_teacher_momentum,
     default_batch_size,
+    default_hidden_dim,
     default_n_heads,
     default_n_steps,
 )
@@ -65,7 +66,7 @@ class HeadClusterer(BaseClusterer):
     _parameter_constraints = {
         "n_heads": [Options("auto"), POSITIVE_INT],
         "n_neighbors": [POSITIVE_INT],
-        "hidden_dim": [POSITIVE_INT],
+        "hidden_dim": [Options("auto"), POSITIVE_INT],
         "bottleneck_dim": [POSITIVE_INT],
         "batch_size": [Options("auto"), POSITIVE_INT],
         "n_steps": [Options("auto"), POSITIVE_INT],
@@ -166,6 +167,8 @@ class HeadClusterer(BaseClusterer):
         k = self._validate_k(n)
         n_heads = default_n_heads(n) if self.n_heads == "auto" else self.n_heads
         n_heads = check_positive_int(n_heads, "n_heads")
+        hidden = default_hidden_dim(n) if self.hidden_dim == "auto" else self.hidden_dim
+        hidden = check_positive_int(hidden, "hidden_dim")
         n_nb = check_positive_int(self.n_neighbors, "n_neighbors")
         if n_nb > n - 1:
             raise InputError(f"n_neighbors={n_nb} needs more than {n} samples")
@@ -186,7 +189,7 @@ class HeadClusterer(BaseClusterer):
         X_t = self._to_device(rows, device)
         mean, inv_std = _moments(X_t)
         gen = torch.Generator().manual_seed(seed)
-        student = HeadBank(d, k, n_heads, int(self.hidden_dim), int(self.bottleneck_dim),
+        student = HeadBank(d, k, n_heads, hidden, int(self.bottleneck_dim),
                            generator=gen).to(device)
         objective = self._objective(n_heads, k, device)
         momentum = self._momentum(n_steps)
@@ -199,7 +202,7 @@ class HeadClusterer(BaseClusterer):
             checkpoint_every=int(self.checkpoint_every or 0) if self.checkpoint_dir else 0,
         )
         trainer = HeadTrainer(X_t, nb_table, student, objective, config, mean, inv_std)
-        identity = self._identity(rows, data, config, nb_info, n_heads, k, d)
+        identity = self._identity(rows, data, config, nb_info, n_heads, hidden, k, d)
         saver = self._resume(trainer, identity, phase="heads")
 
         t = time.perf_counter()
@@ -277,14 +280,14 @@ class HeadClusterer(BaseClusterer):
             arr = np.array(arr, dtype=dtype, order="C")
         return torch.from_numpy(arr).to(device)
 
-    def _identity(self, rows, data, config: TrainConfig, nb_info: dict, n_heads: int, k: int,
-                  d: int) -> dict:
+    def _identity(self, rows, data, config: TrainConfig, nb_info: dict, n_heads: int,
+                  hidden: int, k: int, d: int) -> dict:
         """What a checkpoint must agree with to be resumed."""
         if not self.checkpoint_dir:
             return {}
         return {"estimator": type(self).__name__, "data": data.fingerprint(), "n": int(rows.shape[0]),
                 "d": d, "n_clusters": k, "n_heads": n_heads,
-                "hidden_dim": int(self.hidden_dim), "bottleneck_dim": int(self.bottleneck_dim),
+                "hidden_dim": hidden, "bottleneck_dim": int(self.bottleneck_dim),
                 "n_neighbors": int(self.n_neighbors), "config": config.as_dict(),
                 "objective": self._objective_params()}
 

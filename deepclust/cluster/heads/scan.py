@@ -44,7 +44,8 @@ class SCAN(HeadClusterer):
         As in :class:`~deepclust.cluster.heads.TEMI`.
     n_neighbors : int
         Neighbours the pair partner is drawn from (20 in SCAN).
-    hidden_dim, bottleneck_dim : int
+    hidden_dim, bottleneck_dim : int or "auto", int
+        As in :class:`~deepclust.cluster.heads.TEMI`.
     entropy_weight : float
         ``lambda`` of the entropy term (5 in SCAN).
     temperature : float
@@ -85,7 +86,7 @@ class SCAN(HeadClusterer):
         *,
         n_heads: int | str = "auto",
         n_neighbors: int = 20,
-        hidden_dim: int = 512,
+        hidden_dim: int | str = "auto",
         bottleneck_dim: int = 256,
         entropy_weight: float = 5.0,
         temperature: float = 0.1,
@@ -206,7 +207,7 @@ class SCANv2(SCAN):
         *,
         n_heads: int | str = "auto",
         n_neighbors: int = 50,
-        hidden_dim: int = 512,
+        hidden_dim: int | str = "auto",
         bottleneck_dim: int = 256,
         entropy_weight: float = 5.0,
         student_temp: float = 0.1,

@@ -39,8 +39,11 @@ class TEMI(HeadClusterer):
         (:func:`~deepclust.cluster.heads.training.default_n_heads`).
     n_neighbors : int
         Neighbours each pair partner is drawn from (50 in TEMI).
-    hidden_dim, bottleneck_dim : int
-        Widths of the head's hidden layer and of its L2-normalised bottleneck.
+    hidden_dim : int or "auto"
+        Width of the head's hidden layer; "auto": 512 (TEMI's) from 10 000 rows on, 256
+        below (:func:`~deepclust.cluster.heads.training.default_hidden_dim`).
+    bottleneck_dim : int
+        Width of its L2-normalised bottleneck.
     beta : float
         Exponent of TEMI's PMI (0.6).
     student_temp, teacher_temp : float
@@ -133,7 +136,7 @@ class TEMI(HeadClusterer):
         *,
         n_heads: int | str = "auto",
         n_neighbors: int = 50,
-        hidden_dim: int = 512,
+        hidden_dim: int | str = "auto",
         bottleneck_dim: int = 256,
         beta: float = 0.6,
         student_temp: float = 0.1,

@@ -37,6 +37,7 @@ __all__ = [
     "cosine_schedule",
     "auto_teacher_momentum",
     "default_batch_size",
+    "default_hidden_dim",
     "default_n_heads",
     "default_n_steps",
     "ema_update_",
@@ -75,6 +76,8 @@ SMALL_DATA_EPOCHS = 40
 MIN_STEPS = 200
 #: Heads trained on small data ("auto"); 16 (TEMI's) from SMALL_DATA_ROWS on.
 SMALL_DATA_HEADS = 4
+#: Hidden width of the heads on small data ("auto"); TEMI's 512 from SMALL_DATA_ROWS on.
+SMALL_DATA_HIDDEN, HIDDEN = 256, 512
 #: From this many rows the "auto" batch is LARGE_BATCH pairs, below it BATCH pairs.
 LARGE_DATA_ROWS = 200_000
 BATCH, LARGE_BATCH = 256, 1024
@@ -100,6 +103,14 @@ def default_n_heads(n_samples: int) -> int:
     """Heads of ``n_heads="auto"``: :data:`SMALL_DATA_HEADS` below :data:`SMALL_DATA_ROWS`
     rows, else 16 (TEMI's)."""
     return SMALL_DATA_HEADS if n_samples < SMALL_DATA_ROWS else 16
+
+
+def default_hidden_dim(n_samples: int) -> int:
+    """Hidden width of ``hidden_dim="auto"``: :data:`SMALL_DATA_HIDDEN` below
+    :data:`SMALL_DATA_ROWS` rows, else TEMI's 512. On digits (1 797 rows) the narrower head
+    trained in 0.6x the time and clustered better (ACC 0.902 against 0.879, mean of five
+    seeds; docs/heads.md, "Budget")."""
+    return SMALL_DATA_HIDDEN if n_samples < SMALL_DATA_ROWS else HIDDEN
 
 
 def default_batch_size(n_samples: int) -> int:
