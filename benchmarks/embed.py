@@ -8,9 +8,9 @@ Three measurements (each optional):
                 DataLoader, forward, store writing) at the default precision, batch and layout,
                 with 0 / 1 decoding workers, as a ratio of the bare forward with the same
                 settings (target: >= 0.8);
-``--engine``    torch eager as `embed` ran it before the engine (channels-last, batch 32, bf16
-                autocast where the CPU has native bf16, else fp32) against the OpenVINO engine
-                (fp32, what ``auto`` picks, and bf16 where native)
+``--engine``    torch eager as `embed` ran it before the engines (channels-last, batch 32, bf16
+                autocast where the CPU has native bf16, else fp32) against ONNX Runtime (fp32,
+                what ``auto`` picks) and OpenVINO (fp32, and bf16 where native)
                 on the same pre-processed tensors, alternating A/B rounds in one process, best
                 of each; then, on ``--engine-n`` test images embedded every way, the per-row
                 cosine to the torch fp32 forward and the k-means (k=10) NMI;
@@ -64,7 +64,12 @@ def engine_table(args, ds, enc, X: torch.Tensor) -> None:
     from sklearn.cluster import KMeans
     from sklearn.metrics import normalized_mutual_info_score as nmi
 
-    from deepclust.encoders.engine import OpenVINOEncoder, default_engine_threads
+    from deepclust.encoders.engine import (
+        ONNXRuntimeEncoder,
+        OpenVINOEncoder,
+        default_engine_threads,
+        resolve_engine,
+    )
 
     batch = CPU_BATCH_SIZE
     # "before": torch eager as embed() ran it before the engine on this CPU (bf16 autocast
@@ -75,10 +80,14 @@ def engine_table(args, ds, enc, X: torch.Tensor) -> None:
         before: lambda x: _torch_forward(enc, x, before_precision, True),
         "torch eager fp32 (reference)": lambda x: _torch_forward(enc, x, "fp32", False),
     }
+    auto = resolve_engine("auto", enc, torch.device("cpu"))
+    ways["ONNX Runtime fp32" + (" (engine auto)" if auto == "onnxruntime" else "")] = \
+        ONNXRuntimeEncoder(enc)
     # OpenVINO bf16 only where the CPU has it natively (elsewhere it is emulated)
     for precision in ("fp32", "bf16") if cpu_has_native_bf16() else ("fp32",):
         ov = OpenVINOEncoder(enc, precision=precision)
-        ways[f"OpenVINO {precision}" + (" (engine auto)" if precision == "fp32" else "")] = ov
+        ways[f"OpenVINO {precision}" + (" (engine auto)" if auto == "openvino" and
+                                         precision == "fp32" else "")] = ov
     torch.set_num_threads(auto_threads())  # what embed() uses by default on the CPU
     start_load = os.getloadavg()
     best: dict = {}
@@ -104,7 +113,7 @@ def engine_table(args, ds, enc, X: torch.Tensor) -> None:
     ref = feats["torch eager fp32 (reference)"]
     y = ds.labels[rows]
     base = best[before]
-    print(f"## torch eager vs the OpenVINO engine, {enc.name} at {tuple(X.shape[2:])} px, batch "
+    print(f"## torch eager vs the CPU engines, {enc.name} at {tuple(X.shape[2:])} px, batch "
           f"{batch}, {torch.get_num_threads()} torch threads, {default_engine_threads()} engine "
           f"threads\n\nimages/s: best of {args.repeats} alternating rounds on {len(X)} images; load "
           f"average (1, 5, 15 min) {start_load[0]:.2f} {start_load[1]:.2f} {start_load[2]:.2f} at "

@@ -119,8 +119,6 @@ def _start_warm_up() -> threading.Thread:
     """:func:`deepclust.reduce.warm_umap` in a background thread. The modules that both threads need (numpy,
     scipy, scikit-learn: through :mod:`deepclust.reduce`) are imported here first; numba,
     pynndescent and umap-learn, which only the warm-up imports, are imported by the thread."""
-    import deepclust.reduce  # noqa: F401
-
     from deepclust.reduce import warm_umap
 
     def target() -> None:

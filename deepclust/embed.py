@@ -152,7 +152,7 @@ def embed(
     precision : {"auto", "bf16", "fp32"}
         Compute precision; bf16 uses ``torch.autocast`` (OpenVINO: its bf16 inference
         precision). ``auto``: see :func:`deepclust.runtime.resolve_precision` (use
-        ``"embed"``; ``"embed-engine"``, always fp32, when OpenVINO runs the encoder).
+        ``"embed"``; ``"embed-engine"``, always fp32, when an engine runs the encoder).
     dtype : {"float16", "float32"}, optional
         Storage dtype of the rows; default: the existing store's when resuming, else float16.
     shard_size : int, optional
@@ -170,10 +170,11 @@ def embed(
         Show a progress bar (images/s) on rank 0.
     encoder_options, source_options : dict, optional
         Passed to :func:`~deepclust.encoders.get_encoder` / :func:`~deepclust.data.sources.open_source`.
-    engine : {"auto", "torch", "openvino"}
-        ``auto``: OpenVINO on the CPU when it is installed and the encoder exports, else torch
-        (the rule: :func:`deepclust.encoders.engine.resolve_engine`). OpenVINO uses ``threads``
-        when given, else every core.
+    engine : {"auto", "torch", "onnxruntime", "openvino"}
+        ``auto``: on the CPU, for an encoder that exports, ONNX Runtime (OpenVINO for
+        ``precision="bf16"`` or where ONNX Runtime is not installed), else torch (the rule:
+        :func:`deepclust.encoders.engine.resolve_engine`). The engines use ``threads`` when
+        given, else every core.
 
     Returns
     -------
@@ -218,7 +219,7 @@ def embed(
         raise InputError(f"num_workers={num_workers!r} is not allowed; give 0 (decode in this "
                          "process) or a positive number of worker processes")
     enc = get_encoder(encoder, **(encoder_options or {}))
-    use = "embed-engine" if resolve_engine(engine, enc, dev) != "torch" else "embed"
+    use = "embed-engine" if resolve_engine(engine, enc, dev, precision) != "torch" else "embed"
     prec = runtime.resolve_precision(use, precision, dev)
     enc, chosen = with_engine(enc, engine, dev, prec, threads=engine_threads)
     if chosen == "torch" and use != "embed":  # the engine failed under auto: torch's rule

@@ -14,7 +14,7 @@ use             what runs in bf16             GPU with bf16 CPU, native    CPU, 
                                                             BF16 or AMX)
 =============== ============================= ============= ============== ==================
 ``embed``       encoder forward (autocast)    bf16          bf16           fp32
-``embed-engine`` the OpenVINO CPU engine      (CPU only)    fp32           fp32
+``embed-engine`` ONNX Runtime / OpenVINO      (CPU only)    fp32           fp32
 ``deepcluster`` training and feature passes   bf16          bf16           fp32
 ``heads``       TEMI/SCAN training (autocast) bf16          bf16           fp32
 ``neighbors``   exact kNN candidate product   bf16          bf16           fp32

@@ -12,6 +12,7 @@ from deepclust.embed import embed
 from deepclust.encoders import get_encoder
 from deepclust.encoders.checkpoint import ConvNet, save_checkpoint
 from deepclust.encoders.engine import (
+    ONNXRuntimeEncoder,
     OpenVINOEncoder,
     export_onnx,
     onnx_path,
@@ -23,6 +24,7 @@ from deepclust.errors import InputError
 from deepclust.store import open_store
 
 pytest.importorskip("openvino")
+pytest.importorskip("onnxruntime")
 
 
 @pytest.fixture(autouse=True)
@@ -46,18 +48,30 @@ def cosine(a, b):
 def test_auto_rule(ckpt, monkeypatch):
     enc = get_encoder(f"checkpoint:{ckpt}")
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
-    assert resolve_engine("auto", enc, cpu) == "openvino"
+    assert resolve_engine("auto", enc, cpu) == "onnxruntime"  # fp32: the faster engine
+    assert resolve_engine("auto", enc, cpu, "fp32") == "onnxruntime"
+    assert resolve_engine("auto", enc, cpu, "bf16") == "openvino"  # the one with bf16
     assert resolve_engine("torch", enc, cpu) == "torch"
     assert resolve_engine("auto", enc, gpu) == "torch"  # the GPU path is unchanged
-    with pytest.raises(InputError, match="CPU only"):
-        resolve_engine("openvino", enc, gpu)
+    for engine in ("openvino", "onnxruntime"):
+        assert resolve_engine(engine, enc, cpu) == engine
+        with pytest.raises(InputError, match="CPU only"):
+            resolve_engine(engine, enc, gpu)
+    with pytest.raises(InputError, match="no bf16 kernels"):
+        resolve_engine("onnxruntime", enc, cpu, "bf16")
     raw = get_encoder("raw", size=8)
     assert resolve_engine("auto", raw, cpu) == "torch"
     with pytest.raises(InputError, match="not marked exportable"):
         resolve_engine("openvino", raw, cpu)
     with pytest.raises(InputError, match="engine must be one of"):
         resolve_engine("tensorrt", enc, cpu)
-    monkeypatch.setattr("deepclust.encoders.engine.openvino_available", lambda: False)
+    installed = {"onnxruntime", "openvino"}
+    monkeypatch.setattr("deepclust.encoders.engine.engine_available", lambda e: e in installed)
+    installed.discard("onnxruntime")
+    assert resolve_engine("auto", enc, cpu) == "openvino"  # the other engine
+    with pytest.raises(InputError, match="pip install onnxruntime"):
+        resolve_engine("onnxruntime", enc, cpu)
+    installed.clear()
     assert resolve_engine("auto", enc, cpu) == "torch"
     with pytest.raises(InputError, match="pip install openvino"):
         resolve_engine("openvino", enc, cpu)
@@ -80,35 +94,45 @@ def test_export_is_cached_and_keyed_by_weights_and_input_size(ckpt, tmp_path):
     assert "24x24" in onnx_path(get_encoder(f"checkpoint:{other}")).name
 
 
-def test_fp32_engine_matches_torch_and_odd_batches_work(ckpt):
+@pytest.mark.parametrize("engine", [ONNXRuntimeEncoder, OpenVINOEncoder])
+def test_fp32_engine_matches_torch_and_odd_batches_work(ckpt, engine):
     enc = get_encoder(f"checkpoint:{ckpt}")
     x = torch.randn(7, 3, 16, 16)
     ref = enc(x).numpy()
-    out = OpenVINOEncoder(enc, precision="fp32", threads=1)
+    out = engine(enc, precision="fp32", threads=1)
     assert out.name == enc.name and out.dim == enc.dim and out.describe() == enc.describe()
     got = out(x).numpy()
     assert got.shape == ref.shape and got.dtype == np.float32
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
-    assert out(x[:1]).shape == (1, enc.dim)
+    first = out(x[:1])
+    assert first.shape == (1, enc.dim)
+    out(x[1:3])  # a later call must not change what an earlier one returned
+    np.testing.assert_allclose(first.numpy(), ref[:1], rtol=1e-4, atol=1e-5)
+
+
+def test_onnxruntime_refuses_bf16(ckpt):
+    with pytest.raises(InputError, match="fp32 only"):
+        ONNXRuntimeEncoder(get_encoder(f"checkpoint:{ckpt}"), precision="bf16")
 
 
 def test_engine_precision_auto_is_fp32(ckpt, tmp_path):
     imgs = np.random.default_rng(0).integers(0, 255, (4, 16, 16, 3), dtype=np.uint8)
     store = embed(ArraySource(imgs), f"checkpoint:{ckpt}", tmp_path / "s", progress=False,
                   num_workers=0)
-    assert store.meta["engine"] == "openvino" and store.meta["precision"] == "fp32"
+    assert store.meta["engine"] == "onnxruntime" and store.meta["precision"] == "fp32"
 
 
 def test_embed_records_the_engine_and_matches_torch(ckpt, tmp_path):
     imgs = np.random.default_rng(0).integers(0, 255, (40, 16, 16, 3), dtype=np.uint8)
     stores = {}
-    for engine in ("torch", "openvino"):
+    for engine in ("torch", "onnxruntime", "openvino"):
         stores[engine] = embed(ArraySource(imgs), f"checkpoint:{ckpt}", tmp_path / engine,
                                engine=engine, precision="fp32", dtype="float32", progress=False,
                                batch_size=16, num_workers=0)
         assert stores[engine].meta["engine"] == engine
         assert open_store(tmp_path / engine).meta["last_run"]["parameters"]["engine"] == engine
     assert cosine(stores["torch"].X, stores["openvino"].X).min() > 0.9999
+    assert cosine(stores["torch"].X, stores["onnxruntime"].X).min() > 0.9999
 
 
 def test_explicit_engine_that_cannot_run_is_a_one_line_error(ckpt, tmp_path):
@@ -152,6 +176,7 @@ def test_effnet_lite0_engine_is_faithful_on_photos():
     ref = enc(x).numpy()
     fp32 = OpenVINOEncoder(enc, precision="fp32")(x).numpy()
     assert cosine(fp32, ref).min() >= 0.99999
+    assert cosine(ONNXRuntimeEncoder(enc)(x).numpy(), ref).min() >= 0.99999
     bf16 = OpenVINOEncoder(enc, precision="bf16")(x).numpy()
     assert 0.99 < cosine(bf16, ref).min()
 
@@ -164,7 +189,7 @@ def test_cli_embed_engine_flag(ckpt, tmp_path, capsys):
     rng = np.random.default_rng(0)
     for i in range(3):
         Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(folder / f"{i}.png")
-    for engine in ("torch", "openvino"):
+    for engine in ("torch", "onnxruntime", "openvino"):
         assert main(["embed", str(folder), "--encoder", f"checkpoint:{ckpt}", "--out",
                      str(tmp_path / engine), "--engine", engine, "--no-progress"]) == 0
         assert f"engine {engine}" in capsys.readouterr().out
