@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Set up deepclust in ./.venv: torch 2.13.0 (CPU build where a local wheel exists) first, then
-# the package and its dependencies, then Fashion-MNIST from Debian when running as root.
+# Set up deepclust in ./.venv: torch 2.13.0 (CPU build where a local wheel exists) with the
+# package and its dependencies (uv, else pip), the install-time preparation (bytecode, UMAP's
+# numba kernels: deepclust/prepare.py), then Fashion-MNIST from Debian when running as root.
 #   bash scripts/setup.sh          # the package
 #   bash scripts/setup.sh --dev    # the package and the test tools
 set -euo pipefail
