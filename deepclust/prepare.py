@@ -35,8 +35,8 @@ __all__ = ["JOBS", "LAZY_IMPORTS", "deepclust_modules", "import_modules", "main"
 #: numba job imports those, and importing them compiles their kernels).
 LAZY_IMPORTS = (
     "PIL.Image", "efficientnet_lite_pytorch", "faiss", "hdbscan.validity", "jinja2",
-    "matplotlib.pyplot", "onnxruntime", "openvino", "pyarrow.compute", "pyarrow.csv", "pyarrow.parquet",
-    "safetensors.torch", "scipy.cluster.hierarchy", "scipy.sparse.csgraph", "scipy.stats",
+    "matplotlib.pyplot", "onnxruntime", "openvino", "pyarrow.compute", "pyarrow.csv",
+    "pyarrow.parquet", "safetensors.torch", "scipy.cluster.hierarchy", "scipy.sparse.csgraph", "scipy.stats",
     "sklearn.cluster", "sklearn.decomposition", "sklearn.linear_model", "sklearn.metrics",
     "sklearn.mixture", "sklearn.neighbors", "sklearn.preprocessing", "torch.onnx",
     "tqdm.auto", "yaml",

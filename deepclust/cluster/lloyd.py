@@ -251,8 +251,9 @@ def lloyd(
     bounds every (row, centroid) distance and only the pairs it cannot settle are computed
     (:class:`deepclust.cluster.projected.ProjectedSearch`). Elsewhere, Hamerly's bounds
     (G. Hamerly, "Making k-means even faster", SDM 2010): each row keeps an upper bound on
-    the distance to its centroid and a lower bound on the distance to every other one; after an update the bounds move by how far
-    the centroids moved, and only rows whose bounds cross are searched again. The labels
+    the distance to its centroid and a lower bound on the distance to every other one;
+    after an update the bounds move by how far the centroids moved, and only rows whose
+    bounds cross are searched again. The labels
     are those of plain Lloyd (the bounds are rigorous, float32 rounding included). On the
     CPU's bf16 path (``CentroidSearch.candidates_path``) the bounds come from the product's
     scores and their error bound, the rows are prepared once per fit when they fit
